@@ -1,0 +1,21 @@
+# SPDX-License-Identifier: GPL-2.0
+# luo-rs entry points. Both targets set up what they need (packages,
+# toolchain, kernel source) on first use and reuse it afterwards.
+
+PYTHON ?= python3
+
+.PHONY: run test setup kernel-c kernel-rust
+
+# The main job: a live update of a memfd in a VM.
+run: setup
+	$(PYTHON) tests/demo.py
+
+# Every test; the last line is "N passed, N failed".
+test: setup
+	$(PYTHON) tests/run.py
+
+setup:
+	bash scripts/setup.sh
+
+kernel-c kernel-rust: setup
+	bash scripts/build-kernel.sh $(@:kernel-%=%)

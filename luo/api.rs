@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The in-kernel C API of `include/linux/liveupdate.h`.
+//!
+//! These functions keep the prototypes of the header so that C users link against the Rust core
+//! unchanged. File handlers and FLBs cannot be carried by the Rust core yet, so registration
+//! fails with `EOPNOTSUPP` (the error the C API gives when live update is off, which every
+//! upstream caller already tolerates), and the reboot path has nothing to serialize.
+
+use kernel::{
+    bindings,
+    prelude::*, //
+};
+
+use crate::state;
+
+/// Returns true if the live update orchestrator is enabled.
+#[export]
+pub extern "C" fn liveupdate_enabled() -> bool {
+    state::enabled()
+}
+
+/// Called by `kernel_kexec()` before the jump to the next kernel.
+///
+/// No session can exist yet, so there is nothing to serialize and the kexec may proceed.
+#[export]
+pub extern "C" fn liveupdate_reboot() -> c_int {
+    0
+}
+
+/// Registers a file handler; not supported by the Rust core yet.
+///
+/// # Safety
+///
+/// `_fh` is never dereferenced.
+#[export]
+pub unsafe extern "C" fn liveupdate_register_file_handler(
+    _fh: *mut bindings::liveupdate_file_handler,
+) -> c_int {
+    EOPNOTSUPP.to_errno()
+}
+
+/// Unregisters a file handler; nothing was registered, so nothing to do.
+///
+/// # Safety
+///
+/// `_fh` is never dereferenced.
+#[export]
+pub unsafe extern "C" fn liveupdate_unregister_file_handler(
+    _fh: *mut bindings::liveupdate_file_handler,
+) {
+}
+
+/// Links an FLB to a file handler; not supported by the Rust core yet.
+///
+/// # Safety
+///
+/// Neither pointer is dereferenced.
+#[export]
+pub unsafe extern "C" fn liveupdate_register_flb(
+    _fh: *mut bindings::liveupdate_file_handler,
+    _flb: *mut bindings::liveupdate_flb,
+) -> c_int {
+    EOPNOTSUPP.to_errno()
+}
+
+/// Unlinks an FLB from a file handler; nothing was linked, so nothing to do.
+///
+/// # Safety
+///
+/// Neither pointer is dereferenced.
+#[export]
+pub unsafe extern "C" fn liveupdate_unregister_flb(
+    _fh: *mut bindings::liveupdate_file_handler,
+    _flb: *mut bindings::liveupdate_flb,
+) {
+}
+
+/// Gets the incoming object of an FLB; no FLB can exist yet.
+///
+/// # Safety
+///
+/// Neither pointer is dereferenced.
+#[export]
+pub unsafe extern "C" fn liveupdate_flb_get_incoming(
+    _flb: *mut bindings::liveupdate_flb,
+    _objp: *mut *mut c_void,
+) -> c_int {
+    EOPNOTSUPP.to_errno()
+}
+
+/// Drops a reference taken by `liveupdate_flb_get_incoming()`, which never succeeds yet.
+///
+/// # Safety
+///
+/// `_flb` is never dereferenced.
+#[export]
+pub unsafe extern "C" fn liveupdate_flb_put_incoming(_flb: *mut bindings::liveupdate_flb) {}
+
+/// Gets the outgoing object of an FLB; no FLB can exist yet.
+///
+/// # Safety
+///
+/// Neither pointer is dereferenced.
+#[export]
+pub unsafe extern "C" fn liveupdate_flb_get_outgoing(
+    _flb: *mut bindings::liveupdate_flb,
+    _objp: *mut *mut c_void,
+) -> c_int {
+    EOPNOTSUPP.to_errno()
+}
+
+/// Drops a reference taken by `liveupdate_flb_get_outgoing()`, which never succeeds yet.
+///
+/// # Safety
+///
+/// `_flb` is never dereferenced.
+#[export]
+pub unsafe extern "C" fn liveupdate_flb_put_outgoing(_flb: *mut bindings::liveupdate_flb) {}

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Whether live update is active in this boot.
+//!
+//! Live update is active only when the user asked for it with `liveupdate=` and KHO, which
+//! carries the state to the next kernel, is enabled too. The request is recorded very early
+//! (while the command line is parsed) and settled at late init, before any user of the API
+//! can observe it.
+
+use kernel::{
+    prelude::*,
+    sync::atomic::{
+        AtomicFlag,
+        Relaxed, //
+    }, //
+};
+
+use crate::device;
+
+/// `liveupdate=` as given on the command line (default off).
+static REQUESTED: AtomicFlag = AtomicFlag::new(false);
+
+/// Live update is active: requested, and KHO is enabled.
+static ENABLED: AtomicFlag = AtomicFlag::new(false);
+
+/// Records the value of the `liveupdate=` boot parameter.
+#[export]
+pub extern "C" fn luo_rs_request(enable: bool) {
+    REQUESTED.store(enable, Relaxed);
+}
+
+/// Settles whether live update is active and, if it is, registers `/dev/liveupdate`.
+///
+/// Returns 0 or a negative errno for the initcall; a failure leaves live update disabled.
+#[export]
+pub extern "C" fn luo_rs_late_init(kho_enabled: bool) -> c_int {
+    if !REQUESTED.load(Relaxed) {
+        return 0;
+    }
+    if !kho_enabled {
+        pr_warn!("Disabling liveupdate because KHO is disabled\n");
+        return 0;
+    }
+    match device::register() {
+        Ok(()) => {
+            ENABLED.store(true, Relaxed);
+            pr_info!("luo-rs: Rust core active, /dev/liveupdate registered\n");
+            0
+        }
+        Err(e) => {
+            pr_err!("luo-rs: cannot register /dev/liveupdate: {:?}\n", e);
+            e.to_errno()
+        }
+    }
+}
+
+/// Returns true if live update is active in this boot.
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Relaxed)
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Build one kernel variant incrementally: scripts/build-kernel.sh VARIANT
+#
+# VARIANT names config fragments joined by '-': "c", "rust", "rust-debug".
+# base.config is always included. The fragment list is resolved with
+# allnoconfig, then every requested option is checked in the final .config,
+# because Kconfig silently drops options whose dependencies are missing.
+source "$(dirname "$0")/lib.sh"
+
+variant=${1:?usage: build-kernel.sh VARIANT (for example c, rust, rust-debug)}
+tree=$(kernel_tree)
+out=$(build_dir "$variant")
+mkdir -p "$out"
+read -r -a mk <<<"$(kernel_make_vars)"
+MAKE=(make -s -C "$tree" O="$out" -j"$(nproc)" "${mk[@]}")
+
+"$LUO_ROOT/scripts/overlay.sh"
+
+frag=$out/luo-fragment.config
+{
+	cat "$LUO_ROOT/configs/base.config"
+	IFS=- read -r -a parts <<<"$variant"
+	for p in "${parts[@]}"; do
+		[ -f "$LUO_ROOT/configs/$p.config" ] || die "no configs/$p.config for variant $variant"
+		cat "$LUO_ROOT/configs/$p.config"
+	done
+} | grep -E '^CONFIG_' > "$frag.new"
+
+if ! cmp -s "$frag.new" "$frag" || [ ! -f "$out/.config" ]; then
+	note "configuring $variant"
+	"${MAKE[@]}" KCONFIG_ALLCONFIG="$frag.new" allnoconfig >/dev/null ||
+		die "allnoconfig failed for $variant"
+	"${MAKE[@]}" olddefconfig >/dev/null || die "olddefconfig failed for $variant"
+	missing=""
+	while IFS= read -r line; do
+		grep -qxF "$line" "$out/.config" || missing="$missing $line"
+	done < "$frag.new"
+	[ -z "$missing" ] || die "Kconfig dropped requested options for $variant:$missing (a dependency is missing; see configs/)"
+	mv "$frag.new" "$frag"
+fi
+rm -f "$frag.new"
+
+note "building $variant kernel in $out"
+start=$(date +%s)
+"${MAKE[@]}" bzImage || die "kernel build of $variant failed (see the messages above)"
+# The initramfs tool of this very tree; kbuild builds it only on demand.
+if [ ! -x "$out/usr/gen_init_cpio" ]; then
+	mkdir -p "$out/usr"
+	gcc -O2 -o "$out/usr/gen_init_cpio" "$tree/usr/gen_init_cpio.c" || die "cannot build gen_init_cpio"
+fi
+"${MAKE[@]}" headers_install INSTALL_HDR_PATH="$out/hdr" >/dev/null || die "headers_install failed for $variant"
+note "built $variant in $(( $(date +%s) - start ))s: $out/arch/x86/boot/bzImage"

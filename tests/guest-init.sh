@@ -1,0 +1,32 @@
+#!/bin/busybox sh
+# PID 1 of every test VM stage.
+#
+# Runs /stage.sh, then, if this initramfs carries a next stage, kexecs into
+# it with the same command line and luo_stage=N+1. Progress is printed as
+# "LUO-VM:" lines that the host-side runner checks in the serial log.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmpfs /tmp
+stage=$(sed -n 's/.*luo_stage=\([0-9]*\).*/\1/p' /proc/cmdline)
+stage=${stage:-1}
+export LUO_STAGE=$stage
+cd /
+echo "LUO-VM: stage $stage: start"
+if sh -e /stage.sh; then
+	echo "LUO-VM: stage $stage: script ok"
+	if [ -f /next/kernel ]; then
+		next=$((stage + 1))
+		cmd="$(sed 's/ *luo_stage=[0-9]*//' /proc/cmdline) luo_stage=$next"
+		echo "LUO-VM: stage $stage: kexec into stage $next"
+		luo-kexec /next/kernel /next/initrd "$cmd"
+		echo "LUO-VM: stage $stage: kexec failed"
+	fi
+else
+	echo "LUO-VM: stage $stage: script failed with status $?"
+fi
+echo "LUO-VM: stage $stage: done"
+reboot -f

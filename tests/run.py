@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""The luo-rs test command: build the kernels, run every test, print one summary line.
+
+Layers run here: host unit tests of the harness itself, the upstream selftests from the
+7.3 tree (unmodified) on the C reference kernel, the in-kernel FLB test's messages, and
+boot/kexec checks of the Rust core. Results are counted one by one; the last line is
+"N passed, N failed[, N skipped]" and the exit status is non-zero if anything failed.
+"""
+
+import argparse
+import fnmatch
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import scenarios  # noqa: E402
+import vm  # noqa: E402
+
+ROOT = vm.ROOT
+
+
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+
+    def record(self, name, status, detail="", seconds=None):
+        took = f" ({seconds:.1f}s)" if seconds is not None else ""
+        if status == "pass":
+            self.passed += 1
+            print(f"PASS {name}{took}", flush=True)
+        elif status == "skip":
+            self.skipped += 1
+            print(f"SKIP {name}{took} {detail}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL {name}{took}", flush=True)
+            for line in detail.splitlines():
+                print(f"     {line}", flush=True)
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True)
+
+
+def host_tests(tally, pattern):
+    """Unit tests of the harness (log judging, KTAP parsing) on the host."""
+    if not fnmatch.fnmatch("host/harness", pattern):
+        return
+    suite = unittest.defaultTestLoader.discover(os.path.join(ROOT, "tests"), "test_*.py")
+    for case in _flatten(suite):
+        res = unittest.TestResult()
+        case.run(res)
+        problems = res.failures + res.errors
+        tally.record(f"host/{case.id()}", "fail" if problems else "pass",
+                     "\n".join(p[1] for p in problems))
+
+
+def _flatten(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _flatten(t)
+        else:
+            yield t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-k", "--only", default="*", help="run only tests whose name matches this glob")
+    ap.add_argument("--keep-logs", action="store_true", help="print where each serial log is")
+    args = ap.parse_args()
+
+    start = time.monotonic()
+    tally = Tally()
+    host_tests(tally, args.only)
+
+    env = scenarios.Environment.prepare(args.only)
+    for scn in scenarios.all_scenarios(env) if env else []:
+        if not any(fnmatch.fnmatch(n, args.only) for n in [scn.name] + scn.result_names()):
+            continue
+        print(f"---- {scn.name}: {len(scn.stages)} stage(s)", flush=True)
+        out = vm.run(scn, os.path.join(env.work, scn.name.replace("/", "_")), env.gen_init_cpio)
+        for name, status, detail in scn.results(out):
+            tally.record(name, status, detail, out.seconds if name == scn.name else None)
+        if args.keep_logs or not out.ok:
+            print(f"     serial log: {os.path.join(env.work, scn.name.replace('/', '_'), 'serial.log')}")
+
+    print(f"total time {time.monotonic() - start:.0f}s")
+    line = f"{tally.passed} passed, {tally.failed} failed"
+    if tally.skipped:
+        line += f", {tally.skipped} skipped"
+    print(line)
+    return 1 if tally.failed or not (tally.passed + tally.failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

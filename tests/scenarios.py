@@ -1,0 +1,194 @@
+# SPDX-License-Identifier: GPL-2.0
+"""The VM test scenarios and how their results are counted."""
+
+import dataclasses
+import fnmatch
+import os
+import re
+import subprocess
+
+import vm
+
+ROOT = vm.ROOT
+SELFTESTS = "tools/testing/selftests/liveupdate"
+
+# The upstream two-stage tests, run unmodified: stage 1 preserves and kexecs,
+# stage 2 verifies and prints "... TEST PASSED ...".
+UPSTREAM_KEXEC = ["luo_kexec_simple", "luo_multi_session", "luo_stress_sessions", "luo_stress_files"]
+UPSTREAM_API_TESTS = 15
+
+
+def _shell(*cmd):
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+
+
+@dataclasses.dataclass
+class Environment:
+    """Kernels and guest binaries the scenarios need, built on demand."""
+
+    tree: str
+    work: str
+    kernels: dict
+    gen_init_cpio: str
+    binaries: dict
+
+    @classmethod
+    def prepare(cls, pattern):
+        cache = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; echo $LUO_CACHE")
+        tree = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; kernel_tree")
+        kernels = {}
+        for variant in ("c", "rust"):
+            if not (pattern.startswith("*") or pattern.startswith(variant + "/")):
+                continue
+            subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-kernel.sh"), variant],
+                           check=True)
+            kernels[variant] = os.path.join(cache, "build", variant, "arch/x86/boot/bzImage")
+        if not kernels:
+            return None
+        any_build = os.path.join(cache, "build", next(iter(kernels), "c"))
+        work = os.path.join(cache, "work")
+        os.makedirs(work, exist_ok=True)
+        binaries = build_guest_binaries(tree, os.path.join(any_build, "hdr"),
+                                        os.path.join(work, "bin"))
+        return cls(tree, work, kernels, os.path.join(any_build, "usr", "gen_init_cpio"),
+                   binaries)
+
+
+def build_guest_binaries(tree, hdr, out):
+    """Static guest programs: the upstream selftests as they are in the tree, and ours."""
+    os.makedirs(out, exist_ok=True)
+    st = os.path.join(tree, SELFTESTS)
+    cflags = ["-static", "-O2", "-Wall", "-Wno-unused-function", "-isystem", f"{hdr}/include"]
+    bins = {}
+    for name in ["liveupdate"] + UPSTREAM_KEXEC:
+        dst = os.path.join(out, name)
+        subprocess.run(["gcc", *cflags, "-I", f"{st}/lib/include", "-I", os.path.dirname(st),
+                        f"{st}/{name}.c", f"{st}/lib/lu_utils.c", "-o", dst], check=True)
+        bins[name] = dst
+    for src in sorted(os.listdir(os.path.join(ROOT, "tools", "vm"))):
+        if src.endswith(".c"):
+            dst = os.path.join(out, src[:-2])
+            subprocess.run(["gcc", *cflags, os.path.join(ROOT, "tools", "vm", src), "-o", dst],
+                           check=True)
+            bins[src[:-2]] = dst
+    return bins
+
+
+@dataclasses.dataclass
+class Test(vm.Scenario):
+    """A scenario plus the rule that turns its outcome into counted results."""
+
+    counter: object = None
+
+    def result_names(self):
+        return [self.name]
+
+    def results(self, out):
+        if self.counter:
+            return self.counter(self, out)
+        return [(self.name, "pass" if out.ok else "fail", "\n".join(out.problems))]
+
+
+def count_api(test, out):
+    """Each of the upstream API tests counts on its own; a broken VM run fails too."""
+    results, plan = vm.ktap_results(out.stage_logs()[0])
+    rows = [(f"{test.name}/{name}", status, "see serial log") for name, status in results]
+    problems = list(out.problems)
+    if plan != UPSTREAM_API_TESTS or len(results) != UPSTREAM_API_TESTS:
+        problems.append(f"expected {UPSTREAM_API_TESTS} API tests, plan said {plan}, "
+                        f"{len(results)} reported")
+    if problems:
+        rows.append((test.name, "fail", "\n".join(problems)))
+    return rows
+
+
+FLB_NAMES = [f"liveupdate-test-flb-v{i}" for i in range(3)]
+
+# lib/tests/liveupdate.c messages, per stage, that show the FLB lifecycle.
+FLB_STAGE1 = [(r"liveupdate test: Registered 3 FLBs with file handler: \[memfd-v2\]",
+               "test FLBs registered with the memfd handler")] + [
+    (rf"liveupdate test: {n}: preserve was triggered", f"{n} preserved") for n in FLB_NAMES]
+FLB_STAGE2 = [(r"liveupdate test: Registered 3 FLBs with file handler: \[memfd-v2\]",
+               "test FLBs registered again after kexec")] + [
+    (rf"liveupdate test: {n}: found flb data from the previous boot", f"{n} retrieved")
+    for n in FLB_NAMES] + [
+    (rf"liveupdate test: {n}: finish was triggered", f"{n} finished") for n in FLB_NAMES]
+
+
+def count_kexec_with_flb(test, out):
+    """The upstream kexec test, and the in-kernel FLB test judged from the same log."""
+    rows = [(test.name, "pass" if out.ok else "fail", "\n".join(out.problems))]
+    flb = f"{test.name.split('/')[0]}/in-kernel-flb-test"
+    parts = out.stage_logs()
+    problems = []
+    for i, expect in enumerate([FLB_STAGE1, FLB_STAGE2]):
+        part = parts[i] if i < len(parts) else ""
+        problems += [f"stage {i + 1}: missing /{r}/ ({m})" for r, m in expect
+                     if not re.search(r, part)]
+        problems += [line for line in part.splitlines() if "liveupdate test: " in line
+                     and "ERROR" in line or "liveupdate_flb_get_incoming for" in line]
+    rows.append((flb, "fail" if problems else "pass", "\n".join(problems)))
+    return rows
+
+
+def upstream_kexec(variant, kernel, name, binaries):
+    return Test(
+        name=f"{variant}/{name}",
+        stages=[
+            vm.Stage(kernel, f"{name} -s 1\n"),
+            vm.Stage(kernel, f"{name} -s 2\n", [(r"TEST PASSED", "upstream stage 2 verdict")]),
+        ],
+        binaries=binaries,
+        timeout=240,
+        counter=count_kexec_with_flb if name == "luo_kexec_simple" else None,
+    )
+
+
+def all_scenarios(env):
+    bins = env.binaries
+    tests = []
+    c = env.kernels.get("c")
+    if c:
+        tests.append(Test(
+            name="c/liveupdate-api",
+            stages=[vm.Stage(c, "liveupdate\n")],
+            binaries=bins,
+            timeout=240,
+            counter=count_api,
+        ))
+        tests += [upstream_kexec("c", c, n, bins) for n in UPSTREAM_KEXEC]
+    r = env.kernels.get("rust")
+    if r:
+        device_check = (
+            "test -c /dev/liveupdate\n"
+            "exec 3<>/dev/liveupdate\n"
+            "if (exec 4<>/dev/liveupdate) 2>/dev/null; then echo second open allowed; exit 1; fi\n"
+            "echo 'exclusive open: second open refused'\n"
+            "exec 3>&-\n"
+        )
+        registered = (r"liveupdate: luo-rs: Rust core active, /dev/liveupdate registered",
+                      "the Rust crate registered the device")
+        tests.append(Test(
+            name="rust/boot-and-kexec",
+            stages=[
+                vm.Stage(r, device_check, [registered, (r"exclusive open: second open refused",
+                                                        "exclusive open")]),
+                vm.Stage(r, device_check, [registered]),
+            ],
+            binaries=bins,
+        ))
+    return tests
+
+
+def demo(kernel, mib=64):
+    """The README's main job: one live update of a memfd, reported in plain words."""
+    return Test(
+        name="demo/memfd-live-update",
+        stages=[
+            vm.Stage(kernel, f"luo-demo 1 {mib}\n", [(r"luo-demo: preserved", "memfd preserved")]),
+            vm.Stage(kernel, "luo-demo 2\n", [(r"luo-demo: all \d+ bytes came back intact",
+                                               "data verified after kexec")]),
+        ],
+        timeout=300,
+        memory="2G",
+    )

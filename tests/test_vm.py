@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Host tests of the VM harness: a run must fail for every reason it is meant to."""
+
+import unittest
+
+import vm
+
+BOOT = "[    0.000000] Linux version 7.3.4 (root@host) #1 SMP\n"
+
+
+def scenario(stages=2, expect=None):
+    st = [vm.Stage("bzImage", "true\n") for _ in range(stages)]
+    if expect:
+        st[-1].expect.append((expect, "test marker"))
+    return vm.Scenario("t", st)
+
+
+def good_log(stages=2, extra=""):
+    log = ""
+    for i in range(1, stages + 1):
+        log += BOOT + f"LUO-VM: stage {i}: start\n"
+        if i == stages:
+            log += extra
+        log += f"LUO-VM: stage {i}: script ok\n"
+        if i < stages:
+            log += f"LUO-VM: stage {i}: kexec into stage {i + 1}\n"
+    return log + f"LUO-VM: stage {stages}: done\n"
+
+
+class JudgeTest(unittest.TestCase):
+    def test_clean_log_passes(self):
+        self.assertEqual(vm.judge(scenario(expect="TEST PASSED"), good_log(extra="TEST PASSED\n")), [])
+
+    def test_missing_marker_fails(self):
+        problems = vm.judge(scenario(expect="TEST PASSED"), good_log())
+        self.assertTrue(any("missing marker" in p for p in problems), problems)
+
+    def test_marker_in_wrong_stage_fails(self):
+        log = good_log().replace("LUO-VM: stage 1: start\n", "LUO-VM: stage 1: start\nTEST PASSED\n")
+        self.assertTrue(vm.judge(scenario(expect="TEST PASSED"), log))
+
+    def test_warning_fails(self):
+        log = good_log(extra="[    1.0] WARNING: CPU: 0 PID: 1 at kernel/liveupdate/x.c:1\n")
+        problems = vm.judge(scenario(), log)
+        self.assertTrue(any("kernel report" in p for p in problems), problems)
+
+    def test_every_splat_kind_fails(self):
+        for splat in ["BUG: KASAN: use-after-free in foo", "Oops: 0000 [#1] SMP",
+                      "Kernel panic - not syncing: x", "WARNING: possible circular locking dependency",
+                      "BUG: sleeping function called from invalid context at x",
+                      "UBSAN: shift-out-of-bounds in x", "general protection fault, probably"]:
+            with self.subTest(splat=splat):
+                self.assertTrue(vm.judge(scenario(), good_log(extra=splat + "\n")))
+
+    def test_script_failure_fails(self):
+        log = good_log().replace("LUO-VM: stage 2: script ok", "LUO-VM: stage 2: script failed with status 1")
+        problems = vm.judge(scenario(), log)
+        self.assertTrue(any("script failed" in p for p in problems), problems)
+
+    def test_missing_stage_fails(self):
+        problems = vm.judge(scenario(stages=2), good_log(stages=1))
+        self.assertTrue(any("never booted" in p for p in problems), problems)
+
+    def test_hang_before_done_fails(self):
+        log = good_log().replace("LUO-VM: stage 2: done\n", "")
+        self.assertTrue(vm.judge(scenario(), log))
+
+    def test_empty_log_fails(self):
+        self.assertTrue(vm.judge(scenario(), ""))
+
+
+class KtapTest(unittest.TestCase):
+    def test_results_and_plan(self):
+        text = ("TAP version 13\n1..3\n# Starting 3 tests\nok 1 dev.a\n"
+                "not ok 2 dev.b\nok 3 dev.c # SKIP no device\n")
+        results, plan = vm.ktap_results(text)
+        self.assertEqual(plan, 3)
+        self.assertEqual(results, [("dev.a", "pass"), ("dev.b", "fail"), ("dev.c", "skip")])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,185 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Run multi-stage live update scenarios in QEMU and judge them from the serial log.
+
+A scenario is a list of stages. Each stage names the kernel image it boots and a shell
+script that runs as part of PID 1 there. Stage N's initramfs carries the kernel and
+initramfs of stage N+1, so the guest kexecs from one stage into the next, and any
+stage may boot a different kernel than the one before (C -> Rust, Rust -> C, ...).
+
+The run passes only if the log holds every expected marker in the right stage, every
+stage finished its script, and the log shows no kernel splat at all.
+"""
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A kernel report anywhere in the serial log fails the run.
+SPLAT = re.compile(
+    r"(BUG: |Oops|Kernel panic|WARNING: |KASAN: |UBSAN: |kernel BUG at"
+    r"|general protection fault|Unable to handle kernel"
+    r"|possible recursive locking|possible circular locking"
+    r"|inconsistent lock state|DEBUG_LOCKS_WARN_ON|scheduling while atomic"
+    r"|sleeping function called from invalid context|INFO: task .* blocked"
+    r"|self-detected stall|rcu: INFO)"
+)
+
+# Every kernel boot starts with this banner; it splits the log into stages.
+BANNER = re.compile(r"Linux version \d")
+
+
+@dataclasses.dataclass
+class Stage:
+    """One boot: the kernel image to run and the script PID 1 runs in it."""
+
+    kernel: str
+    script: str
+    # (regex, what it means) pairs that must appear in this stage's part of the log.
+    expect: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Scenario:
+    name: str
+    stages: list
+    # Guest binaries: name in /bin -> host path.
+    binaries: dict = dataclasses.field(default_factory=dict)
+    timeout: int = 120
+    memory: str = "1G"
+    cmdline: str = "liveupdate=on"
+
+
+@dataclasses.dataclass
+class Outcome:
+    name: str
+    ok: bool
+    problems: list
+    log: str
+    seconds: float
+
+    def stage_logs(self):
+        return split_stages(self.log)
+
+
+def split_stages(log):
+    """The log of each kernel boot, in order."""
+    starts = [m.start() for m in BANNER.finditer(log)]
+    if not starts:
+        return [log]
+    starts[0] = 0
+    return [log[a:b] for a, b in zip(starts, starts[1:] + [len(log)])]
+
+
+def judge(scenario, log):
+    """Return the list of problems found in a scenario's serial log (empty = pass)."""
+    problems = []
+    for line in log.splitlines():
+        if SPLAT.search(line):
+            problems.append(f"kernel report in serial log: {line.strip()}")
+    parts = split_stages(log)
+    nstages = len(scenario.stages)
+    for i, stage in enumerate(scenario.stages, 1):
+        part = parts[i - 1] if i <= len(parts) else ""
+        if i > len(parts):
+            problems.append(f"stage {i} never booted (log has {len(parts)} boot(s))")
+            continue
+        if f"LUO-VM: stage {i}: script ok" not in part:
+            m = re.search(rf"LUO-VM: stage {i}: script failed.*", part)
+            why = m.group(0) if m else f"no 'LUO-VM: stage {i}: script ok' marker"
+            problems.append(f"stage {i}: {why}")
+        for regex, meaning in stage.expect:
+            if not re.search(regex, part, re.M):
+                problems.append(f"stage {i}: missing marker /{regex}/ ({meaning})")
+    if len(parts) > nstages:
+        problems.append(f"log has {len(parts)} boots, scenario has {nstages} stages")
+    if parts and len(parts) >= nstages and f"LUO-VM: stage {nstages}: done" not in parts[-1]:
+        problems.append(f"last stage did not reach 'LUO-VM: stage {nstages}: done' (hang or timeout?)")
+    return problems
+
+
+def _cpio(gen_init_cpio, entries, out):
+    listing = out + ".list"
+    with open(listing, "w") as f:
+        f.write("\n".join(entries) + "\n")
+    with open(out, "wb") as f:
+        subprocess.run([gen_init_cpio, listing], stdout=f, check=True)
+
+
+def build_initramfs(scenario, workdir, gen_init_cpio, busybox):
+    """Build nested initramfs images; returns the path of the first stage's."""
+    init = os.path.join(ROOT, "tests", "guest-init.sh")
+    nxt = None
+    for i in range(len(scenario.stages), 0, -1):
+        stage = scenario.stages[i - 1]
+        script = os.path.join(workdir, f"stage{i}.sh")
+        with open(script, "w") as f:
+            f.write(stage.script)
+        entries = [
+            "dir /bin 0755 0 0", "dir /dev 0755 0 0", "dir /proc 0755 0 0",
+            "dir /sys 0755 0 0", "dir /tmp 0755 0 0", "dir /next 0755 0 0",
+            "nod /dev/console 0600 0 0 c 5 1",
+            f"file /init {init} 0755 0 0",
+            f"file /bin/busybox {busybox} 0755 0 0",
+            f"file /stage.sh {script} 0644 0 0",
+        ]
+        for name, path in sorted(scenario.binaries.items()):
+            entries.append(f"file /bin/{name} {path} 0755 0 0")
+        if nxt:
+            entries.append(f"file /next/kernel {scenario.stages[i].kernel} 0644 0 0")
+            entries.append(f"file /next/initrd {nxt} 0644 0 0")
+        out = os.path.join(workdir, f"initrd{i}.cpio")
+        _cpio(gen_init_cpio, entries, out)
+        nxt = out
+    return nxt
+
+
+def run(scenario, workdir, gen_init_cpio, busybox="/bin/busybox"):
+    """Boot the scenario in QEMU under a timeout and judge its serial log."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
+    initrd = build_initramfs(scenario, workdir, gen_init_cpio, busybox)
+    serial = os.path.join(workdir, "serial.log")
+    cmd = [
+        "timeout", "--kill-after=5", str(scenario.timeout),
+        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
+        "-m", scenario.memory, "-smp", "2", "-no-reboot", "-nographic", "-nodefaults",
+        "-serial", f"file:{serial}",
+        "-kernel", scenario.stages[0].kernel, "-initrd", initrd,
+        "-append", f"console=ttyS0 panic=-1 {scenario.cmdline} luo_stage=1",
+    ]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - start
+    log = ""
+    if os.path.exists(serial):
+        with open(serial, errors="replace") as f:
+            log = f.read()
+    problems = judge(scenario, log)
+    if proc.returncode == 124:
+        problems.insert(0, f"QEMU killed after the {scenario.timeout}s timeout")
+    elif proc.returncode != 0:
+        out = proc.stdout.decode(errors="replace").strip()
+        problems.insert(0, f"QEMU exited with status {proc.returncode}: {out[-300:]}")
+    return Outcome(scenario.name, not problems, problems, log, seconds)
+
+
+KTAP_RESULT = re.compile(r"^(not ok|ok) \d+ (\S+)(.*)$", re.M)
+KTAP_PLAN = re.compile(r"^1\.\.(\d+)$", re.M)
+
+
+def ktap_results(text):
+    """Parse kselftest/KTAP results: list of (name, 'pass'|'fail'|'skip') and the plan."""
+    results = []
+    for status, name, rest in KTAP_RESULT.findall(text):
+        if status == "ok" and "# SKIP" in rest:
+            results.append((name, "skip"))
+        else:
+            results.append((name, "pass" if status == "ok" else "fail"))
+    plan = KTAP_PLAN.search(text)
+    return results, int(plan.group(1)) if plan else None
