@@ -12,9 +12,25 @@
 //!
 //! [`include/linux/liveupdate.h`]: srctree/include/linux/liveupdate.h
 
-mod api;
+pub mod api;
 mod device;
-mod state;
+pub mod state;
 
 /// Prefix of every message this crate prints; `module!` would define it for a module.
-const __LOG_PREFIX: &[u8] = b"liveupdate\0";
+const __LOG_PREFIX: &[u8] = b"luo\0";
+
+/// The owner of the `file_operations` this crate builds; `#[vtable]` refers to it by this name.
+///
+/// The core is always built in, and built-in code has no `struct module` (C's `THIS_MODULE` is
+/// NULL there too).
+struct LocalModule;
+
+impl kernel::ModuleMetadata for LocalModule {
+    const NAME: &'static kernel::str::CStr = c"luo";
+
+    const THIS_MODULE: kernel::ThisModule = {
+        // SAFETY: Built-in code is owned by no module, which C spells as a NULL `THIS_MODULE`;
+        // `try_module_get()` and `module_put()` accept NULL.
+        unsafe { kernel::ThisModule::from_ptr(core::ptr::null_mut()) }
+    };
+}

@@ -58,7 +58,7 @@ def build_guest_binaries(tree, hdr, out):
     """Static guest programs: the upstream selftests as they are in the tree, and ours."""
     os.makedirs(out, exist_ok=True)
     st = os.path.join(tree, SELFTESTS)
-    cflags = ["-static", "-O2", "-Wall", "-Wno-unused-function", "-isystem", f"{hdr}/include"]
+    cflags = ["-static", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function", "-isystem", f"{hdr}/include"]
     bins = {}
     for name in ["liveupdate"] + UPSTREAM_KEXEC:
         dst = os.path.join(out, name)
@@ -136,7 +136,10 @@ def upstream_kexec(variant, kernel, name, binaries):
         name=f"{variant}/{name}",
         stages=[
             vm.Stage(kernel, f"{name} -s 1\n"),
-            vm.Stage(kernel, f"{name} -s 2\n", [(r"TEST PASSED", "upstream stage 2 verdict")]),
+            vm.Stage(kernel, f"{name} -s 2\n", [
+                (r"TEST PASSED", "upstream stage 2 verdict"),
+                (r"luo: Retrieved live update data, liveupdate number: 1$", "handover found"),
+            ]),
         ],
         binaries=binaries,
         timeout=240,
@@ -166,7 +169,7 @@ def all_scenarios(env):
             "echo 'exclusive open: second open refused'\n"
             "exec 3>&-\n"
         )
-        registered = (r"liveupdate: luo-rs: Rust core active, /dev/liveupdate registered",
+        registered = (r"luo: luo-rs: Rust core active, /dev/liveupdate registered",
                       "the Rust crate registered the device")
         tests.append(Test(
             name="rust/boot-and-kexec",

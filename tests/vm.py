@@ -159,7 +159,7 @@ def run(scenario, workdir, gen_init_cpio, busybox="/bin/busybox"):
     log = ""
     if os.path.exists(serial):
         with open(serial, errors="replace") as f:
-            log = f.read()
+            log = f.read().replace("\r\n", "\n")
     problems = judge(scenario, log)
     if proc.returncode == 124:
         problems.insert(0, f"QEMU killed after the {scenario.timeout}s timeout")
