@@ -83,9 +83,10 @@ def main():
             continue
         print(f"---- {scn.name}: {len(scn.stages)} stage(s)", flush=True)
         out = vm.run(scn, os.path.join(env.work, scn.name.replace("/", "_")), env.gen_init_cpio)
-        for name, status, detail in scn.results(out):
+        rows = scn.results(out)
+        for name, status, detail in rows:
             tally.record(name, status, detail, out.seconds if name == scn.name else None)
-        if args.keep_logs or not out.ok:
+        if args.keep_logs or any(status == "fail" for _, status, _ in rows):
             print(f"     serial log: {os.path.join(env.work, scn.name.replace('/', '_'), 'serial.log')}")
 
     print(f"total time {time.monotonic() - start:.0f}s")

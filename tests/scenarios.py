@@ -38,7 +38,8 @@ class Environment:
         tree = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; kernel_tree")
         kernels = {}
         for variant in ("c", "rust"):
-            if not (pattern.startswith("*") or pattern.startswith(variant + "/")):
+            if not (pattern.startswith("*") or pattern.startswith(variant + "/")
+                    or pattern.startswith("harness/") and variant == "c"):
                 continue
             subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-kernel.sh"), variant],
                            check=True)
@@ -147,9 +148,35 @@ def upstream_kexec(variant, kernel, name, binaries):
     )
 
 
+def count_must_fail(reason):
+    """A harness self-test: the run must be judged failed, for the stated reason."""
+    def counter(test, out):
+        if out.ok:
+            return [(test.name, "fail", "the harness passed a run it should have failed")]
+        if not any(reason in p for p in out.problems):
+            return [(test.name, "fail", f"failed, but not for '{reason}':\n" + "\n".join(out.problems))]
+        return [(test.name, "pass", "")]
+    return counter
+
+
+def harness_self_tests(kernel, bins):
+    """Real VM runs that must fail: a kernel WARNING in the log, and a marker that never shows."""
+    return [
+        Test(name="harness/warning-fails-run",
+             stages=[vm.Stage(kernel, "echo 'WARNING: CPU: 0 PID: 1 at harness self-test' > /dev/kmsg\n")],
+             binaries=bins, timeout=60, counter=count_must_fail("kernel report in serial log")),
+        Test(name="harness/missing-marker-fails-run",
+             stages=[vm.Stage(kernel, "echo hello\n", [(r"this marker is never printed", "bait")])],
+             binaries=bins, timeout=60, counter=count_must_fail("missing marker")),
+        Test(name="harness/failing-script-fails-run",
+             stages=[vm.Stage(kernel, "false\n"), vm.Stage(kernel, "true\n")],
+             binaries=bins, timeout=60, counter=count_must_fail("script failed")),
+    ]
+
+
 def all_scenarios(env):
     bins = env.binaries
-    tests = []
+    tests = harness_self_tests(next(iter(env.kernels.values())), bins)
     c = env.kernels.get("c")
     if c:
         tests.append(Test(
