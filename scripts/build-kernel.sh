@@ -2,7 +2,8 @@
 # Build one kernel variant incrementally: scripts/build-kernel.sh VARIANT
 #
 # VARIANT names config fragments joined by '-': "c", "rust", "rust-debug".
-# base.config is always included. The fragment list is resolved with
+# base.config is always included; a variant with "debug" is built with
+# Clang/LLVM 19 instead of GCC. The fragment list is resolved with
 # allnoconfig, then every requested option is checked in the final .config,
 # because Kconfig silently drops options whose dependencies are missing.
 source "$(dirname "$0")/lib.sh"
@@ -12,6 +13,11 @@ tree=$(kernel_tree)
 out=$(build_dir "$variant")
 mkdir -p "$out"
 read -r -a mk <<<"$(kernel_make_vars)"
+# Rust and KASAN together need Clang (init/Kconfig: RUST depends on
+# !KASAN || CC_IS_CLANG), so debug variants are built with LLVM 19.
+case "-$variant-" in
+*-debug-*) mk+=(LLVM=-19) ;;
+esac
 MAKE=(make -s -C "$tree" O="$out" -j"$(nproc)" "${mk[@]}")
 
 "$LUO_ROOT/scripts/overlay.sh"
