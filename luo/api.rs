@@ -12,7 +12,10 @@ use kernel::{
     prelude::*, //
 };
 
-use crate::state;
+use crate::{
+    session,
+    state, //
+};
 
 /// Returns true if the live update orchestrator is enabled.
 #[export]
@@ -22,10 +25,19 @@ pub extern "C" fn liveupdate_enabled() -> bool {
 
 /// Called by `kernel_kexec()` before the jump to the next kernel.
 ///
-/// No session can exist yet, so there is nothing to serialize and the kexec may proceed.
+/// The Rust core cannot hand sessions over yet. Rather than let them vanish silently, the kexec
+/// is refused while any outgoing session exists; userspace sees the error from `reboot(2)`.
 #[export]
 pub extern "C" fn liveupdate_reboot() -> c_int {
-    0
+    if !state::enabled() {
+        return 0;
+    }
+    let n = session::outgoing_count();
+    if n == 0 {
+        return 0;
+    }
+    pr_err!("luo-rs: cannot hand over {} session(s) yet; kexec refused\n", n);
+    EOPNOTSUPP.to_errno()
 }
 
 /// Registers a file handler; not supported by the Rust core yet.

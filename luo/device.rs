@@ -4,6 +4,7 @@
 //!
 //! Userspace drives live update through this device. Only one open file may exist at a time, so
 //! that a single agent owns the sessions; a second open fails with `EBUSY` as in the C core.
+//! Closing the device does not touch any session: sessions live as long as their own files.
 
 use kernel::{
     fs::File,
@@ -18,17 +19,23 @@ use kernel::{
         AtomicFlag,
         Full,
         Release, //
+    },
+    uaccess::{
+        versioned,
+        UserPtr, //
     }, //
+};
+
+use crate::{
+    session,
+    uapi, //
 };
 
 /// Set while `/dev/liveupdate` is open.
 static IN_USE: AtomicFlag = AtomicFlag::new(false);
 
-/// Number of the first device ioctl (`LIVEUPDATE_CMD_BASE`).
-const CMD_BASE: u32 = 0x00;
-
-/// Number of device ioctls defined by the uAPI (create and retrieve session).
-const CMD_COUNT: u32 = 2;
+/// The device commands, indexed by command number minus `LIVEUPDATE_CMD_BASE`.
+const DEVICE_OPS: [u32; 2] = [uapi::IOCTL_CREATE_SESSION, uapi::IOCTL_RETRIEVE_SESSION];
 
 /// The device; it carries no per-open state because the open is exclusive.
 struct LiveUpdateDevice;
@@ -46,13 +53,22 @@ impl MiscDevice for LiveUpdateDevice {
         IN_USE.store(false, Release);
     }
 
-    fn ioctl(_device: (), _file: &File, cmd: u32, _arg: usize) -> Result<isize> {
-        // Unknown command numbers are EINVAL, as in the C core.
-        if _IOC_NR(cmd).wrapping_sub(CMD_BASE) >= CMD_COUNT {
+    fn ioctl(_device: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        // The order of the checks decides which error userspace sees; it follows the C core,
+        // which answers unknown command numbers with EINVAL.
+        let idx = _IOC_NR(cmd).wrapping_sub(uapi::CMD_BASE) as usize;
+        let Some(&expected) = DEVICE_OPS.get(idx) else {
             return Err(EINVAL);
+        };
+        let ptr = UserPtr::from_addr(arg);
+        let user_size = versioned::read_size(ptr)?;
+        if cmd != expected {
+            return Err(ENOTTY);
         }
-        // Sessions are not implemented yet.
-        Err(EOPNOTSUPP)
+        match idx {
+            0 => session::create(ptr, user_size),
+            _ => session::retrieve(ptr, user_size),
+        }
     }
 }
 

@@ -14,7 +14,9 @@
 
 pub mod api;
 mod device;
+mod session;
 pub mod state;
+mod uapi;
 
 /// Prefix of every message this crate prints; `module!` would define it for a module.
 const __LOG_PREFIX: &[u8] = b"luo\0";

@@ -15,7 +15,10 @@ use kernel::{
     }, //
 };
 
-use crate::device;
+use crate::{
+    device,
+    session, //
+};
 
 /// `liveupdate=` as given on the command line (default off).
 static REQUESTED: AtomicFlag = AtomicFlag::new(false);
@@ -41,7 +44,7 @@ pub extern "C" fn luo_rs_late_init(kho_enabled: bool) -> c_int {
         pr_warn!("Disabling liveupdate because KHO is disabled\n");
         return 0;
     }
-    match device::register() {
+    match session::init().and_then(|()| device::register()) {
         Ok(()) => {
             ENABLED.store(true, Relaxed);
             pr_info!("luo-rs: Rust core active, /dev/liveupdate registered\n");

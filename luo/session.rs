@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Sessions: named groups of preserved files, each owned by a userspace file descriptor.
+//!
+//! A session lives exactly as long as its file: closing the last descriptor of an outgoing
+//! session (one created in this kernel) drops everything it preserved, and closing an incoming
+//! session (one handed over by the previous kernel and retrieved here) finishes it. This ties
+//! every piece of preserved state to a process that can be seen and killed, so nothing is
+//! preserved by accident. A userspace agent keeps the descriptors open across the kexec.
+//!
+//! Outgoing and incoming sessions are kept apart: names are unique within each list, and an
+//! outgoing session may reuse the name of an incoming one.
+//!
+//! Locking, outermost first: the serialization semaphore (readers: every session operation; the
+//! writer: the reboot path, which then keeps it for good), the list semaphores, a session's own
+//! mutex.
+
+use kernel::{
+    fs::{
+        anon_inode::{
+            self,
+            AnonInodeFile, //
+        },
+        file::{
+            flags::{
+                O_CLOEXEC,
+                O_RDWR, //
+            },
+            FileDescriptorReservation,
+            LocalFile, //
+        },
+        File,
+    },
+    ioctl::_IOC_NR,
+    new_mutex,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        rwsem::{
+            new_rwsem,
+            RwSemaphore, //
+        },
+        Arc,
+        ArcBorrow,
+        Mutex,
+        SetOnce, //
+    },
+    uaccess::{
+        versioned::{
+            self,
+            Versioned, //
+        },
+        UserPtr,
+    }, //
+};
+
+use crate::uapi::{
+    self,
+    FdArg,
+    FinishArg,
+    GetNameArg,
+    SessionArg,
+    SESSION_NAME_LENGTH, //
+};
+
+/// A session name: 1 to 63 bytes, stored NUL-padded like the uAPI and handover formats.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Name([u8; SESSION_NAME_LENGTH]);
+
+impl Name {
+    /// Validates a name passed to `CREATE_SESSION`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if the name is empty or has no NUL within its 64 bytes.
+    pub(crate) fn new(raw: &[u8; SESSION_NAME_LENGTH]) -> Result<Self> {
+        let len = raw.iter().position(|&b| b == 0).ok_or(EINVAL)?;
+        if len == 0 {
+            return Err(EINVAL);
+        }
+        let mut name = [0u8; SESSION_NAME_LENGTH];
+        name[..len].copy_from_slice(&raw[..len]);
+        Ok(Self(name))
+    }
+
+    /// The name's bytes, without the NUL.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(SESSION_NAME_LENGTH);
+        &self.0[..len]
+    }
+
+    /// True if `raw`, read up to its first NUL (C's `strncmp(.., 64)`), is this name.
+    pub(crate) fn matches(&self, raw: &[u8; SESSION_NAME_LENGTH]) -> bool {
+        let len = raw.iter().position(|&b| b == 0).unwrap_or(SESSION_NAME_LENGTH);
+        self.as_bytes() == &raw[..len]
+    }
+
+    /// The name, NUL-padded to 64 bytes.
+    pub(crate) fn raw(&self) -> &[u8; SESSION_NAME_LENGTH] {
+        &self.0
+    }
+}
+
+/// What may change in a session after it was created.
+struct SessionState {
+    /// An incoming session that userspace has retrieved; only such a session can be finished.
+    retrieved: bool,
+}
+
+/// One session.
+#[pin_data]
+pub(crate) struct Session {
+    name: Name,
+    /// True for a session handed over by the previous kernel.
+    incoming: bool,
+    #[pin]
+    state: Mutex<SessionState>,
+}
+
+impl Session {
+    fn new(name: Name, incoming: bool) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                name,
+                incoming,
+                state <- new_mutex!(SessionState { retrieved: false }),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Creates the file that owns this session, named `[luo_session] <name>` like the C core.
+    fn open_file(self: &Arc<Self>) -> Result<ARef<File>> {
+        const PREFIX: &[u8] = b"[luo_session] ";
+        let mut buf = [0u8; PREFIX.len() + SESSION_NAME_LENGTH];
+        let name = self.name.as_bytes();
+        buf[..PREFIX.len()].copy_from_slice(PREFIX);
+        buf[PREFIX.len()..PREFIX.len() + name.len()].copy_from_slice(name);
+        // A name holds no NUL and at most 63 bytes, so the buffer ends in a NUL.
+        let name = CStr::from_bytes_until_nul(&buf).map_err(|_| EINVAL)?;
+        anon_inode::create::<SessionFile>(name, self.clone(), O_RDWR)
+    }
+}
+
+/// The sessions of one direction (outgoing or incoming).
+struct SessionList {
+    sessions: KVec<Arc<Session>>,
+}
+
+impl SessionList {
+    fn find(&self, raw: &[u8; SESSION_NAME_LENGTH]) -> Option<&Arc<Session>> {
+        self.sessions.iter().find(|s| s.name.matches(raw))
+    }
+
+    fn remove(&mut self, session: &Session) {
+        self.sessions.retain(|s| !core::ptr::eq(&**s, session));
+    }
+}
+
+/// All sessions, and the lock that the reboot path takes to freeze them.
+#[pin_data]
+pub(crate) struct Registry {
+    /// Held for reading by every session operation, for writing by the reboot path.
+    #[pin]
+    serialize: RwSemaphore<()>,
+    #[pin]
+    outgoing: RwSemaphore<SessionList>,
+    #[pin]
+    incoming: RwSemaphore<SessionList>,
+}
+
+/// The registry, created at late init when live update is enabled.
+static REGISTRY: SetOnce<Pin<KBox<Registry>>> = SetOnce::new();
+
+/// Creates the session registry; called once at late init.
+pub(crate) fn init() -> Result {
+    let registry = KBox::pin_init(
+        pin_init!(Registry {
+            serialize <- new_rwsem!(()),
+            outgoing <- new_rwsem!(SessionList { sessions: KVec::new() }),
+            incoming <- new_rwsem!(SessionList { sessions: KVec::new() }),
+        }),
+        GFP_KERNEL,
+    )?;
+    if !REGISTRY.populate(registry) {
+        return Err(EBUSY);
+    }
+    Ok(())
+}
+
+fn registry() -> Result<&'static Registry> {
+    REGISTRY.as_ref().map(|r| &**r).ok_or(ENODEV)
+}
+
+/// Reads an ioctl argument whose layout is `T`, after checking the size userspace gave.
+///
+/// All 7.3 structures have their last field at their end, so the smallest accepted size is the
+/// whole structure.
+fn read_arg<T: kernel::transmute::FromBytes + kernel::transmute::AsBytes>(
+    ptr: UserPtr,
+    user_size: u32,
+) -> Result<Versioned<T>> {
+    if (user_size as usize) < core::mem::size_of::<T>() {
+        return Err(EINVAL);
+    }
+    Versioned::read(ptr, user_size as usize)
+}
+
+/// `LIVEUPDATE_IOCTL_CREATE_SESSION`.
+pub(crate) fn create(ptr: UserPtr, user_size: u32) -> Result<isize> {
+    let mut arg = read_arg::<SessionArg>(ptr, user_size)?;
+    // The C core reserves the descriptor first, so EMFILE wins over a bad name.
+    let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+    arg.fd = fd.reserved_fd() as i32;
+    let name = Name::new(&arg.name)?;
+    let session = Session::new(name, false)?;
+    let reg = registry()?;
+    let file = {
+        let _serialize = reg.serialize.read();
+        {
+            let mut out = reg.outgoing.write();
+            // Check for a duplicate before taking any room, so a refused create leaves nothing
+            // behind (the C core grows its block chain first and can leave an empty block).
+            if out.find(name.raw()).is_some() {
+                return Err(EEXIST);
+            }
+            out.sessions.push(session.clone(), GFP_KERNEL)?;
+        }
+        match session.open_file() {
+            Ok(file) => file,
+            Err(e) => {
+                reg.outgoing.write().remove(&session);
+                return Err(e);
+            }
+        }
+    };
+    // On failure the file is dropped, and its release removes the session again.
+    arg.respond()?;
+    fd.fd_install(file);
+    Ok(0)
+}
+
+/// `LIVEUPDATE_IOCTL_RETRIEVE_SESSION`.
+pub(crate) fn retrieve(ptr: UserPtr, user_size: u32) -> Result<isize> {
+    let mut arg = read_arg::<SessionArg>(ptr, user_size)?;
+    let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+    arg.fd = fd.reserved_fd() as i32;
+    let reg = registry()?;
+    let file = {
+        let _serialize = reg.serialize.read();
+        let incoming = reg.incoming.read();
+        let session = incoming.find(&arg.name).ok_or(ENOENT)?;
+        let mut state = session.state.lock();
+        if state.retrieved {
+            return Err(EINVAL);
+        }
+        let file = session.open_file()?;
+        state.retrieved = true;
+        file
+    };
+    arg.respond()?;
+    fd.fd_install(file);
+    Ok(0)
+}
+
+/// The file that owns a session.
+struct SessionFile;
+
+/// Which sessions a session command applies to.
+#[derive(Clone, Copy)]
+enum Applies {
+    /// Retrieved incoming sessions only.
+    Incoming,
+    /// Outgoing sessions only.
+    Outgoing,
+    /// Any session.
+    All,
+}
+
+/// The session commands, indexed by command number minus `LIVEUPDATE_CMD_SESSION_BASE`.
+const SESSION_OPS: [(u32, Applies); 4] = [
+    (uapi::SESSION_PRESERVE_FD, Applies::Outgoing),
+    (uapi::SESSION_RETRIEVE_FD, Applies::Incoming),
+    (uapi::SESSION_FINISH, Applies::Incoming),
+    (uapi::SESSION_GET_NAME, Applies::All),
+];
+
+#[vtable]
+impl AnonInodeFile for SessionFile {
+    type Ptr = Arc<Session>;
+
+    fn release(session: Arc<Session>, _file: &File) {
+        let Ok(reg) = registry() else { return };
+        let _serialize = reg.serialize.read();
+        if session.state.lock().retrieved {
+            // Finishing an incoming session cannot fail while it carries no files.
+            reg.incoming.write().remove(&session);
+        } else if !session.incoming {
+            reg.outgoing.write().remove(&session);
+        }
+    }
+
+    fn ioctl(session: ArcBorrow<'_, Session>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        // The order of the checks decides which error userspace sees; it follows the C core.
+        let idx = _IOC_NR(cmd).wrapping_sub(uapi::CMD_SESSION_BASE) as usize;
+        let Some(&(expected, applies)) = SESSION_OPS.get(idx) else {
+            return Err(EINVAL);
+        };
+        let ptr = UserPtr::from_addr(arg);
+        let user_size = versioned::read_size(ptr)?;
+        if cmd != expected {
+            return Err(ENOTTY);
+        }
+        let retrieved = session.state.lock().retrieved;
+        let allowed = match applies {
+            Applies::Incoming => retrieved,
+            Applies::Outgoing => !retrieved,
+            Applies::All => true,
+        };
+        if !allowed {
+            return Err(EINVAL);
+        }
+        match idx {
+            0 => preserve_fd(read_arg::<FdArg>(ptr, user_size)?),
+            1 => retrieve_fd(read_arg::<FdArg>(ptr, user_size)?),
+            2 => finish(&session, read_arg::<FinishArg>(ptr, user_size)?),
+            _ => get_name(&session, read_arg::<GetNameArg>(ptr, user_size)?),
+        }
+    }
+}
+
+/// `LIVEUPDATE_SESSION_PRESERVE_FD`: no file handler can be registered with the Rust core yet,
+/// so every valid file is refused as the C core refuses a file no handler accepts.
+fn preserve_fd(arg: Versioned<FdArg>) -> Result<isize> {
+    let _serialize = registry()?.serialize.read();
+    let _file = LocalFile::fget(arg.fd as u32)?;
+    Err(ENOENT)
+}
+
+/// `LIVEUPDATE_SESSION_RETRIEVE_FD`: sessions carry no files yet, so no token exists.
+fn retrieve_fd(_arg: Versioned<FdArg>) -> Result<isize> {
+    let _fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+    let _serialize = registry()?.serialize.read();
+    Err(ENOENT)
+}
+
+/// `LIVEUPDATE_SESSION_FINISH`.
+fn finish(_session: &Session, arg: Versioned<FinishArg>) -> Result<isize> {
+    if arg.reserved != 0 {
+        return Err(EINVAL);
+    }
+    let _serialize = registry()?.serialize.read();
+    arg.respond()?;
+    Ok(0)
+}
+
+/// `LIVEUPDATE_SESSION_GET_NAME`.
+fn get_name(session: &Session, mut arg: Versioned<GetNameArg>) -> Result<isize> {
+    if arg.reserved != 0 {
+        return Err(EINVAL);
+    }
+    let _serialize = registry()?.serialize.read();
+    arg.name = *session.name.raw();
+    arg.respond()?;
+    Ok(0)
+}
+
+/// Number of outgoing sessions; the reboot path refuses to drop them silently.
+pub(crate) fn outgoing_count() -> usize {
+    registry().map(|r| r.outgoing.read().sessions.len()).unwrap_or(0)
+}
