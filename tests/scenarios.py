@@ -17,6 +17,10 @@ SELFTESTS = "tools/testing/selftests/liveupdate"
 UPSTREAM_KEXEC = ["luo_kexec_simple", "luo_multi_session", "luo_stress_sessions", "luo_stress_files"]
 UPSTREAM_API_TESTS = 15
 
+# Kernels the test command builds: the C reference, the Rust core, and the Rust core
+# with KASAN, lockdep and atomic-sleep checks (built with LLVM).
+VARIANTS = ("c", "rust", "rust-debug")
+
 
 def _shell(*cmd):
     return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
@@ -37,7 +41,7 @@ class Environment:
         cache = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; echo $LUO_CACHE")
         tree = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; kernel_tree")
         kernels = {}
-        for variant in ("c", "rust"):
+        for variant in VARIANTS:
             if not (pattern.startswith("*") or pattern.startswith(variant + "/")
                     or pattern.startswith("harness/") and variant == "c"):
                 continue
@@ -203,6 +207,48 @@ def abi_errno_test(variant, kernel, bins):
     )
 
 
+# KASAN's shadow memory makes KHO's default scratch size (twice the memory in use at
+# boot) too large to reserve; debug kernels get explicit scratch sizes and more RAM.
+DEBUG_VM = {"memory": "2G", "cmdline": "liveupdate=on kho_scratch=16M,256M,256M"}
+
+
+def rust_core_tests(variant, r, bins):
+    """What the Rust core can do so far: sessions, the errno contract, boot and kexec."""
+    vmopts = DEBUG_VM if variant.endswith("-debug") else {}
+    device_check = (
+        "test -c /dev/liveupdate\n"
+        "exec 3<>/dev/liveupdate\n"
+        "if (exec 4<>/dev/liveupdate) 2>/dev/null; then echo second open allowed; exit 1; fi\n"
+        "echo 'exclusive open: second open refused'\n"
+        "exec 3>&-\n"
+    )
+    registered = (r"luo: luo-rs: Rust core active, /dev/liveupdate registered",
+                  "the Rust crate registered the device")
+    return [
+        Test(
+            name=f"{variant}/liveupdate-api",
+            # The program exits non-zero while the file tests fail; the results count.
+            stages=[vm.Stage(r, "liveupdate || true\n")],
+            binaries=bins,
+            timeout=300,
+            counter=count_ktap(UPSTREAM_API_TESTS, API_TESTS_WITH_FILES),
+            **vmopts,
+        ),
+        dataclasses.replace(abi_errno_test(variant, r, bins), **vmopts),
+        Test(
+            name=f"{variant}/boot-and-kexec",
+            stages=[
+                vm.Stage(r, device_check, [registered, (r"exclusive open: second open refused",
+                                                        "exclusive open")]),
+                vm.Stage(r, device_check, [registered]),
+            ],
+            binaries=bins,
+            timeout=180,
+            **vmopts,
+        ),
+    ]
+
+
 def all_scenarios(env):
     bins = env.binaries
     tests = harness_self_tests(next(iter(env.kernels.values())), bins)
@@ -217,35 +263,9 @@ def all_scenarios(env):
         ))
         tests.append(abi_errno_test("c", c, bins))
         tests += [upstream_kexec("c", c, n, bins) for n in UPSTREAM_KEXEC]
-    r = env.kernels.get("rust")
-    if r:
-        device_check = (
-            "test -c /dev/liveupdate\n"
-            "exec 3<>/dev/liveupdate\n"
-            "if (exec 4<>/dev/liveupdate) 2>/dev/null; then echo second open allowed; exit 1; fi\n"
-            "echo 'exclusive open: second open refused'\n"
-            "exec 3>&-\n"
-        )
-        registered = (r"luo: luo-rs: Rust core active, /dev/liveupdate registered",
-                      "the Rust crate registered the device")
-        tests.append(Test(
-            name="rust/liveupdate-api",
-            # The program exits non-zero while the file tests fail; the results count.
-            stages=[vm.Stage(r, "liveupdate || true\n")],
-            binaries=bins,
-            timeout=240,
-            counter=count_ktap(UPSTREAM_API_TESTS, API_TESTS_WITH_FILES),
-        ))
-        tests.append(abi_errno_test("rust", r, bins))
-        tests.append(Test(
-            name="rust/boot-and-kexec",
-            stages=[
-                vm.Stage(r, device_check, [registered, (r"exclusive open: second open refused",
-                                                        "exclusive open")]),
-                vm.Stage(r, device_check, [registered]),
-            ],
-            binaries=bins,
-        ))
+    for variant in ("rust", "rust-debug"):
+        if variant in env.kernels:
+            tests += rust_core_tests(variant, env.kernels[variant], bins)
     return tests
 
 
