@@ -23,21 +23,17 @@ pub extern "C" fn liveupdate_enabled() -> bool {
     state::enabled()
 }
 
-/// Called by `kernel_kexec()` before the jump to the next kernel.
-///
-/// The Rust core cannot hand sessions over yet. Rather than let them vanish silently, the kexec
-/// is refused while any outgoing session exists; userspace sees the error from `reboot(2)`.
+/// Called by `kernel_kexec()` before the jump to the next kernel: writes every outgoing session
+/// into the handover data. A non-zero return aborts the kexec and is returned by `reboot(2)`.
 #[export]
 pub extern "C" fn liveupdate_reboot() -> c_int {
     if !state::enabled() {
         return 0;
     }
-    let n = session::outgoing_count();
-    if n == 0 {
-        return 0;
+    match session::serialize() {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
     }
-    pr_err!("luo-rs: cannot hand over {} session(s) yet; kexec refused\n", n);
-    EOPNOTSUPP.to_errno()
 }
 
 /// Registers a file handler; not supported by the Rust core yet.

@@ -12,8 +12,11 @@
 //!
 //! [`include/linux/liveupdate.h`]: srctree/include/linux/liveupdate.h
 
+mod abi;
 pub mod api;
+mod chain;
 mod device;
+mod handover;
 mod session;
 pub mod state;
 mod uapi;

@@ -27,6 +27,12 @@ static int __init luo_rs_early_param(char *buf)
 }
 early_param("liveupdate", luo_rs_early_param);
 
+static int __init luo_rs_early_startup(void)
+{
+	return luo_rs_early_init(kho_is_enabled());
+}
+early_initcall(luo_rs_early_startup);
+
 static int __init luo_rs_late_startup(void)
 {
 	return luo_rs_late_init(kho_is_enabled());

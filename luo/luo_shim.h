@@ -9,6 +9,7 @@
 
 #include <linux/types.h>
 
+int luo_rs_early_init(bool kho_enabled);
 void luo_rs_request(bool enable);
 int luo_rs_late_init(bool kho_enabled);
 

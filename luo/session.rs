@@ -54,6 +54,14 @@ use kernel::{
     }, //
 };
 
+use crate::{
+    abi,
+    chain::OutChain,
+    handover::{
+        self,
+        Outgoing, //
+    },
+};
 use crate::uapi::{
     self,
     FdArg,
@@ -145,6 +153,8 @@ impl Session {
 /// The sessions of one direction (outgoing or incoming).
 struct SessionList {
     sessions: KVec<Arc<Session>>,
+    /// Outgoing only: room for every session in the handover data, grown on create.
+    chain: OutChain,
 }
 
 impl SessionList {
@@ -154,6 +164,14 @@ impl SessionList {
 
     fn remove(&mut self, session: &Session) {
         self.sessions.retain(|s| !core::ptr::eq(&**s, session));
+        self.chain.shrink(self.sessions.len());
+    }
+
+    fn new() -> Self {
+        Self {
+            sessions: KVec::new(),
+            chain: OutChain::new(abi::session::SIZE),
+        }
     }
 }
 
@@ -167,6 +185,13 @@ pub(crate) struct Registry {
     outgoing: RwSemaphore<SessionList>,
     #[pin]
     incoming: RwSemaphore<SessionList>,
+    /// This kernel's root in the handover data.
+    #[pin]
+    handover: Mutex<Outgoing>,
+    /// The result of turning the previous kernel's sessions into incoming sessions; that
+    /// happens once, at the first open of `/dev/liveupdate`.
+    #[pin]
+    deserialized: Mutex<Option<Result>>,
 }
 
 /// The registry, created at late init when live update is enabled.
@@ -174,11 +199,14 @@ static REGISTRY: SetOnce<Pin<KBox<Registry>>> = SetOnce::new();
 
 /// Creates the session registry; called once at late init.
 pub(crate) fn init() -> Result {
+    let handover = Outgoing::new()?;
     let registry = KBox::pin_init(
         pin_init!(Registry {
             serialize <- new_rwsem!(()),
-            outgoing <- new_rwsem!(SessionList { sessions: KVec::new() }),
-            incoming <- new_rwsem!(SessionList { sessions: KVec::new() }),
+            outgoing <- new_rwsem!(SessionList::new()),
+            incoming <- new_rwsem!(SessionList::new()),
+            handover <- new_mutex!(handover),
+            deserialized <- new_mutex!(None),
         }),
         GFP_KERNEL,
     )?;
@@ -224,7 +252,12 @@ pub(crate) fn create(ptr: UserPtr, user_size: u32) -> Result<isize> {
             if out.find(name.raw()).is_some() {
                 return Err(EEXIST);
             }
-            out.sessions.push(session.clone(), GFP_KERNEL)?;
+            let count = out.sessions.len();
+            out.chain.grow(count + 1)?;
+            if let Err(e) = out.sessions.push(session.clone(), GFP_KERNEL) {
+                out.chain.shrink(count);
+                return Err(e.into());
+            }
         }
         match session.open_file() {
             Ok(file) => file,
@@ -365,7 +398,70 @@ fn get_name(session: &Session, mut arg: Versioned<GetNameArg>) -> Result<isize> 
     Ok(0)
 }
 
-/// Number of outgoing sessions; the reboot path refuses to drop them silently.
-pub(crate) fn outgoing_count() -> usize {
-    registry().map(|r| r.outgoing.read().sessions.len()).unwrap_or(0)
+/// Writes every outgoing session into the handover data for the kexec (`liveupdate_reboot()`).
+///
+/// On success the registry stays frozen for good: every later session operation, even closing
+/// a session file, waits for the kexec to take the machine away.
+///
+/// # Errors
+///
+/// The error of the first session that could not be frozen; everything is rolled back then and
+/// userspace may fix the cause and try again.
+pub(crate) fn serialize() -> Result {
+    let reg = registry()?;
+    let frozen = reg.serialize.write();
+    {
+        let mut out = reg.outgoing.write();
+        let SessionList { sessions, chain } = &mut *out;
+        let head = chain.write(sessions.len(), |i, entry| {
+            if let Some(s) = sessions.get(i) {
+                abi::encode_session(entry, s.name.raw());
+            }
+        })?;
+        reg.handover.lock().set_sessions(head);
+    }
+    frozen.hold_forever();
+    Ok(())
+}
+
+/// Turns the previous kernel's sessions into incoming sessions, once; later calls return the
+/// first call's result.
+///
+/// # Errors
+///
+/// `EIO` if that failed. As in the C core, sessions created before the failure stay, and so
+/// does the error for the rest of the boot: userspace is expected to reboot.
+pub(crate) fn deserialize_once() -> Result {
+    let reg = registry()?;
+    let mut done = reg.deserialized.lock();
+    if let Some(result) = *done {
+        return result.map_err(|_| EIO);
+    }
+    let result = deserialize(reg);
+    *done = Some(result);
+    result.map_err(|_| EIO)
+}
+
+fn deserialize(reg: &Registry) -> Result {
+    let Some(incoming) = handover::incoming() else {
+        return Ok(());
+    };
+    for record in incoming.sessions.iter() {
+        let name = Name::new(&record.name)?;
+        if record.file_count != 0 {
+            pr_warn!(
+                "Failed to deserialize files for session [{}] {:?}\n",
+                kernel::str::BStr::from_bytes(name.as_bytes()),
+                ENOENT
+            );
+            return Err(ENOENT);
+        }
+        let session = Session::new(name, true)?;
+        let mut inc = reg.incoming.write();
+        if inc.find(name.raw()).is_some() {
+            return Err(EEXIST);
+        }
+        inc.sessions.push(session, GFP_KERNEL)?;
+    }
+    Ok(())
 }

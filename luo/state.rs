@@ -17,6 +17,7 @@ use kernel::{
 
 use crate::{
     device,
+    handover,
     session, //
 };
 
@@ -25,6 +26,17 @@ static REQUESTED: AtomicFlag = AtomicFlag::new(false);
 
 /// Live update is active: requested, and KHO is enabled.
 static ENABLED: AtomicFlag = AtomicFlag::new(false);
+
+/// Reads the previous kernel's handover data, if any, before anything can reuse its memory.
+///
+/// This runs even when live update is off for this boot, as in the C core.
+#[export]
+pub extern "C" fn luo_rs_early_init(kho_enabled: bool) -> c_int {
+    if kho_enabled {
+        handover::early_init();
+    }
+    0
+}
 
 /// Records the value of the `liveupdate=` boot parameter.
 #[export]
@@ -42,6 +54,10 @@ pub extern "C" fn luo_rs_late_init(kho_enabled: bool) -> c_int {
     }
     if !kho_enabled {
         pr_warn!("Disabling liveupdate because KHO is disabled\n");
+        return 0;
+    }
+    if handover::refused() {
+        pr_warn!("luo-rs: live update disabled for this boot: the handover data was refused\n");
         return 0;
     }
     match session::init().and_then(|()| device::register()) {

@@ -43,6 +43,7 @@ class Environment:
         kernels = {}
         for variant in VARIANTS:
             if not (pattern.startswith("*") or pattern.startswith(variant + "/")
+                    or pattern.startswith("cross/") and variant in ("c", "rust")
                     or pattern.startswith("harness/") and variant == "c"):
                 continue
             subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-kernel.sh"), variant],
@@ -249,6 +250,29 @@ def rust_core_tests(variant, r, bins):
     ]
 
 
+def sessions_kexec(name, kernels, counts, vmopts=None, dup=False):
+    """Sessions created in stage 1 survive each kexec, are checked and (except in the last
+    stage) created again. `kernels` names the kernel of each stage, so a scenario can cross
+    from one implementation to the other."""
+    stages = []
+    n = counts
+    for i, kernel in enumerate(kernels, 1):
+        last = i == len(kernels)
+        if i == 1:
+            script = f"luo-sessions create {n}{' dup' if dup else ''}\n"
+            expect = [(rf"luo-sessions: created {n} sessions", "sessions created")]
+            if dup:
+                expect.append((r"duplicate create refused with EEXIST", "duplicate refused"))
+        else:
+            script = f"luo-sessions {'verify' if last else 'cycle'} {n}\n"
+            expect = [
+                (rf"luo-sessions: verified {n} sessions", "sessions verified after kexec"),
+                (rf"liveupdate number: {i - 1}$", "live update number incremented"),
+            ]
+        stages.append(vm.Stage(kernel, script, expect))
+    return Test(name=name, stages=stages, timeout=120 + 120 * len(kernels), **(vmopts or {}))
+
+
 def all_scenarios(env):
     bins = env.binaries
     tests = harness_self_tests(next(iter(env.kernels.values())), bins)
@@ -266,6 +290,30 @@ def all_scenarios(env):
     for variant in ("rust", "rust-debug"):
         if variant in env.kernels:
             tests += rust_core_tests(variant, env.kernels[variant], bins)
+    # Sessions across kexec: the same scenarios on the C reference show the expectations
+    # are 7.3's; the duplicate-at-51 case panics the C kernel (SPEC 10.4 item 1) and
+    # runs on the Rust core only.
+    for variant in ("c", "rust", "rust-debug"):
+        k = env.kernels.get(variant)
+        if not k:
+            continue
+        vmopts = DEBUG_VM if variant.endswith("-debug") else None
+        for n in (1, 51, 52, 2000):
+            tests.append(sessions_kexec(f"{variant}/sessions-kexec-{n}", [k, k], n, vmopts))
+        tests.append(sessions_kexec(f"{variant}/sessions-two-kexecs", [k, k, k], 60, vmopts))
+        dup = sessions_kexec(f"{variant}/sessions-duplicate-at-51", [k, k], 51, vmopts, dup=True)
+        if variant == "c":
+            # Documents the upstream hazard the Rust core avoids: the C kernel must panic.
+            dup.name = "c/sessions-duplicate-at-51-panics-upstream"
+            dup.counter = count_must_fail("Kernel panic")
+        tests.append(dup)
+    c, r = env.kernels.get("c"), env.kernels.get("rust")
+    if c and r:
+        tests.append(sessions_kexec("cross/c-to-rust-sessions", [c, r], 100))
+        tests.append(sessions_kexec("cross/rust-to-c-sessions", [r, c], 100))
+        tests.append(sessions_kexec("cross/c-rust-c-rust-sessions", [c, r, c, r], 75))
+    for t in tests:
+        t.binaries = t.binaries or bins
     return tests
 
 

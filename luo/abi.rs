@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The LUO handover format ("luo-v5"), as written and read by Linux 7.3.
+//!
+//! A kernel with the C core and one with the Rust core must be able to live update into each
+//! other, so these layouts are a contract with the C code in `include/linux/kho/abi/luo.h` and
+//! `include/linux/kho/abi/block.h`. All fields are native-endian (little-endian on every
+//! architecture KHO supports), packed, and physical addresses are raw `u64` values with 0
+//! meaning "none".
+//!
+//! Everything here works on byte slices with explicit offsets: nothing from the previous kernel
+//! is ever viewed through a Rust reference to a struct, and every decoder checks what it reads.
+
+use core::num::NonZeroUsize;
+use kernel::prelude::*;
+
+/// Size of a handover block: one page (`KHO_BLOCK_SIZE`).
+pub(crate) const BLOCK_SIZE: usize = 4096;
+
+/// The KHO subtree LUO registers its root under (`LUO_KHO_ENTRY_NAME`).
+pub(crate) const KHO_ENTRY_NAME: &CStr = c"LUO";
+
+/// The root's compatible string (`LUO_ABI_COMPATIBLE`), NUL-padded to 8 bytes.
+pub(crate) const COMPATIBLE: [u8; 8] = *b"luo-v5\0\0";
+
+/// Most blocks a chain may have (`KHO_MAX_BLOCKS`); a longer chain is corrupt.
+pub(crate) const MAX_BLOCKS: usize = 10000;
+
+/// `struct luo_ser`: the root of all LUO state.
+pub(crate) mod root {
+    /// Size of the structure.
+    pub(crate) const SIZE: usize = 32;
+    /// `char compatible[8]`.
+    pub(crate) const COMPATIBLE: usize = 0;
+    /// `u64 liveupdate_num`: how many live updates led to the kernel that reads it.
+    pub(crate) const LIVEUPDATE_NUM: usize = 8;
+    /// `u64 sessions_pa`: first session block, or 0.
+    pub(crate) const SESSIONS_PA: usize = 16;
+    /// `u64 flbs_pa`: the FLB page.
+    pub(crate) const FLBS_PA: usize = 24;
+}
+
+/// `struct kho_block_header_ser`: the start of every block in a chain.
+pub(crate) mod block {
+    /// Size of the header; entries follow it directly.
+    pub(crate) const HEADER: usize = 16;
+    /// `u64 next`: the next block, or 0.
+    pub(crate) const NEXT: usize = 0;
+    /// `u64 count`: entries in this block.
+    pub(crate) const COUNT: usize = 8;
+}
+
+/// `struct luo_session_ser`: one session in a session block.
+pub(crate) mod session {
+    /// Size of an entry.
+    pub(crate) const SIZE: usize = 80;
+    /// `char name[64]`.
+    pub(crate) const NAME: usize = 0;
+    /// `struct luo_file_set_ser`: `u64 files` (first file block, or 0).
+    pub(crate) const FILES: usize = 64;
+    /// `struct luo_file_set_ser`: `u64 count`.
+    pub(crate) const FILE_COUNT: usize = 72;
+}
+
+/// `struct luo_flb_header_ser`: the FLB page.
+pub(crate) mod flb {
+    /// `u64 pgcnt`: always 1.
+    pub(crate) const PGCNT: usize = 0;
+    /// `u64 count`: FLB entries that follow.
+    pub(crate) const COUNT: usize = 8;
+}
+
+/// Entries of `entry_size` bytes that fit in one block (at least one for any entry that fits).
+pub(crate) const fn per_block(entry_size: usize) -> NonZeroUsize {
+    let n = match (BLOCK_SIZE - block::HEADER).checked_div(entry_size) {
+        Some(n) => n,
+        None => 1,
+    };
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+
+// The counts the C core derives from the same layouts (SPEC: 51 sessions, 63 files a block).
+const _: () = assert!(per_block(session::SIZE).get() == 51);
+const _: () = assert!(per_block(64).get() == 63);
+
+/// Reads the `u64` at `off`; an out-of-range offset reads as 0.
+pub(crate) fn get_u64(buf: &[u8], off: usize) -> u64 {
+    let mut b = [0u8; 8];
+    if let Some(src) = buf.get(off..off.saturating_add(8)) {
+        b.copy_from_slice(src);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// Writes `v` at `off`; an out-of-range offset writes nothing.
+pub(crate) fn put_u64(buf: &mut [u8], off: usize, v: u64) {
+    if let Some(dst) = buf.get_mut(off..off.saturating_add(8)) {
+        dst.copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
+/// The decoded root of the previous kernel.
+#[derive(Clone, Copy)]
+pub(crate) struct Root {
+    pub(crate) liveupdate_num: u64,
+    pub(crate) sessions_pa: u64,
+    #[expect(dead_code, reason = "the FLB page is read once FLBs are supported")]
+    pub(crate) flbs_pa: u64,
+}
+
+/// Decodes and checks the root blob of `len` bytes.
+///
+/// # Errors
+///
+/// `EINVAL` if the blob is shorter than the structure or is not "luo-v5".
+pub(crate) fn decode_root(blob: &[u8], len: usize) -> Result<Root> {
+    if len < root::SIZE || blob.len() < root::SIZE {
+        pr_err!("LUO state is too small ({} < {})\n", len, root::SIZE);
+        return Err(EINVAL);
+    }
+    if blob[root::COMPATIBLE..root::COMPATIBLE + 8] != COMPATIBLE {
+        pr_err!("LUO state is incompatible with 'luo-v5'\n");
+        return Err(EINVAL);
+    }
+    Ok(Root {
+        liveupdate_num: get_u64(blob, root::LIVEUPDATE_NUM),
+        sessions_pa: get_u64(blob, root::SESSIONS_PA),
+        flbs_pa: get_u64(blob, root::FLBS_PA),
+    })
+}
+
+/// Writes a root with no sessions yet.
+pub(crate) fn encode_root(blob: &mut [u8], liveupdate_num: u64, flbs_pa: u64) {
+    blob[..root::SIZE].fill(0);
+    blob[root::COMPATIBLE..root::COMPATIBLE + 8].copy_from_slice(&COMPATIBLE);
+    put_u64(blob, root::LIVEUPDATE_NUM, liveupdate_num);
+    put_u64(blob, root::FLBS_PA, flbs_pa);
+}
+
+/// Decodes a block header and checks its entry count, as the C reader does.
+///
+/// Returns `(next, count)`.
+///
+/// # Errors
+///
+/// `EINVAL` if the block holds no entry or more than fit.
+pub(crate) fn decode_block(page: &[u8; BLOCK_SIZE], entry_size: usize) -> Result<(u64, usize)> {
+    let next = get_u64(page, block::NEXT);
+    let count = get_u64(page, block::COUNT);
+    if count == 0 || count > per_block(entry_size).get() as u64 {
+        pr_warn!("Block contains invalid entry count: {}\n", count);
+        return Err(EINVAL);
+    }
+    Ok((next, count as usize))
+}
+
+/// Byte range of the entry at `index` of a block (empty if it does not fit).
+fn entry_range(entry_size: usize, index: usize) -> core::ops::Range<usize> {
+    let start = index
+        .checked_mul(entry_size)
+        .and_then(|o| o.checked_add(block::HEADER));
+    match start.and_then(|s| Some(s..s.checked_add(entry_size)?)) {
+        Some(r) if r.end <= BLOCK_SIZE => r,
+        _ => 0..0,
+    }
+}
+
+/// The entry at `index` of a block.
+pub(crate) fn entry(page: &[u8; BLOCK_SIZE], entry_size: usize, index: usize) -> &[u8] {
+    page.get(entry_range(entry_size, index)).unwrap_or(&[])
+}
+
+/// The entry at `index` of a block, for writing.
+pub(crate) fn entry_mut(page: &mut [u8; BLOCK_SIZE], entry_size: usize, index: usize) -> &mut [u8] {
+    page.get_mut(entry_range(entry_size, index)).unwrap_or(&mut [])
+}
+
+/// A session as the previous kernel described it.
+#[derive(Clone, Copy)]
+pub(crate) struct SessionRecord {
+    /// NUL-padded, non-empty, NUL-terminated name.
+    pub(crate) name: [u8; 64],
+    /// First file block, or 0.
+    #[expect(dead_code, reason = "file blocks are read once files are supported")]
+    pub(crate) files_pa: u64,
+    /// Number of files.
+    pub(crate) file_count: u64,
+}
+
+/// Decodes one `struct luo_session_ser`.
+///
+/// # Errors
+///
+/// `EINVAL` if the name is empty or not NUL-terminated, or the file set is inconsistent
+/// (files without a block, or a block without files).
+pub(crate) fn decode_session(e: &[u8]) -> Result<SessionRecord> {
+    if e.len() != session::SIZE {
+        return Err(EINVAL);
+    }
+    let mut name = [0u8; 64];
+    name.copy_from_slice(&e[session::NAME..session::NAME + 64]);
+    let len = name.iter().position(|&b| b == 0).ok_or(EINVAL)?;
+    if len == 0 {
+        return Err(EINVAL);
+    }
+    // Bytes after the terminator are ignored, as by the C reader; normalise them.
+    name[len..].fill(0);
+    let files_pa = get_u64(e, session::FILES);
+    let file_count = get_u64(e, session::FILE_COUNT);
+    if (files_pa == 0) != (file_count == 0) {
+        return Err(EINVAL);
+    }
+    Ok(SessionRecord {
+        name,
+        files_pa,
+        file_count,
+    })
+}
+
+/// Writes one `struct luo_session_ser` for a session without files.
+pub(crate) fn encode_session(e: &mut [u8], name: &[u8; 64]) {
+    e.fill(0);
+    if let Some(dst) = e.get_mut(session::NAME..session::NAME + 64) {
+        dst.copy_from_slice(name);
+    }
+}

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Chains of one-page blocks that carry fixed-size entries to the next kernel.
+//!
+//! Sessions, and the files of each session, are handed over as singly linked chains of
+//! preserved pages, each holding a header and up to `per_block` entries (see [`crate::abi`]).
+//! The outgoing side grows its chain whenever an entry is added, so the reboot path only fills
+//! memory it already has and cannot fail for lack of it. The incoming side restores and checks
+//! every block before anything in it is used.
+
+use kernel::{
+    alloc::kvec::PushError,
+    kho::{
+        PreservedPage,
+        RestoredPage, //
+    },
+    prelude::*, //
+};
+
+use core::num::NonZeroUsize;
+
+use crate::abi::{
+    self,
+    block,
+    per_block,
+    BLOCK_SIZE,
+    MAX_BLOCKS, //
+};
+
+/// An outgoing chain with room for a number of entries.
+pub(crate) struct OutChain {
+    entry_size: usize,
+    blocks: KVec<PreservedPage>,
+}
+
+impl OutChain {
+    /// An empty chain for entries of `entry_size` bytes.
+    pub(crate) const fn new(entry_size: usize) -> Self {
+        Self {
+            entry_size,
+            blocks: KVec::new(),
+        }
+    }
+
+    fn per_block(&self) -> NonZeroUsize {
+        per_block(self.entry_size)
+    }
+
+    /// Entries the chain has room for.
+    fn capacity(&self) -> usize {
+        self.blocks.len().saturating_mul(self.per_block().get())
+    }
+
+    /// Makes room for `count` entries.
+    ///
+    /// # Errors
+    ///
+    /// `ENOSPC` past [`MAX_BLOCKS`] blocks, `ENOMEM`, or a KHO error; the chain is unchanged then.
+    pub(crate) fn grow(&mut self, count: usize) -> Result {
+        let old = self.blocks.len();
+        while count > self.capacity() {
+            if let Err(e) = self.grow_one() {
+                self.blocks.truncate(old);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn grow_one(&mut self) -> Result {
+        if self.blocks.len() >= MAX_BLOCKS {
+            return Err(ENOSPC);
+        }
+        self.blocks.reserve(1, GFP_KERNEL)?;
+        self.blocks.push(PreservedPage::new()?, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Releases the blocks that `count` entries do not need.
+    pub(crate) fn shrink(&mut self, count: usize) {
+        let per = self.per_block();
+        let needed = count / per + usize::from(count % per != 0);
+        self.blocks.truncate(needed);
+    }
+
+    /// Writes `count` entries, each filled in by `fill(index, entry)`, links the blocks and
+    /// returns the physical address of the first block (0 for no entries).
+    ///
+    /// The chain must have room (see [`OutChain::grow`]); blocks beyond what `count` needs are
+    /// released first, because a reader rejects a block without entries.
+    ///
+    /// # Errors
+    ///
+    /// `ENOSPC` if the chain has less room than `count` entries.
+    pub(crate) fn write(&mut self, count: usize, mut fill: impl FnMut(usize, &mut [u8])) -> Result<u64> {
+        let per = self.per_block().get();
+        if count > self.capacity() {
+            return Err(ENOSPC);
+        }
+        self.shrink(count);
+        let mut next = 0;
+        let mut index = count;
+        for (b, page) in self.blocks.iter_mut().enumerate().rev() {
+            let first = b.saturating_mul(per);
+            let n = index.saturating_sub(first);
+            let bytes = page.bytes_mut();
+            bytes.fill(0);
+            for i in 0..n {
+                fill(first.saturating_add(i), abi::entry_mut(bytes, self.entry_size, i));
+            }
+            abi::put_u64(bytes, block::NEXT, next);
+            abi::put_u64(bytes, block::COUNT, n as u64);
+            next = page.phys();
+            index = first;
+        }
+        Ok(next)
+    }
+
+}
+
+/// A chain received from the previous kernel: its pages, each with its number of entries.
+pub(crate) struct InChain {
+    entry_size: usize,
+    blocks: KVec<(RestoredPage, usize)>,
+}
+
+impl InChain {
+    /// Restores and checks the chain that starts at `head` (0: an empty chain).
+    ///
+    /// Every block must be a page the previous kernel preserved, hold between one and
+    /// `per_block` entries, and appear once; the chain has at most [`MAX_BLOCKS`] blocks.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a malformed chain, `ENOMEM`. The blocks restored so far are then kept from
+    /// the allocator for good, so no data of the previous kernel reaches another user.
+    pub(crate) fn restore(head: u64, entry_size: usize) -> Result<Self> {
+        let mut chain = Self {
+            entry_size,
+            blocks: KVec::new(),
+        };
+        let mut seen: KVec<u64> = KVec::new();
+        let mut next = head;
+        while next != 0 {
+            if let Err(e) = chain.restore_one(next, &mut seen).map(|n| next = n) {
+                chain.leak();
+                return Err(e);
+            }
+        }
+        Ok(chain)
+    }
+
+    fn restore_one(&mut self, pa: u64, seen: &mut KVec<u64>) -> Result<u64> {
+        if seen.len() >= MAX_BLOCKS {
+            pr_err!("Block set is corrupted: more than {} blocks\n", MAX_BLOCKS);
+            return Err(EINVAL);
+        }
+        if seen.contains(&pa) {
+            pr_err!("Block set is corrupted: block {:#x} appears twice\n", pa);
+            return Err(EINVAL);
+        }
+        seen.push(pa, GFP_KERNEL)?;
+        let page = RestoredPage::restore(pa).inspect_err(|_| {
+            pr_err!("Block {:#x} is not a page preserved by the previous kernel\n", pa);
+        })?;
+        let (next, count) = match abi::decode_block(page.bytes(), self.entry_size) {
+            Ok(v) => v,
+            Err(e) => {
+                page.leak();
+                return Err(e);
+            }
+        };
+        if self.blocks.reserve(1, GFP_KERNEL).is_err() {
+            page.leak();
+            return Err(ENOMEM);
+        }
+        if let Err(PushError((page, _))) = self.blocks.push_within_capacity((page, count)) {
+            page.leak();
+            return Err(ENOMEM);
+        }
+        Ok(next)
+    }
+
+    /// Keeps every block from the allocator for good.
+    fn leak(&mut self) {
+        while let Some((page, _)) = self.blocks.pop() {
+            page.leak();
+        }
+    }
+
+    /// Visits every entry in order.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8]) -> Result) -> Result {
+        for (page, count) in self.blocks.iter() {
+            for i in 0..*count {
+                f(abi::entry(page.bytes(), self.entry_size, i))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of entries in the chain.
+    pub(crate) fn len(&self) -> usize {
+        self.blocks.iter().fold(0, |sum, (_, n)| sum.saturating_add(*n))
+    }
+
+    /// Keeps the chain's pages from the allocator for good (data found to be unusable).
+    pub(crate) fn abandon(mut self) {
+        self.leak();
+    }
+}
+
+// Entries must fit a block for the chain arithmetic above.
+const _: () = assert!(BLOCK_SIZE > block::HEADER);

@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The LUO root in the KHO handover data: what the previous kernel left, what this one leaves.
+//!
+//! Early in boot the previous kernel's root and session chain are restored and checked, before
+//! anything else can allocate the memory they sit in. Unlike the C core, which panics when that
+//! data is malformed, a malformed handover is refused here: the reason is logged, the memory it
+//! occupies stays reserved (no data of the previous kernel reaches another user), and live
+//! update stays disabled for this boot, which otherwise continues normally.
+//!
+//! At late init this kernel's own root is created for the next live update.
+
+use kernel::{
+    kho::{
+        self,
+        PreservedPage,
+        RestoredPage, //
+    },
+    prelude::*,
+    sync::{
+        atomic::{
+            AtomicFlag,
+            Relaxed, //
+        },
+        SetOnce,
+    }, //
+};
+
+use crate::{
+    abi::{
+        self,
+        SessionRecord, //
+    },
+    chain::InChain, //
+};
+
+/// What the previous kernel handed over, decoded.
+pub(crate) struct Incoming {
+    /// Its live update number.
+    pub(crate) liveupdate_num: u64,
+    /// Its sessions, in its order.
+    pub(crate) sessions: KVec<SessionRecord>,
+}
+
+/// Set at early init if there was handover data from a previous kernel and it was valid.
+static INCOMING: SetOnce<Incoming> = SetOnce::new();
+
+/// Set at early init if handover data was found but refused.
+static REFUSED: AtomicFlag = AtomicFlag::new(false);
+
+/// The previous kernel's state, if it handed any over.
+pub(crate) fn incoming() -> Option<&'static Incoming> {
+    INCOMING.as_ref()
+}
+
+/// True if the previous kernel's handover data was found malformed and refused.
+pub(crate) fn refused() -> bool {
+    REFUSED.load(Relaxed)
+}
+
+/// Restores and checks the previous kernel's root and session chain.
+pub(crate) fn early_init() {
+    match read_incoming() {
+        Ok(Some(incoming)) => {
+            INCOMING.populate(incoming);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            REFUSED.store(true, Relaxed);
+            pr_err!(
+                "The incoming tree failed to initialize properly [{:?}], disabling live update\n",
+                e
+            );
+            pr_err!("luo-rs: the preserved memory stays reserved; this boot continues\n");
+        }
+    }
+}
+
+fn read_incoming() -> Result<Option<Incoming>> {
+    let Some((phys, len)) = kho::retrieve_subtree(abi::KHO_ENTRY_NAME).inspect_err(|e| {
+        pr_err!("failed to retrieve LUO state 'LUO' from KHO: {:?}\n", e);
+    })?
+    else {
+        return Ok(None);
+    };
+    let root_page = RestoredPage::restore(phys).inspect_err(|_| {
+        pr_err!("LUO state at {:#x} is not a page preserved by the previous kernel\n", phys);
+    })?;
+    let root = match abi::decode_root(root_page.bytes(), len) {
+        Ok(root) => root,
+        Err(e) => {
+            root_page.leak();
+            return Err(e);
+        }
+    };
+    pr_info!(
+        "Retrieved live update data, liveupdate number: {}\n",
+        root.liveupdate_num
+    );
+    let sessions = match read_sessions(root.sessions_pa) {
+        Ok(sessions) => sessions,
+        Err(e) => {
+            root_page.leak();
+            return Err(e);
+        }
+    };
+    // The FLB page (`flbs_pa`) stays reserved until FLBs are supported, as the C core never
+    // releases it either.
+    drop(root_page);
+    Ok(Some(Incoming {
+        liveupdate_num: root.liveupdate_num,
+        sessions,
+    }))
+}
+
+fn read_sessions(head: u64) -> Result<KVec<SessionRecord>> {
+    let chain = InChain::restore(head, abi::session::SIZE)?;
+    let mut sessions = KVec::new();
+    if let Err(e) = decode_sessions(&chain, &mut sessions) {
+        chain.abandon();
+        return Err(e);
+    }
+    // The records are copied out; the blocks go back to the allocator with `chain`.
+    Ok(sessions)
+}
+
+fn decode_sessions(chain: &InChain, sessions: &mut KVec<SessionRecord>) -> Result {
+    sessions.reserve(chain.len(), GFP_KERNEL)?;
+    chain.for_each(|e| {
+        let record = abi::decode_session(e).inspect_err(|_| {
+            pr_err!("Malformed session entry in the handover data\n");
+        })?;
+        if sessions.iter().any(|s| s.name == record.name) {
+            pr_err!("Duplicate session name in the handover data\n");
+            return Err(EINVAL);
+        }
+        sessions.push(record, GFP_KERNEL)?;
+        Ok(())
+    })
+}
+
+/// This kernel's root for the next live update, and the FLB page it points to.
+pub(crate) struct Outgoing {
+    root: PreservedPage,
+    // Kept preserved for the next kernel; written when FLBs are supported.
+    _flbs: PreservedPage,
+}
+
+impl Outgoing {
+    /// Creates the root with the next live update number and registers it with KHO.
+    pub(crate) fn new() -> Result<Self> {
+        let num = incoming().map_or(0, |i| i.liveupdate_num) + 1;
+        let mut flbs = PreservedPage::new()?;
+        abi::put_u64(flbs.bytes_mut(), abi::flb::PGCNT, 1);
+        abi::put_u64(flbs.bytes_mut(), abi::flb::COUNT, 0);
+        let mut root = PreservedPage::new()?;
+        abi::encode_root(root.bytes_mut(), num, flbs.phys());
+        kho::add_subtree(abi::KHO_ENTRY_NAME, &root, abi::root::SIZE)?;
+        Ok(Self { root, _flbs: flbs })
+    }
+
+    /// Points the root at the session chain (0: no sessions).
+    ///
+    /// Called with the session registry frozen for the kexec.
+    pub(crate) fn set_sessions(&mut self, head: u64) {
+        abi::put_u64(self.root.bytes_mut(), abi::root::SESSIONS_PA, head);
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        kho::remove_subtree(&self.root);
+    }
+}

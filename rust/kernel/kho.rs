@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kexec HandOver (KHO): memory that survives a kexec into the next kernel.
+//!
+//! A kernel that is about to be replaced by kexec marks memory as *preserved*; KHO tells the
+//! next kernel where that memory is, the next kernel keeps it out of its allocator, and a
+//! subsystem there *restores* each piece to take ownership of it again. Named *subtrees* let
+//! the next kernel find a subsystem's root structure.
+//!
+//! This module covers what a subsystem that hands over page-sized records needs:
+//! [`PreservedPage`] for data written in this kernel, [`RestoredPage`] for data received from
+//! the previous one, and the subtree calls.
+//!
+//! C header: [`include/linux/kexec_handover.h`](srctree/include/linux/kexec_handover.h)
+
+use crate::{
+    bindings,
+    error::{
+        from_err_ptr,
+        to_result, //
+    },
+    page::PAGE_SIZE,
+    prelude::*,
+    str::CStr, //
+};
+use core::ptr::NonNull;
+
+/// A physical address as stored in handover data.
+pub type PhysAddr = u64;
+
+/// Returns true if KHO is enabled in this boot (`kho=` or the Kconfig default).
+pub fn is_enabled() -> bool {
+    // SAFETY: Reading a boolean set during early boot.
+    unsafe { bindings::kho_is_enabled() }
+}
+
+/// One zeroed page of memory that is preserved for the next kernel.
+///
+/// Dropping it withdraws the preservation and frees the page. To hand the page over, keep it
+/// alive until the kexec (for example with [`PreservedPage::keep`]).
+///
+/// # Invariants
+///
+/// `ptr` is the address of an order-0 folio from `kho_alloc_preserve()` that is preserved and
+/// owned by this object.
+pub struct PreservedPage {
+    ptr: NonNull<u8>,
+}
+
+// SAFETY: The page is plain memory owned by this object; it may be used from any thread.
+unsafe impl Send for PreservedPage {}
+// SAFETY: Shared references only give read access to the page.
+unsafe impl Sync for PreservedPage {}
+
+impl PreservedPage {
+    /// Allocates a zeroed page and preserves it.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`, or the error KHO gives for the preservation.
+    pub fn new() -> Result<Self> {
+        // SAFETY: `kho_alloc_preserve()` may be called with any size.
+        let ptr = from_err_ptr(unsafe { bindings::kho_alloc_preserve(PAGE_SIZE) })?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?;
+        // INVARIANT: `kho_alloc_preserve(PAGE_SIZE)` returns an order-0 preserved folio.
+        Ok(Self { ptr })
+    }
+
+    /// The physical address the next kernel will find the page at.
+    pub fn phys(&self) -> PhysAddr {
+        // SAFETY: `ptr` is a directly mapped kernel address by the type invariant.
+        unsafe { bindings::virt_to_phys(self.ptr.as_ptr().cast()) }
+    }
+
+    /// The contents of the page.
+    pub fn bytes(&self) -> &[u8; PAGE_SIZE] {
+        // SAFETY: The page is owned by this object and `PAGE_SIZE` bytes long.
+        unsafe { &*self.ptr.as_ptr().cast() }
+    }
+
+    /// The contents of the page, for writing.
+    pub fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
+        // SAFETY: The page is owned by this object, `PAGE_SIZE` bytes long, and `&mut self`
+        // makes this the only reference.
+        unsafe { &mut *self.ptr.as_ptr().cast() }
+    }
+
+    /// A raw pointer to the page, for C interfaces that record it.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Keeps the page preserved for the rest of this kernel's life and returns it.
+    pub fn keep(self) -> &'static mut [u8; PAGE_SIZE] {
+        let ptr = self.ptr.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: The page is never freed now, and the forgotten owner cannot reach it again.
+        unsafe { &mut *ptr.cast() }
+    }
+}
+
+impl Drop for PreservedPage {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the page came from `kho_alloc_preserve()` and is owned
+        // by us.
+        unsafe { bindings::kho_unpreserve_free(self.ptr.as_ptr().cast()) };
+    }
+}
+
+/// One page received from the previous kernel, now owned by this one.
+///
+/// Dropping it frees the page to this kernel's allocator. To keep data of the previous kernel
+/// away from every other user (for example after finding it corrupt), [`RestoredPage::leak`] it.
+///
+/// # Invariants
+///
+/// `folio` is an order-0 folio restored with `kho_restore_folio()` and owned by this object.
+pub struct RestoredPage {
+    folio: NonNull<bindings::folio>,
+}
+
+// SAFETY: The page is plain memory owned by this object; it may be used from any thread.
+unsafe impl Send for RestoredPage {}
+// SAFETY: Shared references only give read access to the page.
+unsafe impl Sync for RestoredPage {}
+
+impl RestoredPage {
+    /// Takes ownership of the page at `phys`, which the previous kernel preserved.
+    ///
+    /// A page can be restored once; the previous kernel's data should say where each page is
+    /// only once, and the caller must check that before calling (KHO warns otherwise).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `phys` is not page aligned, or is not a preserved page, or was preserved as
+    /// a larger folio (which is then kept from the allocator, not freed).
+    pub fn restore(phys: PhysAddr) -> Result<Self> {
+        if phys == 0 || phys % PAGE_SIZE as u64 != 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: `kho_restore_folio()` validates `phys` against KHO's own records.
+        let folio = NonNull::new(unsafe { bindings::kho_restore_folio(phys) }).ok_or(EINVAL)?;
+        // SAFETY: `folio` was just restored and is valid.
+        if unsafe { bindings::folio_order(folio.as_ptr()) } != 0 {
+            // The previous kernel's data claimed a page where a larger folio is; it now belongs
+            // to us and is deliberately never freed.
+            return Err(EINVAL);
+        }
+        // INVARIANT: An order-0 folio, restored and now ours.
+        Ok(Self { folio })
+    }
+
+    /// The contents of the page.
+    pub fn bytes(&self) -> &[u8; PAGE_SIZE] {
+        // SAFETY: The folio is ours, order 0, and in the direct map.
+        unsafe { &*bindings::folio_address(self.folio.as_ptr()).cast() }
+    }
+
+    /// Keeps the page out of the allocator for the rest of this kernel's life.
+    pub fn leak(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for RestoredPage {
+    fn drop(&mut self) {
+        // SAFETY: The folio is owned by this object (type invariant); this drops our reference.
+        unsafe { bindings::folio_put(self.folio.as_ptr()) };
+    }
+}
+
+/// Registers `page` under `name` in the handover data, where the next kernel looks it up with
+/// [`retrieve_subtree`]. `size` is the length of the structure at the start of the page.
+///
+/// # Errors
+///
+/// `EEXIST` if `name` is taken, `ENOMEM`, or another KHO error.
+pub fn add_subtree(name: &CStr, page: &PreservedPage, size: usize) -> Result {
+    // SAFETY: `name` is NUL-terminated and `page` is preserved memory of at least `size` bytes;
+    // KHO copies the name and records the address.
+    to_result(unsafe { bindings::kho_add_subtree(name.as_char_ptr(), page.as_ptr().cast(), size) })
+}
+
+/// Withdraws a subtree registered with [`add_subtree`], before its page is freed.
+pub fn remove_subtree(page: &PreservedPage) {
+    // SAFETY: KHO looks the blob up by address and ignores one it does not know.
+    unsafe { bindings::kho_remove_subtree(page.as_ptr().cast()) };
+}
+
+/// Looks up the subtree `name` that the previous kernel registered.
+///
+/// Returns its physical address and size, or `None` if the previous kernel registered none
+/// (a cold boot, or a kernel without that subsystem).
+///
+/// # Errors
+///
+/// The KHO error if the handover data is malformed.
+pub fn retrieve_subtree(name: &CStr) -> Result<Option<(PhysAddr, usize)>> {
+    let mut phys: bindings::phys_addr_t = 0;
+    let mut size: usize = 0;
+    // SAFETY: `name` is NUL-terminated and both out pointers are valid for writing.
+    let ret = unsafe { bindings::kho_retrieve_subtree(name.as_char_ptr(), &mut phys, &mut size) };
+    match to_result(ret) {
+        Ok(()) => Ok(Some((phys, size))),
+        Err(e) if e == ENOENT => Ok(None),
+        Err(e) => Err(e),
+    }
+}
