@@ -76,6 +76,25 @@ impl OutChain {
         Ok(())
     }
 
+    /// Number of blocks.
+    #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
+    pub(crate) fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Physical address of block `i` (0 if there is none).
+    #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
+    pub(crate) fn phys(&self, i: usize) -> u64 {
+        self.blocks.get(i).map_or(0, |p| p.phys())
+    }
+
+    /// Contents of block `i`.
+    #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
+    pub(crate) fn page(&self, i: usize) -> &[u8; abi::BLOCK_SIZE] {
+        static EMPTY: [u8; abi::BLOCK_SIZE] = [0; abi::BLOCK_SIZE];
+        self.blocks.get(i).map_or(&EMPTY, |p| p.bytes())
+    }
+
     /// Releases the blocks that `count` entries do not need.
     pub(crate) fn shrink(&mut self, count: usize) {
         let per = self.per_block();

@@ -17,6 +17,8 @@ pub mod api;
 mod chain;
 mod device;
 mod handover;
+#[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
+mod kunit;
 mod session;
 pub mod state;
 mod uapi;

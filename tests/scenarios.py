@@ -197,6 +197,23 @@ def harness_self_tests(kernel, bins):
     ]
 
 
+# The Rust core's KUnit suites (luo/kunit.rs); each must report at least one case.
+KUNIT_SUITES = ("luo_rs_abi", "luo_rs_session", "luo_rs_chain")
+
+
+def count_kunit(test, out):
+    """Each KUnit case of the Rust core counts on its own."""
+    results, suites = vm.kunit_results(out.stage_logs()[0], "luo_rs_")
+    rows = [(f"{test.name}/{name}", status, "see serial log") for name, status in results]
+    problems = list(out.problems)
+    missing = [s for s in KUNIT_SUITES if s not in suites]
+    if missing:
+        problems.append(f"KUnit suites missing from the boot log: {', '.join(missing)}")
+    if problems:
+        rows.append((test.name, "fail", "\n".join(problems)))
+    return rows
+
+
 def abi_errno_test(variant, kernel, bins):
     """Our errno contract test; the same binary must pass on the C and the Rust core."""
     return Test(
@@ -226,6 +243,14 @@ def rust_core_tests(variant, r, bins):
     registered = (r"luo: luo-rs: Rust core active, /dev/liveupdate registered",
                   "the Rust crate registered the device")
     return [
+        Test(
+            name=f"{variant}/kunit",
+            stages=[vm.Stage(r, "true\n")],
+            binaries=bins,
+            timeout=180,
+            counter=count_kunit,
+            **vmopts,
+        ),
         Test(
             name=f"{variant}/liveupdate-api",
             # The program exits non-zero while the file tests fail; the results count.

@@ -69,6 +69,27 @@ class JudgeTest(unittest.TestCase):
         self.assertTrue(vm.judge(scenario(), ""))
 
 
+class KunitTest(unittest.TestCase):
+    LOG = """[    1.0] KTAP version 1
+[    1.0] 1..2
+[    1.0]     KTAP version 1
+[    1.0]     # Subtest: luo_rs_abi
+[    1.0]     1..2
+[    1.0]     ok 1 root_round_trip
+[    1.0]     not ok 2 block_counts_are_checked
+[    1.0] not ok 1 luo_rs_abi
+[    1.0]     # Subtest: other_suite
+[    1.0]     ok 1 unrelated
+[    1.0] ok 2 other_suite
+"""
+
+    def test_only_matching_suites_count(self):
+        results, suites = vm.kunit_results(self.LOG, "luo_rs_")
+        self.assertEqual(suites, ["luo_rs_abi"])
+        self.assertEqual(results, [("luo_rs_abi.root_round_trip", "pass"),
+                                   ("luo_rs_abi.block_counts_are_checked", "fail")])
+
+
 class KtapTest(unittest.TestCase):
     def test_results_and_plan(self):
         text = ("TAP version 13\n1..3\n# Starting 3 tests\nok 1 dev.a\n"

@@ -183,3 +183,33 @@ def ktap_results(text):
             results.append((name, "pass" if status == "ok" else "fail"))
     plan = KTAP_PLAN.search(text)
     return results, int(plan.group(1)) if plan else None
+
+
+KUNIT_SUITE = re.compile(r"^\s*# Subtest: (\S+)$")
+KUNIT_CASE = re.compile(r"^(\s+)(not ok|ok) \d+ (\S+)(.*)$")
+KUNIT_SUITE_END = re.compile(r"^(not ok|ok) \d+ (\S+)")
+
+
+def kunit_results(text, prefix):
+    """KUnit results of the suites whose names start with `prefix`, from a boot log.
+
+    Returns a list of (suite.case, 'pass'|'fail'|'skip') and the list of suites seen.
+    """
+    results, suites, suite = [], [], None
+    for line in text.splitlines():
+        line = re.sub(r"^\[\s*[0-9.]+\] ", "", line)
+        m = KUNIT_SUITE.match(line)
+        if m:
+            suite = m.group(1) if m.group(1).startswith(prefix) else None
+            if suite:
+                suites.append(suite)
+            continue
+        if suite is None:
+            continue
+        m = KUNIT_CASE.match(line)
+        if m:
+            status = "skip" if "# SKIP" in m.group(4) else ("pass" if m.group(2) == "ok" else "fail")
+            results.append((f"{suite}.{m.group(3)}", status))
+        elif KUNIT_SUITE_END.match(line):
+            suite = None
+    return results, suites

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit tests of the Rust LUO core, run at boot with `CONFIG_LIVEUPDATE_RUST_KUNIT_TEST`.
+//!
+//! They cover what a peer kernel or a user can get wrong: the handover decoders are fed
+//! malformed input, and the encoders are checked against the byte layout the C core reads.
+
+use kernel::prelude::kunit_tests;
+
+#[kunit_tests(luo_rs_abi)]
+mod abi_tests {
+    use crate::abi::{
+        self,
+        BLOCK_SIZE, //
+    };
+    use kernel::prelude::*;
+
+    fn root(compat: &[u8; 8], num: u64) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(compat);
+        abi::put_u64(&mut b, abi::root::LIVEUPDATE_NUM, num);
+        abi::put_u64(&mut b, abi::root::SESSIONS_PA, 0x1000);
+        abi::put_u64(&mut b, abi::root::FLBS_PA, 0x2000);
+        b
+    }
+
+    #[test]
+    fn root_round_trip() -> Result {
+        let mut b = [0xffu8; 32];
+        abi::encode_root(&mut b, 7, 0x3000);
+        assert_eq!(&b[..8], b"luo-v5\0\0");
+        let r = abi::decode_root(&b, 32)?;
+        assert_eq!(r.liveupdate_num, 7);
+        assert_eq!(r.sessions_pa, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn root_layout_matches_c() -> Result {
+        let b = root(b"luo-v5\0\0", 3);
+        // struct luo_ser: compatible[8], liveupdate_num, sessions_pa, flbs_pa; packed.
+        assert_eq!(u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]), 3);
+        let r = abi::decode_root(&b, 32)?;
+        assert_eq!(r.sessions_pa, 0x1000);
+        Ok(())
+    }
+
+    #[test]
+    fn root_rejects_short_blob() {
+        let b = root(b"luo-v5\0\0", 1);
+        assert!(abi::decode_root(&b, 31).is_err());
+        assert!(abi::decode_root(&b[..16], 32).is_err());
+    }
+
+    #[test]
+    fn root_rejects_other_versions() {
+        for compat in [b"luo-v4\0\0", b"luo-v5X\0", b"luo-v6\0\0", b"\0\0\0\0\0\0\0\0"] {
+            assert!(abi::decode_root(&root(compat, 1), 32).is_err());
+        }
+    }
+
+    #[test]
+    fn root_accepts_longer_blob() -> Result {
+        // The C reader accepts blob-size >= 32.
+        abi::decode_root(&root(b"luo-v5\0\0", 1), 64)?;
+        Ok(())
+    }
+
+    fn block(next: u64, count: u64) -> Result<KBox<[u8; BLOCK_SIZE]>> {
+        let mut b = KBox::new([0u8; BLOCK_SIZE], GFP_KERNEL)?;
+        abi::put_u64(&mut b[..], abi::block::NEXT, next);
+        abi::put_u64(&mut b[..], abi::block::COUNT, count);
+        Ok(b)
+    }
+
+    #[test]
+    fn block_counts_are_checked() -> Result {
+        assert!(abi::decode_block(&*block(0, 0)?, abi::session::SIZE).is_err());
+        assert!(abi::decode_block(&*block(0, 52)?, abi::session::SIZE).is_err());
+        assert!(abi::decode_block(&*block(0, u64::MAX)?, abi::session::SIZE).is_err());
+        assert_eq!(abi::decode_block(&*block(0x5000, 51)?, abi::session::SIZE)?, (0x5000, 51));
+        assert_eq!(abi::decode_block(&*block(0, 63)?, 64)?, (0, 63));
+        assert!(abi::decode_block(&*block(0, 64)?, 64).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn entries_never_leave_the_block() -> Result {
+        let b = block(0, 1)?;
+        assert_eq!(abi::entry(&*b, abi::session::SIZE, 0).len(), abi::session::SIZE);
+        assert_eq!(abi::entry(&*b, abi::session::SIZE, 50).len(), abi::session::SIZE);
+        assert!(abi::entry(&*b, abi::session::SIZE, 51).is_empty());
+        assert!(abi::entry(&*b, abi::session::SIZE, usize::MAX).is_empty());
+        assert!(abi::entry(&*b, usize::MAX, 1).is_empty());
+        assert_eq!(abi::get_u64(&b[..], BLOCK_SIZE - 4), 0);
+        assert_eq!(abi::get_u64(&b[..], usize::MAX), 0);
+        Ok(())
+    }
+
+    fn session_entry(name: &[u8], files: u64, count: u64) -> [u8; 80] {
+        let mut e = [0u8; 80];
+        e[..name.len()].copy_from_slice(name);
+        abi::put_u64(&mut e, abi::session::FILES, files);
+        abi::put_u64(&mut e, abi::session::FILE_COUNT, count);
+        e
+    }
+
+    #[test]
+    fn session_entries_are_checked() -> Result {
+        let r = abi::decode_session(&session_entry(b"vm-42\0garbage", 0, 0))?;
+        assert_eq!(&r.name[..6], b"vm-42\0");
+        // Bytes after the terminator are not carried over.
+        assert!(r.name[6..].iter().all(|&b| b == 0));
+        assert!(abi::decode_session(&session_entry(b"\0", 0, 0)).is_err());
+        assert!(abi::decode_session(&session_entry(&[b'x'; 64], 0, 0)).is_err());
+        assert!(abi::decode_session(&session_entry(b"a\0", 0, 3)).is_err());
+        assert!(abi::decode_session(&session_entry(b"a\0", 0x9000, 0)).is_err());
+        assert!(abi::decode_session(&[0u8; 79]).is_err());
+        let r = abi::decode_session(&session_entry(b"a\0", 0x9000, 2))?;
+        assert_eq!(r.file_count, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn session_encoding_matches_c() {
+        let mut name = [0u8; 64];
+        name[..4].copy_from_slice(b"abcd");
+        let mut e = [0xaau8; 80];
+        abi::encode_session(&mut e, &name);
+        assert_eq!(&e[..5], b"abcd\0");
+        // An empty file set: files = 0, count = 0.
+        assert!(e[4..].iter().all(|&b| b == 0));
+    }
+}
+
+#[kunit_tests(luo_rs_session)]
+mod session_tests {
+    use crate::session::Name;
+    use kernel::prelude::*;
+
+    fn raw(s: &[u8]) -> [u8; 64] {
+        let mut r = [0u8; 64];
+        r[..s.len()].copy_from_slice(s);
+        r
+    }
+
+    #[test]
+    fn names_follow_the_uapi_rules() -> Result {
+        assert!(Name::new(&raw(b"")).is_err());
+        assert!(Name::new(&[b'n'; 64]).is_err());
+        let longest = Name::new(&raw(&[b'n'; 63]))?;
+        assert_eq!(longest.as_bytes().len(), 63);
+        assert_eq!(Name::new(&raw(b"x"))?.as_bytes(), b"x");
+        Ok(())
+    }
+
+    #[test]
+    fn matching_reads_up_to_the_nul() -> Result {
+        let name = Name::new(&raw(b"session-1"))?;
+        assert!(name.matches(&raw(b"session-1")));
+        assert!(name.matches(&raw(b"session-1\0tail")));
+        assert!(!name.matches(&raw(b"session-10")));
+        assert!(!name.matches(&raw(b"session-")));
+        // An unterminated name never matches a stored one.
+        assert!(!Name::new(&raw(&[b'n'; 63]))?.matches(&[b'n'; 64]));
+        Ok(())
+    }
+}
+
+#[kunit_tests(luo_rs_chain)]
+mod chain_tests {
+    use crate::{
+        abi,
+        chain::OutChain, //
+    };
+    use kernel::prelude::*;
+
+    #[test]
+    fn chains_grow_and_shrink_by_whole_blocks() -> Result {
+        let mut c = OutChain::new(abi::session::SIZE);
+        c.grow(1)?;
+        assert_eq!(c.blocks(), 1);
+        c.grow(51)?;
+        assert_eq!(c.blocks(), 1);
+        c.grow(52)?;
+        assert_eq!(c.blocks(), 2);
+        c.shrink(51);
+        assert_eq!(c.blocks(), 1);
+        c.shrink(0);
+        assert_eq!(c.blocks(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn written_chains_have_no_empty_block() -> Result {
+        let mut c = OutChain::new(abi::session::SIZE);
+        c.grow(103)?;
+        assert_eq!(c.blocks(), 3);
+        // Fewer entries than room: the spare block is released, never written empty.
+        let head = c.write(52, |i, e| abi::put_u64(e, 72, i as u64))?;
+        assert_eq!(c.blocks(), 2);
+        assert_eq!(head, c.phys(0));
+        let b0 = c.page(0);
+        assert_eq!(abi::decode_block(b0, abi::session::SIZE)?, (c.phys(1), 51));
+        assert_eq!(abi::get_u64(abi::entry(b0, abi::session::SIZE, 50), 72), 50);
+        let b1 = c.page(1);
+        assert_eq!(abi::decode_block(b1, abi::session::SIZE)?, (0, 1));
+        assert_eq!(abi::get_u64(abi::entry(b1, abi::session::SIZE, 0), 72), 51);
+        Ok(())
+    }
+
+    #[test]
+    fn empty_chains_write_nothing() -> Result {
+        let mut c = OutChain::new(abi::session::SIZE);
+        assert_eq!(c.write(0, |_, _| {})?, 0);
+        assert!(c.write(1, |_, _| {}).is_err());
+        Ok(())
+    }
+}
