@@ -102,6 +102,43 @@ pub(crate) fn put_u64(buf: &mut [u8], off: usize, v: u64) {
     }
 }
 
+/// Why data from the previous kernel was refused; it says so in the log and is `EINVAL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    /// The root blob is shorter than `struct luo_ser`.
+    RootTooSmall(usize),
+    /// The root is not "luo-v5".
+    Incompatible,
+    /// A block holds no entry or more than fit.
+    BlockCount(u64),
+    /// An entry has the wrong size.
+    EntrySize(usize),
+    /// A session name is empty or not NUL-terminated.
+    SessionName,
+    /// A session has files without a file block, or a file block without files.
+    FileSet,
+}
+
+impl kernel::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        // The first two mirror the C core's messages.
+        match self {
+            Self::RootTooSmall(len) => write!(f, "LUO state is too small ({} < {})", len, root::SIZE),
+            Self::Incompatible => write!(f, "LUO state is incompatible with 'luo-v5'"),
+            Self::BlockCount(n) => write!(f, "Block contains invalid entry count: {}", n),
+            Self::EntrySize(n) => write!(f, "Entry has {} bytes", n),
+            Self::SessionName => write!(f, "Session name is empty or not NUL-terminated"),
+            Self::FileSet => write!(f, "Session file set is inconsistent"),
+        }
+    }
+}
+
+impl From<Malformed> for Error {
+    fn from(_: Malformed) -> Error {
+        EINVAL
+    }
+}
+
 /// The decoded root of the previous kernel.
 #[derive(Clone, Copy)]
 pub(crate) struct Root {
@@ -115,15 +152,13 @@ pub(crate) struct Root {
 ///
 /// # Errors
 ///
-/// `EINVAL` if the blob is shorter than the structure or is not "luo-v5".
-pub(crate) fn decode_root(blob: &[u8], len: usize) -> Result<Root> {
+/// If the blob is shorter than the structure or is not "luo-v5".
+pub(crate) fn decode_root(blob: &[u8], len: usize) -> Result<Root, Malformed> {
     if len < root::SIZE || blob.len() < root::SIZE {
-        pr_err!("LUO state is too small ({} < {})\n", len, root::SIZE);
-        return Err(EINVAL);
+        return Err(Malformed::RootTooSmall(len.min(blob.len())));
     }
-    if blob[root::COMPATIBLE..root::COMPATIBLE + 8] != COMPATIBLE {
-        pr_err!("LUO state is incompatible with 'luo-v5'\n");
-        return Err(EINVAL);
+    if blob.get(root::COMPATIBLE..root::COMPATIBLE + 8) != Some(&COMPATIBLE[..]) {
+        return Err(Malformed::Incompatible);
     }
     Ok(Root {
         liveupdate_num: get_u64(blob, root::LIVEUPDATE_NUM),
@@ -146,13 +181,15 @@ pub(crate) fn encode_root(blob: &mut [u8], liveupdate_num: u64, flbs_pa: u64) {
 ///
 /// # Errors
 ///
-/// `EINVAL` if the block holds no entry or more than fit.
-pub(crate) fn decode_block(page: &[u8; BLOCK_SIZE], entry_size: usize) -> Result<(u64, usize)> {
+/// If the block holds no entry or more than fit.
+pub(crate) fn decode_block(
+    page: &[u8; BLOCK_SIZE],
+    entry_size: usize,
+) -> Result<(u64, usize), Malformed> {
     let next = get_u64(page, block::NEXT);
     let count = get_u64(page, block::COUNT);
     if count == 0 || count > per_block(entry_size).get() as u64 {
-        pr_warn!("Block contains invalid entry count: {}\n", count);
-        return Err(EINVAL);
+        return Err(Malformed::BlockCount(count));
     }
     Ok((next, count as usize))
 }
@@ -194,24 +231,24 @@ pub(crate) struct SessionRecord {
 ///
 /// # Errors
 ///
-/// `EINVAL` if the name is empty or not NUL-terminated, or the file set is inconsistent
-/// (files without a block, or a block without files).
-pub(crate) fn decode_session(e: &[u8]) -> Result<SessionRecord> {
-    if e.len() != session::SIZE {
-        return Err(EINVAL);
-    }
+/// If the name is empty or not NUL-terminated, or the file set is inconsistent (files without
+/// a block, or a block without files).
+pub(crate) fn decode_session(e: &[u8]) -> Result<SessionRecord, Malformed> {
     let mut name = [0u8; 64];
-    name.copy_from_slice(&e[session::NAME..session::NAME + 64]);
-    let len = name.iter().position(|&b| b == 0).ok_or(EINVAL)?;
+    match e.get(session::NAME..session::NAME + 64) {
+        Some(src) if e.len() == session::SIZE => name.copy_from_slice(src),
+        _ => return Err(Malformed::EntrySize(e.len())),
+    }
+    let len = name.iter().position(|&b| b == 0).ok_or(Malformed::SessionName)?;
     if len == 0 {
-        return Err(EINVAL);
+        return Err(Malformed::SessionName);
     }
     // Bytes after the terminator are ignored, as by the C reader; normalise them.
     name[len..].fill(0);
     let files_pa = get_u64(e, session::FILES);
     let file_count = get_u64(e, session::FILE_COUNT);
     if (files_pa == 0) != (file_count == 0) {
-        return Err(EINVAL);
+        return Err(Malformed::FileSet);
     }
     Ok(SessionRecord {
         name,

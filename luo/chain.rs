@@ -184,9 +184,10 @@ impl InChain {
         })?;
         let (next, count) = match abi::decode_block(page.bytes(), self.entry_size) {
             Ok(v) => v,
-            Err(e) => {
+            Err(m) => {
+                pr_warn!("{}\n", m);
                 page.leak();
-                return Err(e);
+                return Err(m.into());
             }
         };
         if self.blocks.reserve(1, GFP_KERNEL).is_err() {

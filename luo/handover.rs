@@ -88,9 +88,10 @@ fn read_incoming() -> Result<Option<Incoming>> {
     })?;
     let root = match abi::decode_root(root_page.bytes(), len) {
         Ok(root) => root,
-        Err(e) => {
+        Err(m) => {
+            pr_err!("{}\n", m);
             root_page.leak();
-            return Err(e);
+            return Err(m.into());
         }
     };
     pr_info!(
@@ -127,8 +128,8 @@ fn read_sessions(head: u64) -> Result<KVec<SessionRecord>> {
 fn decode_sessions(chain: &InChain, sessions: &mut KVec<SessionRecord>) -> Result {
     sessions.reserve(chain.len(), GFP_KERNEL)?;
     chain.for_each(|e| {
-        let record = abi::decode_session(e).inspect_err(|_| {
-            pr_err!("Malformed session entry in the handover data\n");
+        let record = abi::decode_session(e).inspect_err(|m| {
+            pr_err!("Malformed session entry in the handover data: {}\n", m);
         })?;
         if sessions.iter().any(|s| s.name == record.name) {
             pr_err!("Duplicate session name in the handover data\n");

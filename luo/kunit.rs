@@ -11,6 +11,7 @@ use kernel::prelude::kunit_tests;
 mod abi_tests {
     use crate::abi::{
         self,
+        Malformed,
         BLOCK_SIZE, //
     };
     use kernel::prelude::*;
@@ -48,14 +49,14 @@ mod abi_tests {
     #[test]
     fn root_rejects_short_blob() {
         let b = root(b"luo-v5\0\0", 1);
-        assert!(abi::decode_root(&b, 31).is_err());
-        assert!(abi::decode_root(&b[..16], 32).is_err());
+        assert_eq!(abi::decode_root(&b, 31).err(), Some(Malformed::RootTooSmall(31)));
+        assert_eq!(abi::decode_root(&b[..16], 32).err(), Some(Malformed::RootTooSmall(16)));
     }
 
     #[test]
     fn root_rejects_other_versions() {
         for compat in [b"luo-v4\0\0", b"luo-v5X\0", b"luo-v6\0\0", b"\0\0\0\0\0\0\0\0"] {
-            assert!(abi::decode_root(&root(compat, 1), 32).is_err());
+            assert_eq!(abi::decode_root(&root(compat, 1), 32).err(), Some(Malformed::Incompatible));
         }
     }
 
@@ -75,7 +76,10 @@ mod abi_tests {
 
     #[test]
     fn block_counts_are_checked() -> Result {
-        assert!(abi::decode_block(&*block(0, 0)?, abi::session::SIZE).is_err());
+        assert_eq!(
+            abi::decode_block(&*block(0, 0)?, abi::session::SIZE).err(),
+            Some(Malformed::BlockCount(0))
+        );
         assert!(abi::decode_block(&*block(0, 52)?, abi::session::SIZE).is_err());
         assert!(abi::decode_block(&*block(0, u64::MAX)?, abi::session::SIZE).is_err());
         assert_eq!(abi::decode_block(&*block(0x5000, 51)?, abi::session::SIZE)?, (0x5000, 51));
@@ -111,11 +115,12 @@ mod abi_tests {
         assert_eq!(&r.name[..6], b"vm-42\0");
         // Bytes after the terminator are not carried over.
         assert!(r.name[6..].iter().all(|&b| b == 0));
-        assert!(abi::decode_session(&session_entry(b"\0", 0, 0)).is_err());
-        assert!(abi::decode_session(&session_entry(&[b'x'; 64], 0, 0)).is_err());
-        assert!(abi::decode_session(&session_entry(b"a\0", 0, 3)).is_err());
-        assert!(abi::decode_session(&session_entry(b"a\0", 0x9000, 0)).is_err());
-        assert!(abi::decode_session(&[0u8; 79]).is_err());
+        let bad = |e: &[u8]| abi::decode_session(e).err();
+        assert_eq!(bad(&session_entry(b"\0", 0, 0)), Some(Malformed::SessionName));
+        assert_eq!(bad(&session_entry(&[b'x'; 64], 0, 0)), Some(Malformed::SessionName));
+        assert_eq!(bad(&session_entry(b"a\0", 0, 3)), Some(Malformed::FileSet));
+        assert_eq!(bad(&session_entry(b"a\0", 0x9000, 0)), Some(Malformed::FileSet));
+        assert_eq!(bad(&[0u8; 79]), Some(Malformed::EntrySize(79)));
         let r = abi::decode_session(&session_entry(b"a\0", 0x9000, 2))?;
         assert_eq!(r.file_count, 2);
         Ok(())

@@ -95,7 +95,7 @@ class Test(vm.Scenario):
         return [(self.name, "pass" if out.ok else "fail", "\n".join(out.problems))]
 
 
-def count_ktap(expected=None, needs_files=()):
+def count_ktap(expected=None, needs_files=(), stage=0):
     """Count each KTAP result of the first stage on its own; a broken VM run fails too.
 
     `expected` is the number of results the program must report. Results named in
@@ -103,7 +103,8 @@ def count_ktap(expected=None, needs_files=()):
     reported as skipped, with that reason, whatever their outcome.
     """
     def counter(test, out):
-        results, plan = vm.ktap_results(out.stage_logs()[0])
+        logs = out.stage_logs()
+        results, plan = vm.ktap_results(logs[stage] if stage < len(logs) else "")
         rows = []
         for name, status in results:
             if name.split(".")[-1] in needs_files:
@@ -215,13 +216,18 @@ def count_kunit(test, out):
 
 
 def abi_errno_test(variant, kernel, bins):
-    """Our errno contract test; the same binary must pass on the C and the Rust core."""
+    """Our errno contract test; the same binary must pass on the C and the Rust core.
+
+    Stage 1 leaves a session for stage 2, where the commands of incoming sessions are
+    tested too; the results of stage 2 are counted.
+    """
     return Test(
         name=f"{variant}/abi-errno",
-        stages=[vm.Stage(kernel, "luo-abi-test\n")],
+        stages=[vm.Stage(kernel, "luo-abi-test prepare\n"),
+                vm.Stage(kernel, "luo-abi-test incoming\n")],
         binaries=bins,
-        timeout=120,
-        counter=count_ktap(),
+        timeout=180,
+        counter=count_ktap(stage=1),
     )
 
 
@@ -298,6 +304,47 @@ def sessions_kexec(name, kernels, counts, vmopts=None, dup=False):
     return Test(name=name, stages=stages, timeout=120 + 120 * len(kernels), **(vmopts or {}))
 
 
+def malformed_handover(c, r):
+    """Handover data the Rust core must refuse without a splat, made by the C kernel."""
+    eio_twice = (
+        "for i in 1 2; do\n"
+        "  if (exec 3<>/dev/liveupdate) 2>/tmp/err; then echo \"open $i succeeded\"; exit 1; fi\n"
+        "  grep -q 'Input/output error' /tmp/err && echo \"open $i: EIO\"\n"
+        "done\n"
+    )
+    return [
+        # The C core leaves an empty block after a duplicate create at 51 sessions (SPEC
+        # 10.4 item 1) and panics reading it; the Rust core must refuse it and boot on.
+        Test(
+            name="cross/c-empty-block-to-rust-refused",
+            stages=[
+                vm.Stage(c, "luo-sessions create 51 dup\n"),
+                vm.Stage(r, "test ! -e /dev/liveupdate\necho 'no /dev/liveupdate'\n", [
+                    (r"Block contains invalid entry count: 0", "the empty block is detected"),
+                    (r"The incoming tree failed to initialize properly", "refusal logged"),
+                    (r"live update disabled for this boot", "live update off, boot goes on"),
+                    (r"^no /dev/liveupdate$", "no device this boot"),
+                ]),
+            ],
+            timeout=240,
+        ),
+        # Sessions with files the Rust core has no handler for (yet): like the C core with
+        # a handler missing, every open of the device fails with EIO for the whole boot.
+        Test(
+            name="cross/c-files-to-rust-eio",
+            stages=[
+                vm.Stage(c, "luo_kexec_simple -s 1\n"),
+                vm.Stage(r, eio_twice, [
+                    (r"Failed to deserialize files for session", "cause logged"),
+                    (r"^open 1: EIO$", "first open fails with EIO"),
+                    (r"^open 2: EIO$", "the failure is latched"),
+                ]),
+            ],
+            timeout=240,
+        ),
+    ]
+
+
 def all_scenarios(env):
     bins = env.binaries
     tests = harness_self_tests(next(iter(env.kernels.values())), bins)
@@ -337,6 +384,7 @@ def all_scenarios(env):
         tests.append(sessions_kexec("cross/c-to-rust-sessions", [c, r], 100))
         tests.append(sessions_kexec("cross/rust-to-c-sessions", [r, c], 100))
         tests.append(sessions_kexec("cross/c-rust-c-rust-sessions", [c, r, c, r], 75))
+        tests += malformed_handover(c, r)
     for t in tests:
         t.binaries = t.binaries or bins
     return tests

@@ -7,6 +7,10 @@
  * kind of fd and unknown command numbers, and each call must fail (or
  * succeed) exactly as Linux 7.3's C implementation does. The same binary
  * runs against the C and the Rust core; output is KTAP.
+ *
+ * usage: luo-abi-test              device and outgoing session tests
+ *        luo-abi-test prepare      leave a session for the next kernel
+ *        luo-abi-test incoming     all of the above plus incoming session tests
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +22,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#define INCOMING_NAME "abi-incoming"
 
 static int tests, failed;
 
@@ -227,7 +233,74 @@ static void session_tests(int luo)
 	close(sfd);
 }
 
-int main(void)
+/* Framing of the commands that only incoming (retrieved) sessions accept. */
+static void incoming_tests(int luo)
+{
+	unsigned char buf[256];
+	struct liveupdate_ioctl_retrieve_session *r = (void *)buf;
+	struct liveupdate_session_finish *f = (void *)buf;
+	struct liveupdate_session_retrieve_fd *rf = (void *)buf;
+	struct liveupdate_session_preserve_fd *p = (void *)buf;
+	struct liveupdate_session_get_name *g = (void *)buf;
+	int sfd, null;
+
+	memset(buf, 0, sizeof(buf));
+	strcpy((char *)r->name, INCOMING_NAME);
+	r->size = sizeof(*r) + 8;
+	buf[sizeof(*r) + 2] = 1;
+	check("retrieve_session_nonzero_tail", ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, buf), E2BIG);
+	buf[sizeof(*r) + 2] = 0;
+	sfd = ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, buf);
+	check("retrieve_session_zero_tail", sfd, 0);
+	if (sfd < 0)
+		return;
+	sfd = r->fd;
+	check("retrieve_session_twice", ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, buf), EINVAL);
+	check_true("incoming_session_fd_cloexec", fcntl(sfd, F_GETFD) & FD_CLOEXEC);
+
+	memset(buf, 0, sizeof(buf));
+	rf->size = 8;
+	check("retrieve_fd_size_8", ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, buf), EINVAL);
+	rf->size = sizeof(*rf) + 8;
+	buf[sizeof(*rf) + 7] = 9;
+	check("retrieve_fd_nonzero_tail", ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, buf), E2BIG);
+	buf[sizeof(*rf) + 7] = 0;
+	rf->token = 0x5151;
+	check("retrieve_fd_zero_tail_unknown_token", ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, buf), ENOENT);
+	check("retrieve_fd_bad_ptr", ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, (void *)8), EFAULT);
+
+	memset(buf, 0, sizeof(buf));
+	p->size = sizeof(*p);
+	null = open("/dev/null", O_RDWR);
+	p->fd = null;
+	check("preserve_on_incoming", ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, buf), EINVAL);
+	close(null);
+
+	memset(buf, 0, sizeof(buf));
+	g->size = sizeof(*g);
+	check("get_name_on_incoming", ioctl(sfd, LIVEUPDATE_SESSION_GET_NAME, buf), 0);
+	check_true("get_name_on_incoming_value", !strcmp((char *)g->name, INCOMING_NAME));
+
+	memset(buf, 0, sizeof(buf));
+	f->size = 4;
+	check("finish_size_4", ioctl(sfd, LIVEUPDATE_SESSION_FINISH, buf), EINVAL);
+	f->size = sizeof(*f) + 8;
+	buf[sizeof(*f) + 1] = 1;
+	check("finish_nonzero_tail", ioctl(sfd, LIVEUPDATE_SESSION_FINISH, buf), E2BIG);
+	buf[sizeof(*f) + 1] = 0;
+	f->reserved = 1;
+	check("finish_reserved", ioctl(sfd, LIVEUPDATE_SESSION_FINISH, buf), EINVAL);
+	f->reserved = 0;
+	check("finish_bad_ptr", ioctl(sfd, LIVEUPDATE_SESSION_FINISH, (void *)8), EFAULT);
+	check("finish_zero_tail", ioctl(sfd, LIVEUPDATE_SESSION_FINISH, buf), 0);
+	check("finish_again", ioctl(sfd, LIVEUPDATE_SESSION_FINISH, buf), 0);
+	close(sfd);
+	strcpy((char *)r->name, INCOMING_NAME);
+	r->size = sizeof(*r);
+	check("retrieve_session_after_close", ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, buf), ENOENT);
+}
+
+int main(int argc, char **argv)
 {
 	int luo = open("/dev/liveupdate", O_RDWR);
 
@@ -236,9 +309,26 @@ int main(void)
 		printf("1..0 # SKIP cannot open /dev/liveupdate: %s\n", strerror(errno));
 		return 1;
 	}
+	if (argc > 1 && !strcmp(argv[1], "prepare")) {
+		/* Stage 1 of the incoming tests: leave a session for the next kernel. */
+		if (create(luo, INCOMING_NAME) < 0) {
+			printf("1..0 # cannot create %s: %s\n", INCOMING_NAME, strerror(errno));
+			return 1;
+		}
+		printf("1..0 # prepared session %s\n", INCOMING_NAME);
+		fflush(stdout);
+		if (fork() == 0) {
+			setsid();
+			for (;;)
+				pause();
+		}
+		return 0;
+	}
 	check("device_exclusive_open", open("/dev/liveupdate", O_RDWR), EBUSY);
 	device_tests(luo);
 	session_tests(luo);
+	if (argc > 1 && !strcmp(argv[1], "incoming"))
+		incoming_tests(luo);
 	close(luo);
 	luo = open("/dev/liveupdate", O_RDWR);
 	check("device_reopen_after_close", luo, 0);
