@@ -123,7 +123,9 @@ impl kernel::fmt::Display for Malformed {
     fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
         // The first two mirror the C core's messages.
         match self {
-            Self::RootTooSmall(len) => write!(f, "LUO state is too small ({} < {})", len, root::SIZE),
+            Self::RootTooSmall(len) => {
+                write!(f, "LUO state is too small ({} < {})", len, root::SIZE)
+            }
             Self::Incompatible => write!(f, "LUO state is incompatible with 'luo-v5'"),
             Self::BlockCount(n) => write!(f, "Block contains invalid entry count: {}", n),
             Self::EntrySize(n) => write!(f, "Entry has {} bytes", n),
@@ -212,7 +214,8 @@ pub(crate) fn entry(page: &[u8; BLOCK_SIZE], entry_size: usize, index: usize) ->
 
 /// The entry at `index` of a block, for writing.
 pub(crate) fn entry_mut(page: &mut [u8; BLOCK_SIZE], entry_size: usize, index: usize) -> &mut [u8] {
-    page.get_mut(entry_range(entry_size, index)).unwrap_or(&mut [])
+    page.get_mut(entry_range(entry_size, index))
+        .unwrap_or(&mut [])
 }
 
 /// A session as the previous kernel described it.
@@ -239,7 +242,10 @@ pub(crate) fn decode_session(e: &[u8]) -> Result<SessionRecord, Malformed> {
         Some(src) if e.len() == session::SIZE => name.copy_from_slice(src),
         _ => return Err(Malformed::EntrySize(e.len())),
     }
-    let len = name.iter().position(|&b| b == 0).ok_or(Malformed::SessionName)?;
+    let len = name
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(Malformed::SessionName)?;
     if len == 0 {
         return Err(Malformed::SessionName);
     }

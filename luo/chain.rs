@@ -111,7 +111,11 @@ impl OutChain {
     /// # Errors
     ///
     /// `ENOSPC` if the chain has less room than `count` entries.
-    pub(crate) fn write(&mut self, count: usize, mut fill: impl FnMut(usize, &mut [u8])) -> Result<u64> {
+    pub(crate) fn write(
+        &mut self,
+        count: usize,
+        mut fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<u64> {
         let per = self.per_block().get();
         if count > self.capacity() {
             return Err(ENOSPC);
@@ -125,7 +129,10 @@ impl OutChain {
             let bytes = page.bytes_mut();
             bytes.fill(0);
             for i in 0..n {
-                fill(first.saturating_add(i), abi::entry_mut(bytes, self.entry_size, i));
+                fill(
+                    first.saturating_add(i),
+                    abi::entry_mut(bytes, self.entry_size, i),
+                );
             }
             abi::put_u64(bytes, block::NEXT, next);
             abi::put_u64(bytes, block::COUNT, n as u64);
@@ -134,7 +141,6 @@ impl OutChain {
         }
         Ok(next)
     }
-
 }
 
 /// A chain received from the previous kernel: its pages, each with its number of entries.
@@ -180,7 +186,10 @@ impl InChain {
         }
         seen.push(pa, GFP_KERNEL)?;
         let page = RestoredPage::restore(pa).inspect_err(|_| {
-            pr_err!("Block {:#x} is not a page preserved by the previous kernel\n", pa);
+            pr_err!(
+                "Block {:#x} is not a page preserved by the previous kernel\n",
+                pa
+            );
         })?;
         let (next, count) = match abi::decode_block(page.bytes(), self.entry_size) {
             Ok(v) => v,
@@ -220,7 +229,9 @@ impl InChain {
 
     /// Number of entries in the chain.
     pub(crate) fn len(&self) -> usize {
-        self.blocks.iter().fold(0, |sum, (_, n)| sum.saturating_add(*n))
+        self.blocks
+            .iter()
+            .fold(0, |sum, (_, n)| sum.saturating_add(*n))
     }
 
     /// Keeps the chain's pages from the allocator for good (data found to be unusable).

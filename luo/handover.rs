@@ -84,7 +84,10 @@ fn read_incoming() -> Result<Option<Incoming>> {
         return Ok(None);
     };
     let root_page = RestoredPage::restore(phys).inspect_err(|_| {
-        pr_err!("LUO state at {:#x} is not a page preserved by the previous kernel\n", phys);
+        pr_err!(
+            "LUO state at {:#x} is not a page preserved by the previous kernel\n",
+            phys
+        );
     })?;
     let root = match abi::decode_root(root_page.bytes(), len) {
         Ok(root) => root,

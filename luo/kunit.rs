@@ -40,7 +40,10 @@ mod abi_tests {
     fn root_layout_matches_c() -> Result {
         let b = root(b"luo-v5\0\0", 3);
         // struct luo_ser: compatible[8], liveupdate_num, sessions_pa, flbs_pa; packed.
-        assert_eq!(u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]), 3);
+        assert_eq!(
+            u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+            3
+        );
         let r = abi::decode_root(&b, 32)?;
         assert_eq!(r.sessions_pa, 0x1000);
         Ok(())
@@ -49,14 +52,28 @@ mod abi_tests {
     #[test]
     fn root_rejects_short_blob() {
         let b = root(b"luo-v5\0\0", 1);
-        assert_eq!(abi::decode_root(&b, 31).err(), Some(Malformed::RootTooSmall(31)));
-        assert_eq!(abi::decode_root(&b[..16], 32).err(), Some(Malformed::RootTooSmall(16)));
+        assert_eq!(
+            abi::decode_root(&b, 31).err(),
+            Some(Malformed::RootTooSmall(31))
+        );
+        assert_eq!(
+            abi::decode_root(&b[..16], 32).err(),
+            Some(Malformed::RootTooSmall(16))
+        );
     }
 
     #[test]
     fn root_rejects_other_versions() {
-        for compat in [b"luo-v4\0\0", b"luo-v5X\0", b"luo-v6\0\0", b"\0\0\0\0\0\0\0\0"] {
-            assert_eq!(abi::decode_root(&root(compat, 1), 32).err(), Some(Malformed::Incompatible));
+        for compat in [
+            b"luo-v4\0\0",
+            b"luo-v5X\0",
+            b"luo-v6\0\0",
+            b"\0\0\0\0\0\0\0\0",
+        ] {
+            assert_eq!(
+                abi::decode_root(&root(compat, 1), 32).err(),
+                Some(Malformed::Incompatible)
+            );
         }
     }
 
@@ -82,7 +99,10 @@ mod abi_tests {
         );
         assert!(abi::decode_block(&*block(0, 52)?, abi::session::SIZE).is_err());
         assert!(abi::decode_block(&*block(0, u64::MAX)?, abi::session::SIZE).is_err());
-        assert_eq!(abi::decode_block(&*block(0x5000, 51)?, abi::session::SIZE)?, (0x5000, 51));
+        assert_eq!(
+            abi::decode_block(&*block(0x5000, 51)?, abi::session::SIZE)?,
+            (0x5000, 51)
+        );
         assert_eq!(abi::decode_block(&*block(0, 63)?, 64)?, (0, 63));
         assert!(abi::decode_block(&*block(0, 64)?, 64).is_err());
         Ok(())
@@ -91,8 +111,14 @@ mod abi_tests {
     #[test]
     fn entries_never_leave_the_block() -> Result {
         let b = block(0, 1)?;
-        assert_eq!(abi::entry(&*b, abi::session::SIZE, 0).len(), abi::session::SIZE);
-        assert_eq!(abi::entry(&*b, abi::session::SIZE, 50).len(), abi::session::SIZE);
+        assert_eq!(
+            abi::entry(&*b, abi::session::SIZE, 0).len(),
+            abi::session::SIZE
+        );
+        assert_eq!(
+            abi::entry(&*b, abi::session::SIZE, 50).len(),
+            abi::session::SIZE
+        );
         assert!(abi::entry(&*b, abi::session::SIZE, 51).is_empty());
         assert!(abi::entry(&*b, abi::session::SIZE, usize::MAX).is_empty());
         assert!(abi::entry(&*b, usize::MAX, 1).is_empty());
@@ -116,10 +142,19 @@ mod abi_tests {
         // Bytes after the terminator are not carried over.
         assert!(r.name[6..].iter().all(|&b| b == 0));
         let bad = |e: &[u8]| abi::decode_session(e).err();
-        assert_eq!(bad(&session_entry(b"\0", 0, 0)), Some(Malformed::SessionName));
-        assert_eq!(bad(&session_entry(&[b'x'; 64], 0, 0)), Some(Malformed::SessionName));
+        assert_eq!(
+            bad(&session_entry(b"\0", 0, 0)),
+            Some(Malformed::SessionName)
+        );
+        assert_eq!(
+            bad(&session_entry(&[b'x'; 64], 0, 0)),
+            Some(Malformed::SessionName)
+        );
         assert_eq!(bad(&session_entry(b"a\0", 0, 3)), Some(Malformed::FileSet));
-        assert_eq!(bad(&session_entry(b"a\0", 0x9000, 0)), Some(Malformed::FileSet));
+        assert_eq!(
+            bad(&session_entry(b"a\0", 0x9000, 0)),
+            Some(Malformed::FileSet)
+        );
         assert_eq!(bad(&[0u8; 79]), Some(Malformed::EntrySize(79)));
         let r = abi::decode_session(&session_entry(b"a\0", 0x9000, 2))?;
         assert_eq!(r.file_count, 2);

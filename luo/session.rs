@@ -61,14 +61,14 @@ use crate::{
         self,
         Outgoing, //
     },
-};
-use crate::uapi::{
-    self,
-    FdArg,
-    FinishArg,
-    GetNameArg,
-    SessionArg,
-    SESSION_NAME_LENGTH, //
+    uapi::{
+        self,
+        FdArg,
+        FinishArg,
+        GetNameArg,
+        SessionArg,
+        SESSION_NAME_LENGTH, //
+    }, //
 };
 
 /// A session name: 1 to 63 bytes, stored NUL-padded like the uAPI and handover formats.
@@ -93,13 +93,20 @@ impl Name {
 
     /// The name's bytes, without the NUL.
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        let len = self.0.iter().position(|&b| b == 0).unwrap_or(SESSION_NAME_LENGTH);
+        let len = self
+            .0
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(SESSION_NAME_LENGTH);
         &self.0[..len]
     }
 
     /// True if `raw`, read up to its first NUL (C's `strncmp(.., 64)`), is this name.
     pub(crate) fn matches(&self, raw: &[u8; SESSION_NAME_LENGTH]) -> bool {
-        let len = raw.iter().position(|&b| b == 0).unwrap_or(SESSION_NAME_LENGTH);
+        let len = raw
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(SESSION_NAME_LENGTH);
         self.as_bytes() == &raw[..len]
     }
 

@@ -11,6 +11,8 @@ boot/kexec checks of the Rust core. Results are counted one by one; the last lin
 import argparse
 import fnmatch
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -59,6 +61,24 @@ def host_tests(tally, pattern):
                      "\n".join(p[1] for p in problems))
 
 
+def rustfmt_check(tally, pattern):
+    """Kernel-side Rust must be rustfmt-clean with the kernel's .rustfmt.toml."""
+    name = "host/rustfmt"
+    if not fnmatch.fnmatch(name, pattern):
+        return
+    rustfmt = shutil.which("rustfmt") or os.path.expanduser("~/.cargo/bin/rustfmt")
+    files = sorted(str(p) for d in ("luo", "rust") for p in pathlib.Path(ROOT, d).rglob("*.rs"))
+    if not os.path.exists(rustfmt):
+        tally.record(name, "fail", "rustfmt not found (it comes with the machine's rustup)")
+        return
+    conf = os.path.join(ROOT, "tests", "rustfmt.toml")
+    proc = subprocess.run([rustfmt, "--edition", "2021", "--config-path", conf, "--check", *files],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tally.record(name, "pass" if proc.returncode == 0 else "fail",
+                 proc.stdout[-2000:] + "\nfix with: rustfmt --edition 2021 --config-path "
+                 "tests/rustfmt.toml FILE")
+
+
 def _flatten(suite):
     for t in suite:
         if isinstance(t, unittest.TestSuite):
@@ -76,6 +96,7 @@ def main():
     start = time.monotonic()
     tally = Tally()
     host_tests(tally, args.only)
+    rustfmt_check(tally, args.only)
 
     env = scenarios.Environment.prepare(args.only)
     for scn in scenarios.all_scenarios(env) if env else []:

@@ -88,7 +88,8 @@ impl<T: FromBytes + AsBytes> Versioned<T> {
         let mut reader = UserSlice::new(ptr, known).reader();
         // SAFETY: `out` is valid for writing `ksize >= known` bytes, and every byte of it is
         // initialised (zeroed) already, so viewing it as bytes is sound.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), known) };
+        let bytes =
+            unsafe { core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), known) };
         reader.read_slice(bytes)?;
         Ok(Self {
             // SAFETY: All bytes of `out` are initialised (zeroed, then partly overwritten), and
@@ -112,7 +113,9 @@ impl<T: FromBytes + AsBytes> Versioned<T> {
     /// `EFAULT` if the memory cannot be written.
     pub fn respond(&self) -> Result {
         let n = size_of::<T>().min(self.user_size);
-        UserSlice::new(self.ptr, n).writer().write_slice(&self.value.as_bytes()[..n])
+        UserSlice::new(self.ptr, n)
+            .writer()
+            .write_slice(&self.value.as_bytes()[..n])
     }
 }
 
