@@ -181,7 +181,6 @@ static void session_tests(int luo)
 		return;
 	check("session_unknown_nr_0x44", ioctl(sfd, _IO(LIVEUPDATE_IOCTL_TYPE, 0x44), buf), EINVAL);
 	check("session_unknown_nr_0x3f", ioctl(sfd, _IO(LIVEUPDATE_IOCTL_TYPE, 0x3f), buf), EINVAL);
-	check("session_device_cmd", ioctl(sfd, LIVEUPDATE_IOCTL_CREATE_SESSION, buf), EINVAL);
 	check("session_wrong_type_byte", ioctl(sfd, _IO(0xBB, 0x43), buf), ENOTTY);
 	check("session_get_name_null_ptr", ioctl(sfd, LIVEUPDATE_SESSION_GET_NAME, NULL), EFAULT);
 	/* GET_NAME works on any session. */
@@ -222,13 +221,35 @@ static void session_tests(int luo)
 	null = open("/dev/null", O_RDWR);
 	p->fd = null;
 	check("preserve_unsupported_file", ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, buf), ENOENT);
+	p->size = sizeof(*p) + 8;
+	check("preserve_zero_tail", ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, buf), ENOENT);
+	p->size = sizeof(*p);
 	p->fd = sfd;
 	check("preserve_session_fd", ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, buf), ENOENT);
-	/* Session commands on other kinds of file. */
+	check("preserve_bad_ptr", ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, (void *)8), EFAULT);
+	/* Every command on the wrong kind of file: numbers out of range, or not LUO's. */
 	memset(buf, 0, sizeof(buf));
 	g->size = sizeof(*g);
-	check("get_name_on_device_fd", ioctl(luo, LIVEUPDATE_SESSION_GET_NAME, buf), EINVAL);
-	check("get_name_on_dev_null", ioctl(null, LIVEUPDATE_SESSION_GET_NAME, buf), ENOTTY);
+	{
+		static const struct { const char *name; unsigned long cmd; } cmds[] = {
+			{ "preserve_fd", LIVEUPDATE_SESSION_PRESERVE_FD },
+			{ "retrieve_fd", LIVEUPDATE_SESSION_RETRIEVE_FD },
+			{ "finish", LIVEUPDATE_SESSION_FINISH },
+			{ "get_name", LIVEUPDATE_SESSION_GET_NAME },
+		};
+		char name[64];
+
+		for (unsigned int i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+			snprintf(name, sizeof(name), "%s_on_device_fd", cmds[i].name);
+			check(name, ioctl(luo, cmds[i].cmd, buf), EINVAL);
+			snprintf(name, sizeof(name), "%s_on_dev_null", cmds[i].name);
+			check(name, ioctl(null, cmds[i].cmd, buf), ENOTTY);
+		}
+	}
+	check("create_session_on_session_fd", ioctl(sfd, LIVEUPDATE_IOCTL_CREATE_SESSION, buf), EINVAL);
+	check("retrieve_session_on_session_fd", ioctl(sfd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, buf), EINVAL);
+	check("create_session_on_dev_null", ioctl(null, LIVEUPDATE_IOCTL_CREATE_SESSION, buf), ENOTTY);
+	check("retrieve_session_on_dev_null", ioctl(null, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, buf), ENOTTY);
 	close(null);
 	close(sfd);
 }
