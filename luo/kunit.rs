@@ -112,16 +112,16 @@ mod abi_tests {
     fn entries_never_leave_the_block() -> Result {
         let b = block(0, 1)?;
         assert_eq!(
-            abi::entry(&*b, abi::session::SIZE, 0).len(),
+            abi::entry(&b, abi::session::SIZE, 0).len(),
             abi::session::SIZE
         );
         assert_eq!(
-            abi::entry(&*b, abi::session::SIZE, 50).len(),
+            abi::entry(&b, abi::session::SIZE, 50).len(),
             abi::session::SIZE
         );
-        assert!(abi::entry(&*b, abi::session::SIZE, 51).is_empty());
-        assert!(abi::entry(&*b, abi::session::SIZE, usize::MAX).is_empty());
-        assert!(abi::entry(&*b, usize::MAX, 1).is_empty());
+        assert!(abi::entry(&b, abi::session::SIZE, 51).is_empty());
+        assert!(abi::entry(&b, abi::session::SIZE, usize::MAX).is_empty());
+        assert!(abi::entry(&b, usize::MAX, 1).is_empty());
         assert_eq!(abi::get_u64(&b[..], BLOCK_SIZE - 4), 0);
         assert_eq!(abi::get_u64(&b[..], usize::MAX), 0);
         Ok(())

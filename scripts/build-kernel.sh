@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build one kernel variant incrementally: scripts/build-kernel.sh VARIANT
 #
-# VARIANT names config fragments joined by '-': "c", "rust", "rust-debug".
+# VARIANT names config fragments joined by '-': "c", "rust", "rust-debug",
+# "rust-clippy" (the Rust core built with rustup's toolchain and CLIPPY=1).
 # base.config is always included; a variant with "debug" is built with
 # Clang/LLVM 19 instead of GCC. The fragment list is resolved with
 # allnoconfig, then every requested option is checked in the final .config,
@@ -12,7 +13,13 @@ variant=${1:?usage: build-kernel.sh VARIANT (for example c, rust, rust-debug)}
 tree=$(kernel_tree)
 out=$(build_dir "$variant")
 mkdir -p "$out"
-read -r -a mk <<<"$(kernel_make_vars)"
+case "-$variant-" in
+*-clippy-*)
+	vars=$(clippy_make_vars) || die "no clippy toolchain (rustup clippy-driver + matching rust-src); run scripts/setup.sh"
+	;;
+*) vars=$(kernel_make_vars) ;;
+esac
+read -r -a mk <<<"$vars"
 # Rust and KASAN together need Clang (init/Kconfig: RUST depends on
 # !KASAN || CC_IS_CLANG), so debug variants are built with LLVM 19.
 case "-$variant-" in

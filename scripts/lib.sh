@@ -40,6 +40,19 @@ kernel_make_vars() {
 		RUST_LIB_SRC="$lib" BINDGEN="$HOME/.cargo/bin/bindgen"
 }
 
+# The same for the clippy lint build: rustup's toolchain and the rust-src of
+# its exact version (see setup.sh). Fails if either is missing.
+clippy_make_vars() {
+	local sysroot ver lib
+	sysroot=$("$HOME/.cargo/bin/rustc" --print sysroot 2>/dev/null) || return 1
+	ver=$("$sysroot/bin/rustc" --version | awk '{print $2}')
+	lib=$LUO_CACHE/rust-src-$ver/usr/src/rustc-$ver/library
+	[ -d "$lib" ] && [ -x "$sysroot/bin/clippy-driver" ] || return 1
+	echo RUSTC="$sysroot/bin/rustc" HOSTRUSTC="$sysroot/bin/rustc" RUSTDOC="$sysroot/bin/rustdoc" \
+		RUST_LIB_SRC="$lib" BINDGEN="$HOME/.cargo/bin/bindgen" \
+		CLIPPY=1 CLIPPY_DRIVER="$sysroot/bin/clippy-driver"
+}
+
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 
 # The kernel tree the project is overlaid into: the user's own (KERNEL_SRC)

@@ -75,6 +75,34 @@ bindgen() {
 	fi
 }
 
+# Clippy must be the compiler's own version. Debian's rustc-web ships none, so
+# the lint build uses the machine's rustup toolchain with the matching
+# rust-src from trixie-backports (version derived from rustup's rustc).
+clippy_toolchain() {
+	local sysroot ver dir pkgver
+	sysroot=$("$HOME/.cargo/bin/rustc" --print sysroot 2>/dev/null) || {
+		note "no rustup toolchain: the clippy check will be skipped"
+		return 0
+	}
+	[ -x "$sysroot/bin/clippy-driver" ] || {
+		note "rustup toolchain has no clippy-driver: the clippy check will be skipped"
+		return 0
+	}
+	ver=$("$sysroot/bin/rustc" --version | awk '{print $2}')
+	dir=$LUO_CACHE/rust-src-$ver
+	[ -d "$dir/usr/src/rustc-$ver/library" ] && return 0
+	pkgver=$(apt-cache madison rust-src | awk -v v="$ver" '$3 ~ "^"v"[+]" {print $3; exit}')
+	if [ -z "$pkgver" ]; then
+		note "no rust-src $ver in the apt sources: the clippy check will be skipped"
+		return 0
+	fi
+	note "fetching rust-src $pkgver for clippy"
+	mkdir -p "$dir.tmp"
+	(cd "$dir.tmp" && apt-get download -qq "rust-src=$pkgver" && dpkg-deb -x rust-src_*.deb .) ||
+		die "cannot fetch rust-src $pkgver"
+	rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+
 kernel_source() {
 	local dir=$LUO_CACHE/linux-$KVER
 	if [ -n "${KERNEL_SRC:-}" ]; then
@@ -108,5 +136,6 @@ kernel_source() {
 apt_sources
 host_packages
 bindgen
+clippy_toolchain
 kernel_source
 note "setup complete"

@@ -10,8 +10,10 @@ boot/kexec checks of the Rust core. Results are counted one by one; the last lin
 
 import argparse
 import fnmatch
+import contextlib
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +81,54 @@ def rustfmt_check(tally, pattern):
                  "tests/rustfmt.toml FILE")
 
 
+CLIPPY_WHERE = re.compile(r"^\s*--> (\S+?):\d+:\d+")
+
+
+def clippy_check(tally, pattern):
+    """Kernel-side Rust of luo-rs must be clippy-clean under the kernel's lint set.
+
+    Builds the rust-clippy variant with rustup's toolchain and CLIPPY=1, after removing the
+    objects of the luo crate and the kernel crate so that both are linted again, and fails
+    on any warning located in a file of this project.
+    """
+    name = "host/clippy"
+    if not fnmatch.fnmatch(name, pattern):
+        return
+    lib = os.path.join(ROOT, "scripts", "lib.sh")
+    have = subprocess.run(["bash", "-c", f"source {lib}; clippy_make_vars"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if have.returncode != 0:
+        tally.record(name, "skip", "no clippy-driver of a version with rust-src in the apt "
+                     "sources (see scripts/setup.sh clippy_toolchain)")
+        return
+    cache = subprocess.run(["bash", "-c", f"source {lib}; echo $LUO_CACHE"],
+                           stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    out = os.path.join(cache, "build", "rust-clippy")
+    for obj in ("kernel/liveupdate/luo_rs/luo/luo.o", "rust/kernel.o"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out, obj))
+    ours = [str(p.relative_to(ROOT)) for p in pathlib.Path(ROOT, "rust").rglob("*.rs")]
+    start = time.monotonic()
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-kernel.sh"), "rust-clippy"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = proc.stdout.splitlines()
+    findings = []
+    for i, line in enumerate(lines):
+        if not re.match(r"^(warning|error)(\[|:)", line):
+            continue
+        where = next((CLIPPY_WHERE.match(l) for l in lines[i + 1:i + 4] if CLIPPY_WHERE.match(l)), None)
+        path = where.group(1) if where else ""
+        if "/luo_rs/" in path or any(path.endswith("/" + f) for f in ours):
+            end = next((j for j in range(i + 1, len(lines)) if not lines[j].strip()), len(lines))
+            text = "\n".join(lines[i:end])
+            if text not in findings:
+                findings.append(text)
+    if proc.returncode != 0:
+        findings.append("the clippy build failed:\n" + "\n".join(lines[-30:]))
+    tally.record(name, "fail" if findings else "pass", "\n\n".join(findings[:10]),
+                 time.monotonic() - start)
+
+
 def _flatten(suite):
     for t in suite:
         if isinstance(t, unittest.TestSuite):
@@ -97,6 +147,7 @@ def main():
     tally = Tally()
     host_tests(tally, args.only)
     rustfmt_check(tally, args.only)
+    clippy_check(tally, args.only)
 
     env = scenarios.Environment.prepare(args.only)
     for scn in scenarios.all_scenarios(env) if env else []:

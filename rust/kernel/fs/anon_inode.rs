@@ -110,7 +110,7 @@ impl<T: AnonInodeFile> AnonInodeVTable<T> {
         // SAFETY: The file is valid for the duration of this call and no `fdget_pos` region is
         // active on it.
         let file = unsafe { File::from_raw_file(file) };
-        match T::ioctl(data, file, cmd, arg as usize) {
+        match T::ioctl(data, file, cmd, arg) {
             Ok(ret) => ret as c_long,
             Err(err) => err.to_errno() as c_long,
         }
