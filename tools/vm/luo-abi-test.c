@@ -23,6 +23,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "hold.h"
+
 #define INCOMING_NAME "abi-incoming"
 
 static int tests, failed;
@@ -337,12 +339,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		printf("1..0 # prepared session %s\n", INCOMING_NAME);
-		fflush(stdout);
-		if (fork() == 0) {
-			setsid();
-			for (;;)
-				pause();
-		}
+		hold_until_kexec();
 		return 0;
 	}
 	check("device_exclusive_open", open("/dev/liveupdate", O_RDWR), EBUSY);

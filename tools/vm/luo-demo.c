@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hold.h"
+
 #define SESSION "luo-demo"
 #define TOKEN 0x10ad
 #define SEED 0x9e3779b97f4a7c15ULL
@@ -83,13 +85,7 @@ static int stage1(int luo, size_t mib)
 		die("LIVEUPDATE_SESSION_PRESERVE_FD");
 	printf("luo-demo: preserved a %zu MiB memfd (token %#x) in session '%s', checksum %016llx\n",
 	       mib, TOKEN, SESSION, (unsigned long long)checksum(w, n));
-	fflush(stdout);
-	if (fork() == 0) {
-		/* Hold the session fd until the kexec takes the machine away. */
-		setsid();
-		for (;;)
-			pause();
-	}
+	hold_until_kexec();
 	return 0;
 }
 

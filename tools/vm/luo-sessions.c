@@ -23,6 +23,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "hold.h"
+
 static void fail(const char *what, int i)
 {
 	printf("luo-sessions: FAIL %s (session %d): %s\n", what, i, strerror(errno));
@@ -54,16 +56,6 @@ static void raise_nofile(int n)
 
 	if (setrlimit(RLIMIT_NOFILE, &r))
 		fail("setrlimit", n);
-}
-
-static void hold_forever(void)
-{
-	fflush(stdout);
-	if (fork() == 0) {
-		setsid();
-		for (;;)
-			pause();
-	}
 }
 
 static void create(int luo, int n, int dup)
@@ -138,13 +130,13 @@ int main(int argc, char **argv)
 		fail("open /dev/liveupdate", 0);
 	if (!strcmp(argv[1], "create")) {
 		create(luo, n, argc > 3);
-		hold_forever();
+		hold_until_kexec();
 	} else if (!strcmp(argv[1], "verify")) {
 		verify(luo, n);
 	} else if (!strcmp(argv[1], "cycle")) {
 		verify(luo, n);
 		create(luo, n, 0);
-		hold_forever();
+		hold_until_kexec();
 	} else {
 		return 2;
 	}
