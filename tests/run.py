@@ -129,6 +129,25 @@ def clippy_check(tally, pattern):
                  time.monotonic() - start)
 
 
+CARGO_TEST_LINE = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)", re.M)
+
+
+def cargo_tests(tally, pattern):
+    """`cargo test` of the userspace library, each test counted on its own."""
+    crate = os.path.join(ROOT, "tools", "liveupdate")
+    if not fnmatch.fnmatch("host/liveupdate-lib/x", pattern):
+        return
+    env = dict(os.environ, CARGO_TARGET_DIR=scenarios.cargo_target_dir())
+    proc = subprocess.run(["cargo", "test", "--quiet", "--", "--format", "pretty"], cwd=crate,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found = CARGO_TEST_LINE.findall(proc.stdout)
+    for name, status in found:
+        status = {"ok": "pass", "ignored": "skip"}.get(status, "fail")
+        tally.record(f"host/liveupdate-lib/{name}", status, "see cargo test output")
+    if proc.returncode != 0 or not found:
+        tally.record("host/liveupdate-lib", "fail", proc.stdout[-3000:])
+
+
 def _flatten(suite):
     for t in suite:
         if isinstance(t, unittest.TestSuite):
@@ -148,6 +167,7 @@ def main():
     host_tests(tally, args.only)
     rustfmt_check(tally, args.only)
     clippy_check(tally, args.only)
+    cargo_tests(tally, args.only)
 
     env = scenarios.Environment.prepare(args.only)
     for scn in scenarios.all_scenarios(env) if env else []:

@@ -5,6 +5,7 @@ import dataclasses
 import fnmatch
 import os
 import re
+import shutil
 import subprocess
 
 import vm
@@ -60,6 +61,26 @@ class Environment:
                    binaries)
 
 
+def cargo_target_dir():
+    cache = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; echo $LUO_CACHE")
+    return os.path.join(cache, "cargo-target")
+
+
+def build_rust_guest_binaries(out):
+    """Static guest programs built on the userspace library (tools/liveupdate)."""
+    env = dict(os.environ, CARGO_TARGET_DIR=cargo_target_dir(),
+               RUSTFLAGS="-C target-feature=+crt-static")
+    target = "x86_64-unknown-linux-gnu"
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", target,
+                    "--example", "luo-roundtrip"],
+                   cwd=os.path.join(ROOT, "tools", "liveupdate"), env=env, check=True)
+    src = os.path.join(cargo_target_dir(), target, "release", "examples", "luo-roundtrip")
+    dst = os.path.join(out, "luo-roundtrip")
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o755)
+    return {"luo-roundtrip": dst}
+
+
 def build_guest_binaries(tree, hdr, out):
     """Static guest programs: the upstream selftests as they are in the tree, and ours."""
     os.makedirs(out, exist_ok=True)
@@ -77,6 +98,7 @@ def build_guest_binaries(tree, hdr, out):
             subprocess.run(["gcc", *cflags, os.path.join(ROOT, "tools", "vm", src), "-o", dst],
                            check=True)
             bins[src[:-2]] = dst
+    bins.update(build_rust_guest_binaries(out))
     return bins
 
 
@@ -359,6 +381,21 @@ def all_scenarios(env):
         ))
         tests.append(abi_errno_test("c", c, bins))
         tests += [upstream_kexec("c", c, n, bins) for n in UPSTREAM_KEXEC]
+        # The userspace library end to end: a memfd preserved and retrieved through it.
+        tests.append(Test(
+            name="c/library-roundtrip",
+            stages=[
+                vm.Stage(c, "luo-roundtrip 1 32\n", [
+                    (r"luo-roundtrip: second preserve refused: PreserveFd failed: this file is "
+                     r"already preserved in some session", "EBUSY explained"),
+                    (r"luo-roundtrip: preserved 32 MiB", "memfd preserved")]),
+                vm.Stage(c, "luo-roundtrip 2\n", [
+                    (r"luo-roundtrip: verified 33554432 bytes after kexec", "data verified")]),
+            ],
+            binaries=bins,
+            timeout=240,
+            memory="2G",
+        ))
     for variant in ("rust", "rust-debug"):
         if variant in env.kernels:
             tests += rust_core_tests(variant, env.kernels[variant], bins)

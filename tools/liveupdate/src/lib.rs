@@ -1,0 +1,244 @@
+//! Safe Rust access to the Linux Live Update Orchestrator (LUO).
+//!
+//! LUO keeps chosen files (today: memfds) alive across a kexec into a new kernel. A program
+//! opens `/dev/liveupdate`, creates a named *session*, and *preserves* files in it under tokens
+//! it chooses. Sessions live exactly as long as their file descriptors, so something must hold
+//! them until the kexec (the program itself, or an agent it hands them to). After the new kernel
+//! boots, the program *retrieves* the session by name and each file by token, then *finishes*
+//! the session.
+//!
+//! Every call maps to one ioctl of `include/uapi/linux/liveupdate.h`; errors keep the kernel's
+//! errno and say what it means for that call ([`Error::meaning`]).
+//!
+//! # Example
+//!
+//! Preserve a memfd before the kexec, and get it back afterwards:
+//!
+//! ```no_run
+//! use liveupdate::LiveUpdate;
+//! use std::io::{Read, Seek, Write};
+//! use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+//!
+//! const TOKEN: u64 = 0x1234;
+//!
+//! fn before_kexec() -> Result<(), Box<dyn std::error::Error>> {
+//!     let luo = LiveUpdate::open()?;
+//!     // SAFETY of the FFI call: a valid NUL-terminated name and flags.
+//!     let memfd = unsafe { libc::memfd_create(c"state".as_ptr(), 0) };
+//!     let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(memfd) });
+//!     file.write_all(b"state worth keeping")?;
+//!     let session = luo.create_session("my-service")?;
+//!     session.preserve_fd(file.as_fd(), TOKEN)?;
+//!     // Keep `session` open until the kexec, e.g. by handing it to an agent.
+//!     std::mem::forget(session);
+//!     Ok(())
+//! }
+//!
+//! fn after_kexec() -> Result<(), Box<dyn std::error::Error>> {
+//!     let luo = LiveUpdate::open()?;
+//!     let session = luo.retrieve_session("my-service")?;
+//!     let mut file = std::fs::File::from(session.retrieve_fd(TOKEN)?);
+//!     file.rewind()?;
+//!     let mut state = String::new();
+//!     file.read_to_string(&mut state)?;
+//!     assert!(state.starts_with("state worth keeping"));
+//!     session.finish()?;
+//!     Ok(())
+//! }
+//! ```
+
+mod error;
+mod sys;
+
+pub use error::{Error, Op, Result};
+
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// The default path of the LUO device.
+pub const DEVICE: &str = "/dev/liveupdate";
+
+/// An open `/dev/liveupdate`. Only one may exist on a machine at a time.
+#[derive(Debug)]
+pub struct LiveUpdate {
+    fd: OwnedFd,
+}
+
+/// A session: a named set of preserved files, alive as long as this descriptor.
+#[derive(Debug)]
+pub struct Session {
+    fd: OwnedFd,
+}
+
+/// Encodes a session name for the kernel, refusing names it would refuse.
+fn encode_name(name: &str) -> Result<[u8; sys::SESSION_NAME_LENGTH]> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= sys::SESSION_NAME_LENGTH || bytes.contains(&0) {
+        return Err(Error::InvalidName(name.to_owned()));
+    }
+    let mut raw = [0u8; sys::SESSION_NAME_LENGTH];
+    raw[..bytes.len()].copy_from_slice(bytes);
+    Ok(raw)
+}
+
+/// Takes ownership of a descriptor the kernel just installed for us.
+fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: The kernel installed `fd` in our table for this call's result; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+impl LiveUpdate {
+    /// Opens [`DEVICE`].
+    pub fn open() -> Result<Self> {
+        Self::open_path(DEVICE)
+    }
+
+    /// Opens the LUO device at `path`.
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::from_io(Op::Open, e))?;
+        Ok(Self { fd: file.into() })
+    }
+
+    fn session_ioctl(&self, cmd: u32, op: Op, name: &str) -> Result<Session> {
+        let mut arg = sys::SessionArg {
+            size: std::mem::size_of::<sys::SessionArg>() as u32,
+            fd: -1,
+            name: encode_name(name)?,
+        };
+        sys::ioctl(self.fd.as_fd(), cmd, &mut arg).map_err(|e| Error::from_io(op, e))?;
+        Ok(Session { fd: owned(arg.fd) })
+    }
+
+    /// Creates a session that will be handed to the next kernel.
+    pub fn create_session(&self, name: &str) -> Result<Session> {
+        self.session_ioctl(sys::IOCTL_CREATE_SESSION, Op::CreateSession, name)
+    }
+
+    /// Retrieves a session the previous kernel handed over; possible once per boot.
+    pub fn retrieve_session(&self, name: &str) -> Result<Session> {
+        self.session_ioctl(sys::IOCTL_RETRIEVE_SESSION, Op::RetrieveSession, name)
+    }
+}
+
+impl Session {
+    /// Wraps a session descriptor received from elsewhere (for example over a Unix socket).
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    /// Gives up the wrapper and returns the descriptor (to pass it to another process).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// Preserves `file` in this session under `token`; the caller may close `file` afterwards.
+    pub fn preserve_fd(&self, file: BorrowedFd<'_>, token: u64) -> Result<()> {
+        let mut arg = sys::FdArg {
+            size: std::mem::size_of::<sys::FdArg>() as u32,
+            fd: file.as_raw_fd(),
+            token,
+        };
+        sys::ioctl(self.fd.as_fd(), sys::SESSION_PRESERVE_FD, &mut arg)
+            .map_err(|e| Error::from_io(Op::PreserveFd, e))
+    }
+
+    /// Retrieves the file preserved under `token` by the previous kernel.
+    ///
+    /// Retrieving the same token again gives another descriptor for the same open file.
+    pub fn retrieve_fd(&self, token: u64) -> Result<OwnedFd> {
+        let mut arg = sys::FdArg {
+            size: std::mem::size_of::<sys::FdArg>() as u32,
+            fd: -1,
+            token,
+        };
+        sys::ioctl(self.fd.as_fd(), sys::SESSION_RETRIEVE_FD, &mut arg)
+            .map_err(|e| Error::from_io(Op::RetrieveFd, e))?;
+        Ok(owned(arg.fd))
+    }
+
+    /// Finishes a retrieved session: files not retrieved by now are discarded.
+    pub fn finish(&self) -> Result<()> {
+        let mut arg = sys::FinishArg {
+            size: std::mem::size_of::<sys::FinishArg>() as u32,
+            reserved: 0,
+        };
+        sys::ioctl(self.fd.as_fd(), sys::SESSION_FINISH, &mut arg)
+            .map_err(|e| Error::from_io(Op::Finish, e))
+    }
+
+    /// The session's name.
+    pub fn name(&self) -> Result<String> {
+        let mut arg = sys::GetNameArg {
+            size: std::mem::size_of::<sys::GetNameArg>() as u32,
+            reserved: 0,
+            name: [0; sys::SESSION_NAME_LENGTH],
+        };
+        sys::ioctl(self.fd.as_fd(), sys::SESSION_GET_NAME, &mut arg)
+            .map_err(|e| Error::from_io(Op::GetName, e))?;
+        let len = arg.name.iter().position(|&b| b == 0).unwrap_or(arg.name.len());
+        Ok(String::from_utf8_lossy(&arg.name[..len]).into_owned())
+    }
+}
+
+impl AsFd for Session {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_numbers_match_the_uapi() {
+        assert_eq!(sys::IOCTL_CREATE_SESSION, 0xBA00);
+        assert_eq!(sys::IOCTL_RETRIEVE_SESSION, 0xBA01);
+        assert_eq!(sys::SESSION_PRESERVE_FD, 0xBA40);
+        assert_eq!(sys::SESSION_RETRIEVE_FD, 0xBA41);
+        assert_eq!(sys::SESSION_FINISH, 0xBA42);
+        assert_eq!(sys::SESSION_GET_NAME, 0xBA43);
+    }
+
+    #[test]
+    fn names_are_checked_before_any_syscall() {
+        assert!(matches!(encode_name(""), Err(Error::InvalidName(_))));
+        assert!(matches!(encode_name(&"n".repeat(64)), Err(Error::InvalidName(_))));
+        assert!(matches!(encode_name("a\0b"), Err(Error::InvalidName(_))));
+        let raw = encode_name(&"n".repeat(63)).unwrap();
+        assert_eq!(raw[62], b'n');
+        assert_eq!(raw[63], 0);
+    }
+
+    #[test]
+    fn errors_keep_the_errno_and_explain_it() {
+        let e = Error::Kernel { op: Op::PreserveFd, errno: libc::EBUSY };
+        assert_eq!(e.errno(), Some(libc::EBUSY));
+        assert_eq!(e.meaning(), "this file is already preserved in some session");
+        let shown = e.to_string();
+        assert!(shown.starts_with("PreserveFd failed: this file is already preserved"), "{shown}");
+        let e = Error::Kernel { op: Op::RetrieveSession, errno: libc::ENOENT };
+        assert_eq!(e.meaning(), "the previous kernel handed over no session of this name");
+        let e = Error::Kernel { op: Op::Open, errno: libc::EBUSY };
+        assert_eq!(e.meaning(), "another process has /dev/liveupdate open");
+    }
+
+    #[test]
+    fn opening_a_missing_device_says_why() {
+        let e = LiveUpdate::open_path("/nonexistent/liveupdate").unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+        assert!(e.to_string().contains("no /dev/liveupdate"), "{e}");
+    }
+
+    #[test]
+    fn session_ioctls_on_a_non_luo_fd_are_refused() {
+        let s = Session::from_fd(std::fs::File::open("/dev/null").unwrap().into());
+        let e = s.name().unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOTTY));
+    }
+}
