@@ -146,6 +146,13 @@ def cargo_tests(tally, pattern):
         tally.record(f"host/liveupdate-lib/{name}", status, "see cargo test output")
     if proc.returncode != 0 or not found:
         tally.record("host/liveupdate-lib", "fail", proc.stdout[-3000:])
+    for name, cmd in (("fmt", ["cargo", "fmt", "--check"]),
+                      ("clippy", ["cargo", "clippy", "--quiet", "--all-targets", "--",
+                                  "-D", "warnings"])):
+        proc = subprocess.run(cmd, cwd=crate, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        tally.record(f"host/liveupdate-lib/{name}", "pass" if proc.returncode == 0 else "fail",
+                     proc.stdout[-3000:])
 
 
 def _flatten(suite):

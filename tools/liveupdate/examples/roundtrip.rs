@@ -38,10 +38,15 @@ fn stage1(mib: u64) -> Result<(), Box<dyn std::error::Error>> {
     // The same file again is refused with a clear error.
     let again = luo.create_session("luo-roundtrip-2")?;
     match again.preserve_fd(file.as_fd(), 1) {
-        Err(e) if e.errno() == Some(libc::EBUSY) => println!("luo-roundtrip: second preserve refused: {e}"),
+        Err(e) if e.errno() == Some(libc::EBUSY) => {
+            println!("luo-roundtrip: second preserve refused: {e}")
+        }
         other => return Err(format!("second preserve not refused with EBUSY: {other:?}").into()),
     }
-    println!("luo-roundtrip: preserved {mib} MiB in session {:?}", session.name()?);
+    println!(
+        "luo-roundtrip: preserved {mib} MiB in session {:?}",
+        session.name()?
+    );
     std::io::stdout().flush()?;
     // SAFETY: The child only sleeps; it keeps every descriptor open until the kexec.
     if unsafe { libc::fork() } == 0 {
@@ -56,7 +61,10 @@ fn stage2() -> Result<(), Box<dyn std::error::Error>> {
     let luo = LiveUpdate::open()?;
     let session = luo.retrieve_session(SESSION)?;
     match luo.retrieve_session(SESSION) {
-        Err(liveupdate::Error::Kernel { op: Op::RetrieveSession, errno: libc::EINVAL }) => {}
+        Err(liveupdate::Error::Kernel {
+            op: Op::RetrieveSession,
+            errno: libc::EINVAL,
+        }) => {}
         other => return Err(format!("second retrieve not refused: {other:?}").into()),
     }
     let mut file = std::fs::File::from(session.retrieve_fd(TOKEN)?);
@@ -66,7 +74,9 @@ fn stage2() -> Result<(), Box<dyn std::error::Error>> {
     let bad = data
         .chunks_exact(8)
         .enumerate()
-        .filter(|(i, w)| u64::from_le_bytes((*w).try_into().unwrap_or([0; 8])) != pattern(*i as u64))
+        .filter(|(i, w)| {
+            u64::from_le_bytes((*w).try_into().unwrap_or([0; 8])) != pattern(*i as u64)
+        })
         .count();
     let mut twin = std::fs::File::from(session.retrieve_fd(TOKEN)?);
     let mut first = [0u8; 8];
@@ -83,7 +93,10 @@ fn stage2() -> Result<(), Box<dyn std::error::Error>> {
     if bad != 0 || data.is_empty() {
         return Err(format!("{bad} words differ in {} bytes", data.len()).into());
     }
-    println!("luo-roundtrip: verified {} bytes after kexec, session finished", data.len());
+    println!(
+        "luo-roundtrip: verified {} bytes after kexec, session finished",
+        data.len()
+    );
     Ok(())
 }
 

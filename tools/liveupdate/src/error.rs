@@ -111,7 +111,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidName(name) => write!(f, "invalid session name {name:?}: {}", self.meaning()),
+            Error::InvalidName(name) => {
+                write!(f, "invalid session name {name:?}: {}", self.meaning())
+            }
             Error::Kernel { op, errno } => write!(
                 f,
                 "{op:?} failed: {} ({})",

@@ -180,7 +180,11 @@ impl Session {
         };
         sys::ioctl(self.fd.as_fd(), sys::SESSION_GET_NAME, &mut arg)
             .map_err(|e| Error::from_io(Op::GetName, e))?;
-        let len = arg.name.iter().position(|&b| b == 0).unwrap_or(arg.name.len());
+        let len = arg
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(arg.name.len());
         Ok(String::from_utf8_lossy(&arg.name[..len]).into_owned())
     }
 }
@@ -208,7 +212,10 @@ mod tests {
     #[test]
     fn names_are_checked_before_any_syscall() {
         assert!(matches!(encode_name(""), Err(Error::InvalidName(_))));
-        assert!(matches!(encode_name(&"n".repeat(64)), Err(Error::InvalidName(_))));
+        assert!(matches!(
+            encode_name(&"n".repeat(64)),
+            Err(Error::InvalidName(_))
+        ));
         assert!(matches!(encode_name("a\0b"), Err(Error::InvalidName(_))));
         let raw = encode_name(&"n".repeat(63)).unwrap();
         assert_eq!(raw[62], b'n');
@@ -217,14 +224,32 @@ mod tests {
 
     #[test]
     fn errors_keep_the_errno_and_explain_it() {
-        let e = Error::Kernel { op: Op::PreserveFd, errno: libc::EBUSY };
+        let e = Error::Kernel {
+            op: Op::PreserveFd,
+            errno: libc::EBUSY,
+        };
         assert_eq!(e.errno(), Some(libc::EBUSY));
-        assert_eq!(e.meaning(), "this file is already preserved in some session");
+        assert_eq!(
+            e.meaning(),
+            "this file is already preserved in some session"
+        );
         let shown = e.to_string();
-        assert!(shown.starts_with("PreserveFd failed: this file is already preserved"), "{shown}");
-        let e = Error::Kernel { op: Op::RetrieveSession, errno: libc::ENOENT };
-        assert_eq!(e.meaning(), "the previous kernel handed over no session of this name");
-        let e = Error::Kernel { op: Op::Open, errno: libc::EBUSY };
+        assert!(
+            shown.starts_with("PreserveFd failed: this file is already preserved"),
+            "{shown}"
+        );
+        let e = Error::Kernel {
+            op: Op::RetrieveSession,
+            errno: libc::ENOENT,
+        };
+        assert_eq!(
+            e.meaning(),
+            "the previous kernel handed over no session of this name"
+        );
+        let e = Error::Kernel {
+            op: Op::Open,
+            errno: libc::EBUSY,
+        };
         assert_eq!(e.meaning(), "another process has /dev/liveupdate open");
     }
 
