@@ -149,9 +149,12 @@ impl Session {
         const PREFIX: &[u8] = b"[luo_session] ";
         let mut buf = [0u8; PREFIX.len() + SESSION_NAME_LENGTH];
         let name = self.name.as_bytes();
-        buf[..PREFIX.len()].copy_from_slice(PREFIX);
-        buf[PREFIX.len()..PREFIX.len() + name.len()].copy_from_slice(name);
+        let (prefix, rest) = buf.split_at_mut(PREFIX.len());
+        prefix.copy_from_slice(PREFIX);
         // A name holds no NUL and at most 63 bytes, so the buffer ends in a NUL.
+        for (dst, src) in rest.iter_mut().zip(name) {
+            *dst = *src;
+        }
         let name = CStr::from_bytes_until_nul(&buf).map_err(|_| EINVAL)?;
         anon_inode::create::<SessionFile>(name, self.clone(), O_RDWR)
     }
