@@ -19,6 +19,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# cargo, rustfmt and clippy come from the machine's rustup, which a non-login
+# environment (CI) may not have on its PATH.
+_CARGO_BIN = os.path.expanduser("~/.cargo/bin")
+if _CARGO_BIN not in os.environ.get("PATH", "").split(":"):
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":" + _CARGO_BIN
+
 # A kernel report anywhere in the serial log fails the run.
 SPLAT = re.compile(
     r"(BUG: |Oops|Kernel panic|WARNING: |KASAN: |UBSAN: |kernel BUG at"
