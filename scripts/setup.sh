@@ -70,7 +70,7 @@ bindgen() {
 	local want=0.72.1
 	if ! "$HOME/.cargo/bin/bindgen" --version 2>/dev/null | grep -q "$want"; then
 		note "installing bindgen-cli $want (about 2 minutes)"
-		cargo install --quiet bindgen-cli --version "$want" --locked ||
+		"$(command -v cargo || echo "$HOME/.cargo/bin/cargo")" install --quiet bindgen-cli --version "$want" --locked ||
 			die "cargo install bindgen-cli failed"
 	fi
 }
