@@ -13,6 +13,10 @@ use kernel::{
 };
 
 use crate::{
+    handler::{
+        self,
+        Handler, //
+    },
     session,
     state, //
 };
@@ -36,27 +40,45 @@ pub extern "C" fn liveupdate_reboot() -> c_int {
     }
 }
 
-/// Registers a file handler; not supported by the Rust core yet.
+/// Registers a file handler, after which files of its kind can be preserved and its data from
+/// the previous kernel can be read.
+///
+/// Returns `-EOPNOTSUPP` if live update is off, `-EINVAL` if a required operation is missing,
+/// `-EEXIST` if the compatible string is taken. (The in-kernel FLB test hook,
+/// `liveupdate_test_register()`, is called once FLBs are supported.)
 ///
 /// # Safety
 ///
-/// `_fh` is never dereferenced.
+/// `fh` points to a handler (with its `ops` table) that stays valid until
+/// `liveupdate_unregister_file_handler(fh)` returns.
 #[export]
 pub unsafe extern "C" fn liveupdate_register_file_handler(
-    _fh: *mut bindings::liveupdate_file_handler,
+    fh: *mut bindings::liveupdate_file_handler,
 ) -> c_int {
-    EOPNOTSUPP.to_errno()
+    if !state::enabled() {
+        return EOPNOTSUPP.to_errno();
+    }
+    // SAFETY: The caller's guarantee is `Handler::new`'s.
+    let result = unsafe { Handler::new(fh) }
+        .and_then(|h| handler::registry().and_then(|r| r.write().add(h)));
+    match result {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
 }
 
-/// Unregisters a file handler; nothing was registered, so nothing to do.
+/// Unregisters a file handler.
 ///
 /// # Safety
 ///
-/// `_fh` is never dereferenced.
+/// `fh` was passed to `liveupdate_register_file_handler()`, or is not dereferenced.
 #[export]
 pub unsafe extern "C" fn liveupdate_unregister_file_handler(
-    _fh: *mut bindings::liveupdate_file_handler,
+    fh: *mut bindings::liveupdate_file_handler,
 ) {
+    if let Ok(r) = handler::registry() {
+        r.write().remove(fh);
+    }
 }
 
 /// Links an FLB to a file handler; not supported by the Rust core yet.

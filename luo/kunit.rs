@@ -257,3 +257,114 @@ mod chain_tests {
         Ok(())
     }
 }
+
+#[kunit_tests(luo_rs_handler)]
+mod handler_tests {
+    use crate::handler::{
+        Handler,
+        HandlerSet, //
+    };
+    use kernel::{
+        bindings,
+        prelude::*, //
+    };
+
+    /// A test operation.
+    ///
+    /// # Safety
+    ///
+    /// Any arguments; they are not used.
+    unsafe extern "C" fn can_preserve(
+        _h: *mut bindings::liveupdate_file_handler,
+        _f: *mut bindings::file,
+    ) -> bool {
+        false
+    }
+    /// A test operation.
+    ///
+    /// # Safety
+    ///
+    /// Any argument; it is not used.
+    unsafe extern "C" fn op(_a: *mut bindings::liveupdate_file_op_args) -> c_int {
+        0
+    }
+    /// A test operation.
+    ///
+    /// # Safety
+    ///
+    /// Any argument; it is not used.
+    unsafe extern "C" fn void_op(_a: *mut bindings::liveupdate_file_op_args) {}
+
+    fn ops(complete: bool) -> bindings::liveupdate_file_ops {
+        bindings::liveupdate_file_ops {
+            can_preserve: Some(can_preserve),
+            preserve: Some(op),
+            unpreserve: Some(void_op),
+            retrieve: Some(op),
+            finish: if complete { Some(void_op) } else { None },
+            ..Default::default()
+        }
+    }
+
+    fn handler(
+        ops: &bindings::liveupdate_file_ops,
+        compatible: &[u8],
+    ) -> bindings::liveupdate_file_handler {
+        let mut h = bindings::liveupdate_file_handler {
+            ops,
+            ..Default::default()
+        };
+        for (dst, src) in h.compatible.iter_mut().zip(compatible) {
+            *dst = *src as c_char;
+        }
+        h
+    }
+
+    #[test]
+    fn required_operations_are_checked() -> Result {
+        let incomplete = ops(false);
+        let mut h = handler(&incomplete, b"test-v1");
+        // SAFETY: `h` and its table outlive the checks.
+        assert_eq!(unsafe { Handler::new(&mut h) }.err(), Some(EINVAL));
+        // SAFETY: A null handler is refused without being read.
+        let null = unsafe { Handler::new(core::ptr::null_mut()) };
+        assert_eq!(null.err(), Some(EINVAL));
+        let mut no_ops = bindings::liveupdate_file_handler::default();
+        // SAFETY: `no_ops` outlives the check; its null table is refused.
+        assert_eq!(unsafe { Handler::new(&mut no_ops) }.err(), Some(EINVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn compatible_strings_are_unique() -> Result {
+        let table = ops(true);
+        let mut a = handler(&table, b"test-v1");
+        let mut b = handler(&table, b"test-v1");
+        let mut c = handler(&table, b"test-v2");
+        let mut set = HandlerSet::new();
+        // SAFETY: The handlers and their table outlive `set`.
+        unsafe {
+            set.add(Handler::new(&mut a)?)?;
+            assert_eq!(set.add(Handler::new(&mut b)?).err(), Some(EEXIST));
+            set.add(Handler::new(&mut c)?)?;
+        }
+        assert!(set.find(b"test-v2").is_some_and(|h| h.is(&c)));
+        assert!(set.find(b"test-v3").is_none());
+        // Registration hands the private list heads to the core, initialised empty.
+        assert!(core::ptr::eq(a.list.next, &a.list));
+        assert!(set.remove(&a));
+        assert!(!set.remove(&a));
+        assert!(set.find(b"test-v1").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn unterminated_compatible_strings_are_cut() -> Result {
+        let table = ops(true);
+        let mut h = handler(&table, &[b'c'; 48]);
+        // SAFETY: `h` and its table outlive the handler.
+        let handler = unsafe { Handler::new(&mut h)? };
+        assert_eq!(handler.compatible().len(), 47);
+        Ok(())
+    }
+}

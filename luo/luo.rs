@@ -16,6 +16,7 @@ mod abi;
 pub mod api;
 mod chain;
 mod device;
+mod handler;
 mod handover;
 #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
 mod kunit;

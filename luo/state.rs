@@ -17,6 +17,7 @@ use kernel::{
 
 use crate::{
     device,
+    handler,
     handover,
     session, //
 };
@@ -60,7 +61,10 @@ pub extern "C" fn luo_rs_late_init(kho_enabled: bool) -> c_int {
         pr_warn!("luo-rs: live update disabled for this boot: the handover data was refused\n");
         return 0;
     }
-    match session::init().and_then(|()| device::register()) {
+    match session::init()
+        .and_then(|()| handler::init())
+        .and_then(|()| device::register())
+    {
         Ok(()) => {
             ENABLED.store(true, Relaxed);
             pr_info!("luo-rs: Rust core active, /dev/liveupdate registered\n");

@@ -221,7 +221,7 @@ def harness_self_tests(kernel, bins):
 
 
 # The Rust core's KUnit suites (luo/kunit.rs); each must report at least one case.
-KUNIT_SUITES = ("luo_rs_abi", "luo_rs_session", "luo_rs_chain")
+KUNIT_SUITES = ("luo_rs_abi", "luo_rs_session", "luo_rs_chain", "luo_rs_handler")
 
 
 def count_kunit(test, out):
