@@ -90,6 +90,32 @@ class KunitTest(unittest.TestCase):
                                    ("luo_rs_abi.block_counts_are_checked", "fail")])
 
 
+class EarlyIrqSplatTest(unittest.TestCase):
+    TRACE = """[    0.108000] BUG: KASAN: wild-memory-access in do_raw_spin_lock+0xb6/0x1f0
+[    0.108000] Call Trace:
+[    0.108000]  do_raw_spin_lock+0xb6/0x1f0
+[    0.108000]  handle_edge_irq+0x2c/0x720
+[    0.108000]  identify_cpu+0x665/0x3430
+[    0.108000]  start_kernel+0x2a3/0x330
+[    0.108000]  </TASK>
+"""
+
+    def test_only_the_known_early_splat_is_retried(self):
+        log = BOOT + "LUO-VM: stage 1: start\n" + BOOT + self.TRACE + "[ 1.0] luo: x\n"
+        self.assertTrue(vm.early_irq_splat(log))
+
+    def test_splats_after_luo_ran_are_not(self):
+        log = BOOT + "[ 0.05] luo: Retrieved live update data\n" + self.TRACE
+        self.assertFalse(vm.early_irq_splat(log))
+
+    def test_other_splats_are_not(self):
+        log = BOOT + self.TRACE.replace("handle_edge_irq", "luo_rs_thing")
+        self.assertFalse(vm.early_irq_splat(log))
+        log = BOOT + "[ 1.0] WARNING: CPU: 0 PID: 1 at mm/x.c:1\n"
+        self.assertFalse(vm.early_irq_splat(log))
+        self.assertFalse(vm.early_irq_splat(BOOT))
+
+
 class KtapTest(unittest.TestCase):
     def test_results_and_plan(self):
         text = ("TAP version 13\n1..3\n# Starting 3 tests\nok 1 dev.a\n"
