@@ -5,7 +5,6 @@
 import argparse
 import os
 import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -19,18 +18,12 @@ def main():
     ap.add_argument("--mib", type=int, default=64, help="size of the preserved memfd in MiB")
     args = ap.parse_args()
 
-    cache = subprocess.run(["bash", "-c", f"source {vm.ROOT}/scripts/lib.sh; echo $LUO_CACHE"],
-                           check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
     print(f"== building the {args.variant} kernel (incremental after the first time)", flush=True)
-    subprocess.run(["bash", os.path.join(vm.ROOT, "scripts", "build-kernel.sh"), args.variant],
-                   check=True)
-    build = os.path.join(cache, "build", args.variant)
+    build = vm.build_kernel(args.variant)
     kernel = os.path.join(build, "arch/x86/boot/bzImage")
-    work = os.path.join(cache, "work", "demo")
-    bins = scenarios.build_guest_binaries(
-        subprocess.run(["bash", "-c", f"source {vm.ROOT}/scripts/lib.sh; kernel_tree"],
-                       check=True, stdout=subprocess.PIPE, text=True).stdout.strip(),
-        os.path.join(build, "hdr"), os.path.join(cache, "work", "bin"))
+    work = os.path.join(vm.cache_dir(), "work", "demo")
+    bins = scenarios.build_guest_binaries(vm.kernel_tree(), os.path.join(build, "hdr"),
+                                          os.path.join(vm.cache_dir(), "work", "bin"))
     scn = scenarios.demo(kernel, args.mib)
     scn.binaries = bins
     print(f"== booting {kernel} in QEMU (TCG); the guest preserves a {args.mib} MiB memfd, "

@@ -101,9 +101,7 @@ def clippy_check(tally, pattern):
         tally.record(name, "skip", "no clippy-driver of a version with rust-src in the apt "
                      "sources (see scripts/setup.sh clippy_toolchain)")
         return
-    cache = subprocess.run(["bash", "-c", f"source {lib}; echo $LUO_CACHE"],
-                           stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
-    out = os.path.join(cache, "build", "rust-clippy")
+    out = os.path.join(vm.cache_dir(), "build", "rust-clippy")
     for obj in ("kernel/liveupdate/luo_rs/luo/luo.o", "rust/kernel.o"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(out, obj))

@@ -23,10 +23,6 @@ UPSTREAM_API_TESTS = 15
 VARIANTS = ("c", "rust", "rust-debug")
 
 
-def _shell(*cmd):
-    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
-
-
 @dataclasses.dataclass
 class Environment:
     """Kernels and guest binaries the scenarios need, built on demand."""
@@ -39,22 +35,20 @@ class Environment:
 
     @classmethod
     def prepare(cls, pattern):
-        cache = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; echo $LUO_CACHE")
-        tree = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; kernel_tree")
+        cache = vm.cache_dir()
         kernels = {}
         for variant in VARIANTS:
             if not (pattern.startswith("*") or pattern.startswith(variant + "/")
                     or pattern.startswith("cross/") and variant in ("c", "rust")
                     or pattern.startswith("harness/") and variant == "c"):
                 continue
-            subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-kernel.sh"), variant],
-                           check=True)
-            kernels[variant] = os.path.join(cache, "build", variant, "arch/x86/boot/bzImage")
+            kernels[variant] = os.path.join(vm.build_kernel(variant), "arch/x86/boot/bzImage")
         if not kernels:
             return None
         any_build = os.path.join(cache, "build", next(iter(kernels), "c"))
         work = os.path.join(cache, "work")
         os.makedirs(work, exist_ok=True)
+        tree = vm.kernel_tree()
         binaries = build_guest_binaries(tree, os.path.join(any_build, "hdr"),
                                         os.path.join(work, "bin"))
         return cls(tree, work, kernels, os.path.join(any_build, "usr", "gen_init_cpio"),
@@ -62,8 +56,7 @@ class Environment:
 
 
 def cargo_target_dir():
-    cache = _shell("bash", "-c", f"source {ROOT}/scripts/lib.sh; echo $LUO_CACHE")
-    return os.path.join(cache, "cargo-target")
+    return os.path.join(vm.cache_dir(), "cargo-target")
 
 
 def build_rust_guest_binaries(out):

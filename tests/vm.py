@@ -39,6 +39,29 @@ SPLAT = re.compile(
 BANNER = re.compile(r"Linux version \d")
 
 
+def _lib_sh(expr):
+    """Evaluates `expr` with scripts/lib.sh sourced, so paths agree with the shell scripts."""
+    lib = os.path.join(ROOT, "scripts", "lib.sh")
+    return subprocess.run(["bash", "-c", f"source {lib}; {expr}"], check=True,
+                          stdout=subprocess.PIPE, text=True).stdout.strip()
+
+
+def cache_dir():
+    """Where downloads and build outputs live ($LUO_CACHE)."""
+    return _lib_sh("echo $LUO_CACHE")
+
+
+def kernel_tree():
+    """The kernel tree the project is overlaid into."""
+    return _lib_sh("kernel_tree")
+
+
+def build_kernel(variant):
+    """Builds a kernel variant incrementally; returns its build directory."""
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-kernel.sh"), variant], check=True)
+    return os.path.join(cache_dir(), "build", variant)
+
+
 @dataclasses.dataclass
 class Stage:
     """One boot: the kernel image to run and the script PID 1 runs in it."""
