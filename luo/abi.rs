@@ -62,13 +62,40 @@ pub(crate) mod session {
     pub(crate) const FILE_COUNT: usize = 72;
 }
 
-/// `struct luo_flb_header_ser`: the FLB page.
+/// `struct luo_file_ser`: one preserved file in a file block.
+pub(crate) mod file {
+    /// Size of an entry.
+    pub(crate) const SIZE: usize = 64;
+    /// `char compatible[48]`: the handler that wrote `data`.
+    pub(crate) const COMPATIBLE: usize = 0;
+    /// `u64 data`: the handler's own handle to what it preserved.
+    pub(crate) const DATA: usize = 48;
+    /// `u64 token`: the user's name for the file.
+    pub(crate) const TOKEN: usize = 56;
+}
+
+/// `struct luo_flb_header_ser` and the `struct luo_flb_ser` entries after it: the FLB page.
 pub(crate) mod flb {
     /// `u64 pgcnt`: always 1.
     pub(crate) const PGCNT: usize = 0;
     /// `u64 count`: FLB entries that follow.
     pub(crate) const COUNT: usize = 8;
+    /// Size of the header; entries follow it directly.
+    pub(crate) const HEADER: usize = 16;
+    /// Size of an entry.
+    pub(crate) const SIZE: usize = 64;
+    /// `char name[48]`: the FLB's compatible string.
+    pub(crate) const NAME: usize = 0;
+    /// `u64 data`: the FLB's own handle to what it preserved.
+    pub(crate) const DATA: usize = 48;
+    /// `u64 count`: files that depended on the FLB.
+    pub(crate) const FILE_COUNT: usize = 56;
+    /// Most entries the page holds (`LUO_FLB_MAX`).
+    pub(crate) const MAX: usize = (super::BLOCK_SIZE - HEADER) / SIZE;
 }
+
+/// Longest compatible string of a file handler or FLB, including its NUL.
+pub(crate) const COMPAT_LENGTH: usize = 48;
 
 /// Entries of `entry_size` bytes that fit in one block (at least one for any entry that fits).
 pub(crate) const fn per_block(entry_size: usize) -> NonZeroUsize {
@@ -84,7 +111,9 @@ pub(crate) const fn per_block(entry_size: usize) -> NonZeroUsize {
 
 // The counts the C core derives from the same layouts (SPEC: 51 sessions, 63 files a block).
 const _: () = assert!(per_block(session::SIZE).get() == 51);
-const _: () = assert!(per_block(64).get() == 63);
+const _: () = assert!(per_block(file::SIZE).get() == 63);
+const _: () = assert!(flb::MAX == 63);
+const _: () = assert!(file::TOKEN + 8 == file::SIZE && flb::FILE_COUNT + 8 == flb::SIZE);
 
 /// Reads the `u64` at `off`; an out-of-range offset reads as 0.
 pub(crate) fn get_u64(buf: &[u8], off: usize) -> u64 {
@@ -117,6 +146,16 @@ pub(crate) enum Malformed {
     SessionName,
     /// A session has files without a file block, or a file block without files.
     FileSet,
+    /// A compatible string is empty or not NUL-terminated.
+    Compatible,
+    /// Two files of a session carry the same token.
+    DuplicateToken(u64),
+    /// A file block chain holds a different number of files than its session says.
+    FileCount { expected: u64, found: usize },
+    /// The FLB page is not one page or holds more entries than fit.
+    FlbHeader { pgcnt: u64, count: u64 },
+    /// Two FLB entries share a name.
+    DuplicateFlb,
 }
 
 impl kernel::fmt::Display for Malformed {
@@ -131,6 +170,17 @@ impl kernel::fmt::Display for Malformed {
             Self::EntrySize(n) => write!(f, "Entry has {} bytes", n),
             Self::SessionName => write!(f, "Session name is empty or not NUL-terminated"),
             Self::FileSet => write!(f, "Session file set is inconsistent"),
+            Self::Compatible => write!(f, "Compatible string is empty or not NUL-terminated"),
+            Self::DuplicateToken(t) => write!(f, "Token {:#x} appears twice in a session", t),
+            Self::FileCount { expected, found } => write!(
+                f,
+                "File count mismatch: expected {}, found {}",
+                expected, found
+            ),
+            Self::FlbHeader { pgcnt, count } => {
+                write!(f, "FLB header is invalid: pgcnt {}, count {}", pgcnt, count)
+            }
+            Self::DuplicateFlb => write!(f, "FLB name appears twice"),
         }
     }
 }
@@ -146,7 +196,6 @@ impl From<Malformed> for Error {
 pub(crate) struct Root {
     pub(crate) liveupdate_num: u64,
     pub(crate) sessions_pa: u64,
-    #[expect(dead_code, reason = "the FLB page is read once FLBs are supported")]
     pub(crate) flbs_pa: u64,
 }
 
@@ -224,7 +273,6 @@ pub(crate) struct SessionRecord {
     /// NUL-padded, non-empty, NUL-terminated name.
     pub(crate) name: [u8; 64],
     /// First file block, or 0.
-    #[expect(dead_code, reason = "file blocks are read once files are supported")]
     pub(crate) files_pa: u64,
     /// Number of files.
     pub(crate) file_count: u64,
@@ -263,10 +311,149 @@ pub(crate) fn decode_session(e: &[u8]) -> Result<SessionRecord, Malformed> {
     })
 }
 
-/// Writes one `struct luo_session_ser` for a session without files.
-pub(crate) fn encode_session(e: &mut [u8], name: &[u8; 64]) {
+/// Writes one `struct luo_session_ser`.
+pub(crate) fn encode_session(e: &mut [u8], name: &[u8; 64], files_pa: u64, file_count: u64) {
     e.fill(0);
     if let Some(dst) = e.get_mut(session::NAME..session::NAME + 64) {
         dst.copy_from_slice(name);
     }
+    put_u64(e, session::FILES, files_pa);
+    put_u64(e, session::FILE_COUNT, file_count);
+}
+
+/// A compatible string as stored in the handover data: NUL-padded, NUL-terminated, non-empty.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Compatible([u8; COMPAT_LENGTH]);
+
+impl Compatible {
+    /// Reads a stored compatible string.
+    ///
+    /// # Errors
+    ///
+    /// If it is empty or has no NUL within its 48 bytes.
+    pub(crate) fn decode(raw: &[u8]) -> Result<Self, Malformed> {
+        let raw = raw.get(..COMPAT_LENGTH).ok_or(Malformed::Compatible)?;
+        let len = raw
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(Malformed::Compatible)?;
+        if len == 0 {
+            return Err(Malformed::Compatible);
+        }
+        let mut c = [0u8; COMPAT_LENGTH];
+        for (d, s) in c.iter_mut().zip(raw.iter().take(len)) {
+            *d = *s;
+        }
+        Ok(Self(c))
+    }
+
+    /// The string's bytes without the NUL.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(0);
+        self.0.get(..len).unwrap_or(&[])
+    }
+}
+
+/// Writes a compatible string into a 48-byte field, cut to 47 bytes and NUL-padded like C's
+/// `strscpy()`.
+fn put_compatible(dst: &mut [u8], compatible: &[u8]) {
+    dst.fill(0);
+    for (d, s) in dst.iter_mut().zip(compatible.iter().take(COMPAT_LENGTH - 1)) {
+        *d = *s;
+    }
+}
+
+/// A file as the previous kernel described it.
+#[derive(Clone, Copy)]
+pub(crate) struct FileRecord {
+    pub(crate) compatible: Compatible,
+    pub(crate) data: u64,
+    pub(crate) token: u64,
+}
+
+/// Decodes one `struct luo_file_ser`.
+///
+/// # Errors
+///
+/// If the entry has the wrong size or its compatible string is malformed.
+pub(crate) fn decode_file(e: &[u8]) -> Result<FileRecord, Malformed> {
+    if e.len() != file::SIZE {
+        return Err(Malformed::EntrySize(e.len()));
+    }
+    Ok(FileRecord {
+        compatible: Compatible::decode(e.get(file::COMPATIBLE..).unwrap_or(&[]))?,
+        data: get_u64(e, file::DATA),
+        token: get_u64(e, file::TOKEN),
+    })
+}
+
+/// Writes one `struct luo_file_ser`.
+pub(crate) fn encode_file(e: &mut [u8], compatible: &[u8], data: u64, token: u64) {
+    e.fill(0);
+    if let Some(dst) = e.get_mut(file::COMPATIBLE..file::COMPATIBLE + COMPAT_LENGTH) {
+        put_compatible(dst, compatible);
+    }
+    put_u64(e, file::DATA, data);
+    put_u64(e, file::TOKEN, token);
+}
+
+/// An FLB as the previous kernel described it.
+#[derive(Clone, Copy)]
+pub(crate) struct FlbRecord {
+    pub(crate) name: Compatible,
+    pub(crate) data: u64,
+    /// Files of the previous kernel that depended on the FLB.
+    pub(crate) file_count: u64,
+}
+
+/// Decodes the FLB page.
+///
+/// # Errors
+///
+/// If the header does not describe one page with at most 63 entries, an entry's name is
+/// malformed or two entries share a name; `ENOMEM` is reported as an empty result is not.
+pub(crate) fn decode_flbs(page: &[u8; BLOCK_SIZE], out: &mut KVec<FlbRecord>) -> Result {
+    let pgcnt = get_u64(page, flb::PGCNT);
+    let count = get_u64(page, flb::COUNT);
+    if pgcnt != 1 || count > flb::MAX as u64 {
+        return Err(Malformed::FlbHeader { pgcnt, count }.into());
+    }
+    out.reserve(count as usize, GFP_KERNEL)?;
+    for i in 0..count as usize {
+        let start = flb::HEADER + i * flb::SIZE;
+        let e = page.get(start..start + flb::SIZE).ok_or(EINVAL)?;
+        let record = FlbRecord {
+            name: Compatible::decode(e.get(flb::NAME..).unwrap_or(&[]))?,
+            data: get_u64(e, flb::DATA),
+            file_count: get_u64(e, flb::FILE_COUNT),
+        };
+        if out.iter().any(|r| r.name == record.name) {
+            return Err(Malformed::DuplicateFlb.into());
+        }
+        out.push(record, GFP_KERNEL)?;
+    }
+    Ok(())
+}
+
+/// Writes the FLB page: a header and one entry per `(name, data, file_count)`; entries past
+/// the 63 that fit are dropped (registration refuses more FLBs than that).
+pub(crate) fn encode_flbs<'a>(
+    page: &mut [u8; BLOCK_SIZE],
+    entries: impl Iterator<Item = (&'a [u8], u64, u64)>,
+) {
+    page.fill(0);
+    let mut count = 0;
+    for (name, data, file_count) in entries.take(flb::MAX) {
+        let start = flb::HEADER + count * flb::SIZE;
+        if let Some(e) = page.get_mut(start..start + flb::SIZE) {
+            if let Some(dst) = e.get_mut(flb::NAME..flb::NAME + COMPAT_LENGTH) {
+                put_compatible(dst, name);
+            }
+            put_u64(e, flb::DATA, data);
+            put_u64(e, flb::FILE_COUNT, file_count);
+            count += 1;
+        }
+    }
+    put_u64(page, flb::PGCNT, 1);
+    put_u64(page, flb::COUNT, count as u64);
 }

@@ -2,10 +2,9 @@
 
 //! The in-kernel C API of `include/linux/liveupdate.h`.
 //!
-//! These functions keep the prototypes of the header so that C users link against the Rust core
-//! unchanged. File handlers and FLBs cannot be carried by the Rust core yet, so registration
-//! fails with `EOPNOTSUPP` (the error the C API gives when live update is off, which every
-//! upstream caller already tolerates), and the reboot path has nothing to serialize.
+//! These functions keep the prototypes and errors of the header so that C users (the memfd
+//! handler, the in-kernel FLB test, `kernel_kexec()`) link against the Rust core unchanged.
+//! Upstream exports none of them to modules, and neither does this core.
 
 use kernel::{
     bindings,
@@ -13,6 +12,7 @@ use kernel::{
 };
 
 use crate::{
+    flb,
     handler::{
         self,
         Handler, //
@@ -44,8 +44,8 @@ pub extern "C" fn liveupdate_reboot() -> c_int {
 /// the previous kernel can be read.
 ///
 /// Returns `-EOPNOTSUPP` if live update is off, `-EINVAL` if a required operation is missing,
-/// `-EEXIST` if the compatible string is taken. (The in-kernel FLB test hook,
-/// `liveupdate_test_register()`, is called once FLBs are supported.)
+/// `-EEXIST` if the compatible string is taken. With `CONFIG_LIVEUPDATE_TEST` the in-kernel FLB
+/// test then links its FLBs to the handler.
 ///
 /// # Safety
 ///
@@ -62,12 +62,19 @@ pub unsafe extern "C" fn liveupdate_register_file_handler(
     let result = unsafe { Handler::new(fh) }
         .and_then(|h| handler::registry().and_then(|r| r.write().add(h)));
     match result {
-        Ok(()) => 0,
+        Ok(()) => {
+            // SAFETY: `fh` is a registered handler.
+            unsafe { bindings::luo_rs_test_register(fh) };
+            0
+        }
         Err(e) => e.to_errno(),
     }
 }
 
-/// Unregisters a file handler.
+/// Unregisters a file handler and unlinks its FLBs.
+///
+/// As in the C core, files the core still holds for the handler keep its module loaded; a
+/// built-in handler must not go away while it has files.
 ///
 /// # Safety
 ///
@@ -81,69 +88,129 @@ pub unsafe extern "C" fn liveupdate_unregister_file_handler(
     }
 }
 
-/// Links an FLB to a file handler; not supported by the Rust core yet.
+/// Links an FLB to a registered file handler: files the handler preserves depend on it.
+///
+/// Returns `-EOPNOTSUPP` if live update is off; `-EINVAL` if an FLB operation is missing or
+/// the handler is not registered; `-EEXIST` if the FLB is linked to this handler already or
+/// another FLB has its compatible string; `-ENOSPC` if 63 FLBs are registered; `-ENOMEM`.
 ///
 /// # Safety
 ///
-/// Neither pointer is dereferenced.
+/// `fh` is null or a handler passed to `liveupdate_register_file_handler()`; `flb` is null or
+/// points to an FLB (with its `ops` table) that stays valid until it is unregistered.
 #[export]
 pub unsafe extern "C" fn liveupdate_register_flb(
-    _fh: *mut bindings::liveupdate_file_handler,
-    _flb: *mut bindings::liveupdate_flb,
+    fh: *mut bindings::liveupdate_file_handler,
+    flb: *mut bindings::liveupdate_flb,
 ) -> c_int {
-    EOPNOTSUPP.to_errno()
+    if !state::enabled() {
+        return EOPNOTSUPP.to_errno();
+    }
+    // SAFETY: The caller's guarantee is `lookup`'s.
+    let result = unsafe { flb::lookup(flb) }.and_then(|flb| flb::register(fh, flb));
+    match result {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
 }
 
-/// Unlinks an FLB from a file handler; nothing was linked, so nothing to do.
+/// Unlinks an FLB from a file handler.
 ///
 /// # Safety
 ///
-/// Neither pointer is dereferenced.
+/// As for `liveupdate_register_flb()`.
 #[export]
 pub unsafe extern "C" fn liveupdate_unregister_flb(
-    _fh: *mut bindings::liveupdate_file_handler,
-    _flb: *mut bindings::liveupdate_flb,
+    fh: *mut bindings::liveupdate_file_handler,
+    flb: *mut bindings::liveupdate_flb,
 ) {
+    if state::enabled() {
+        flb::unregister(fh, flb);
+    }
 }
 
-/// Gets the incoming object of an FLB; no FLB can exist yet.
+/// Gets the FLB's object from the previous kernel, retrieving it on first use, and takes a
+/// reference on it; `liveupdate_flb_put_incoming()` drops it.
+///
+/// Returns `-EOPNOTSUPP` if live update is off; `-ENODATA` if the previous kernel handed over
+/// no FLBs or the FLB was finished; `-ENOENT` if it handed over none of this name; `-ENODEV`
+/// if the FLB's module is going; the FLB's `retrieve` error (cached).
 ///
 /// # Safety
 ///
-/// Neither pointer is dereferenced.
+/// `flb` is null or a valid FLB (see `liveupdate_register_flb()`); `objp` is valid for a write.
 #[export]
 pub unsafe extern "C" fn liveupdate_flb_get_incoming(
-    _flb: *mut bindings::liveupdate_flb,
-    _objp: *mut *mut c_void,
+    flb: *mut bindings::liveupdate_flb,
+    objp: *mut *mut c_void,
 ) -> c_int {
-    EOPNOTSUPP.to_errno()
+    if !state::enabled() {
+        return EOPNOTSUPP.to_errno();
+    }
+    // SAFETY: The caller's guarantee is `lookup`'s.
+    match unsafe { flb::lookup(flb) }.and_then(|f| f.get_incoming()) {
+        Ok(obj) => {
+            // SAFETY: `objp` is valid for a write by the caller's guarantee.
+            unsafe { objp.write(obj) };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
 }
 
-/// Drops a reference taken by `liveupdate_flb_get_incoming()`, which never succeeds yet.
+/// Drops a reference taken by `liveupdate_flb_get_incoming()`; the last one finishes the FLB.
 ///
 /// # Safety
 ///
-/// `_flb` is never dereferenced.
+/// `flb` is null or a valid FLB.
 #[export]
-pub unsafe extern "C" fn liveupdate_flb_put_incoming(_flb: *mut bindings::liveupdate_flb) {}
+pub unsafe extern "C" fn liveupdate_flb_put_incoming(flb: *mut bindings::liveupdate_flb) {
+    if state::enabled() {
+        // SAFETY: The caller's guarantee is `lookup`'s.
+        if let Ok(f) = unsafe { flb::lookup(flb) } {
+            f.put_incoming();
+        }
+    }
+}
 
-/// Gets the outgoing object of an FLB; no FLB can exist yet.
+/// Gets the FLB's object of this kernel (it exists while a dependent file is preserved) and
+/// takes a reference on it; `liveupdate_flb_put_outgoing()` drops it.
+///
+/// Returns `-EOPNOTSUPP` if live update is off, `-ENOENT` if the FLB is not preserved.
 ///
 /// # Safety
 ///
-/// Neither pointer is dereferenced.
+/// `flb` is null or a valid FLB; `objp` is valid for a write.
 #[export]
 pub unsafe extern "C" fn liveupdate_flb_get_outgoing(
-    _flb: *mut bindings::liveupdate_flb,
-    _objp: *mut *mut c_void,
+    flb: *mut bindings::liveupdate_flb,
+    objp: *mut *mut c_void,
 ) -> c_int {
-    EOPNOTSUPP.to_errno()
+    if !state::enabled() {
+        return EOPNOTSUPP.to_errno();
+    }
+    // SAFETY: The caller's guarantee is `lookup`'s.
+    match unsafe { flb::lookup(flb) }.and_then(|f| f.get_outgoing()) {
+        Ok(obj) => {
+            // SAFETY: `objp` is valid for a write by the caller's guarantee.
+            unsafe { objp.write(obj) };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
 }
 
-/// Drops a reference taken by `liveupdate_flb_get_outgoing()`, which never succeeds yet.
+/// Drops a reference taken by `liveupdate_flb_get_outgoing()`.
 ///
 /// # Safety
 ///
-/// `_flb` is never dereferenced.
+/// `flb` is null or a valid FLB.
 #[export]
-pub unsafe extern "C" fn liveupdate_flb_put_outgoing(_flb: *mut bindings::liveupdate_flb) {}
+pub unsafe extern "C" fn liveupdate_flb_put_outgoing(flb: *mut bindings::liveupdate_flb) {
+    if state::enabled() {
+        // SAFETY: The caller's guarantee is `lookup`'s.
+        if let Ok(f) = unsafe { flb::lookup(flb) } {
+            f.put_outgoing();
+        }
+    }
+}

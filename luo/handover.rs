@@ -29,6 +29,7 @@ use kernel::{
 use crate::{
     abi::{
         self,
+        FlbRecord,
         SessionRecord, //
     },
     chain::InChain, //
@@ -40,6 +41,8 @@ pub(crate) struct Incoming {
     pub(crate) liveupdate_num: u64,
     /// Its sessions, in its order.
     pub(crate) sessions: KVec<SessionRecord>,
+    /// Its FLBs, or `None` if it handed over no FLB page.
+    pub(crate) flbs: Option<KVec<FlbRecord>>,
 }
 
 /// Set at early init if there was handover data from a previous kernel and it was valid.
@@ -51,6 +54,11 @@ static REFUSED: AtomicFlag = AtomicFlag::new(false);
 /// The previous kernel's state, if it handed any over.
 pub(crate) fn incoming() -> Option<&'static Incoming> {
     INCOMING.as_ref()
+}
+
+/// The previous kernel's FLBs, if it handed over an FLB page.
+pub(crate) fn incoming_flbs() -> Option<&'static [FlbRecord]> {
+    incoming().and_then(|i| i.flbs.as_deref())
 }
 
 /// True if the previous kernel's handover data was found malformed and refused.
@@ -108,13 +116,40 @@ fn read_incoming() -> Result<Option<Incoming>> {
             return Err(e);
         }
     };
-    // The FLB page (`flbs_pa`) stays reserved until FLBs are supported, as the C core never
-    // releases it either.
+    let flbs = match read_flbs(root.flbs_pa) {
+        Ok(flbs) => flbs,
+        Err(e) => {
+            root_page.leak();
+            return Err(e);
+        }
+    };
     drop(root_page);
     Ok(Some(Incoming {
         liveupdate_num: root.liveupdate_num,
         sessions,
+        flbs,
     }))
+}
+
+/// Reads the FLB page; it is released once its entries are copied (the C core never releases
+/// it).
+fn read_flbs(pa: u64) -> Result<Option<KVec<FlbRecord>>> {
+    if pa == 0 {
+        return Ok(None);
+    }
+    let page = RestoredPage::restore(pa).inspect_err(|_| {
+        pr_err!(
+            "FLB page {:#x} is not a page preserved by the previous kernel\n",
+            pa
+        );
+    })?;
+    let mut flbs = KVec::new();
+    if let Err(e) = abi::decode_flbs(page.bytes(), &mut flbs) {
+        pr_err!("Malformed FLB page in the handover data\n");
+        page.leak();
+        return Err(e);
+    }
+    Ok(Some(flbs))
 }
 
 fn read_sessions(head: u64) -> Result<KVec<SessionRecord>> {
@@ -146,8 +181,7 @@ fn decode_sessions(chain: &InChain, sessions: &mut KVec<SessionRecord>) -> Resul
 /// This kernel's root for the next live update, and the FLB page it points to.
 pub(crate) struct Outgoing {
     root: PreservedPage,
-    // Kept preserved for the next kernel; written when FLBs are supported.
-    _flbs: PreservedPage,
+    flbs: PreservedPage,
 }
 
 impl Outgoing {
@@ -160,7 +194,7 @@ impl Outgoing {
         let mut root = PreservedPage::new()?;
         abi::encode_root(root.bytes_mut(), num, flbs.phys());
         kho::add_subtree(abi::KHO_ENTRY_NAME, &root, abi::root::SIZE)?;
-        Ok(Self { root, _flbs: flbs })
+        Ok(Self { root, flbs })
     }
 
     /// Points the root at the session chain (0: no sessions).
@@ -168,6 +202,11 @@ impl Outgoing {
     /// Called with the session registry frozen for the kexec.
     pub(crate) fn set_sessions(&mut self, head: u64) {
         abi::put_u64(self.root.bytes_mut(), abi::root::SESSIONS_PA, head);
+    }
+
+    /// The FLB page, to be written at the kexec.
+    pub(crate) fn flbs_mut(&mut self) -> &mut [u8; abi::BLOCK_SIZE] {
+        self.flbs.bytes_mut()
     }
 }
 

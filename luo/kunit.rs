@@ -166,7 +166,7 @@ mod abi_tests {
         let mut name = [0u8; 64];
         name[..4].copy_from_slice(b"abcd");
         let mut e = [0xaau8; 80];
-        abi::encode_session(&mut e, &name);
+        abi::encode_session(&mut e, &name, 0, 0);
         assert_eq!(&e[..5], b"abcd\0");
         // An empty file set: files = 0, count = 0.
         assert!(e[4..].iter().all(|&b| b == 0));
@@ -262,7 +262,7 @@ mod chain_tests {
 mod handler_tests {
     use crate::handler::{
         Handler,
-        HandlerSet, //
+        Registered, //
     };
     use kernel::{
         bindings,
@@ -341,14 +341,14 @@ mod handler_tests {
         let mut a = handler(&table, b"test-v1");
         let mut b = handler(&table, b"test-v1");
         let mut c = handler(&table, b"test-v2");
-        let mut set = HandlerSet::new();
+        let mut set = Registered::new();
         // SAFETY: The handlers and their table outlive `set`.
         unsafe {
             set.add(Handler::new(&mut a)?)?;
             assert_eq!(set.add(Handler::new(&mut b)?).err(), Some(EEXIST));
             set.add(Handler::new(&mut c)?)?;
         }
-        assert!(set.find(b"test-v2").is_some_and(|h| h.is(&c)));
+        assert!(set.find(b"test-v2").is_some_and(|e| e.handler.is(&c)));
         assert!(set.find(b"test-v3").is_none());
         // Registration hands the private list heads to the core, initialised empty.
         assert!(core::ptr::eq(a.list.next, &a.list));

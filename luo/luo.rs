@@ -16,6 +16,8 @@ mod abi;
 pub mod api;
 mod chain;
 mod device;
+mod file;
+mod flb;
 mod handler;
 mod handover;
 #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]

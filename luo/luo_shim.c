@@ -5,13 +5,18 @@
  * Rust's module! can only place built-in code at the device initcall level,
  * while LUO needs an early boot parameter and a late initcall (after KHO is
  * up and before userspace starts). Only C can declare those, so this file
- * does nothing but forward them to Rust.
+ * forwards them to Rust. It also gives Rust the few C entry points that are
+ * static inlines or depend on the configuration: module references and the
+ * in-kernel FLB test hook.
  */
 
 #include <linux/init.h>
 #include <linux/kexec_handover.h>
 #include <linux/kstrtox.h>
+#include <linux/liveupdate.h>
+#include <linux/module.h>
 
+#include "luo_internal.h"
 #include "luo_shim.h"
 
 static int __init luo_rs_early_param(char *buf)
@@ -38,3 +43,19 @@ static int __init luo_rs_late_startup(void)
 	return luo_rs_late_init(kho_is_enabled());
 }
 late_initcall(luo_rs_late_startup);
+
+bool luo_rs_module_get(struct module *owner)
+{
+	return try_module_get(owner);
+}
+
+void luo_rs_module_put(struct module *owner)
+{
+	module_put(owner);
+}
+
+/* A no-op unless CONFIG_LIVEUPDATE_TEST is set (see luo_internal.h). */
+void luo_rs_test_register(struct liveupdate_file_handler *fh)
+{
+	liveupdate_test_register(fh);
+}

@@ -9,8 +9,16 @@
 
 #include <linux/types.h>
 
+struct liveupdate_file_handler;
+struct module;
+
 int luo_rs_early_init(bool kho_enabled);
 void luo_rs_request(bool enable);
 int luo_rs_late_init(bool kho_enabled);
+
+/* C helpers the Rust core calls (inline or config-dependent in C). */
+bool luo_rs_module_get(struct module *owner);
+void luo_rs_module_put(struct module *owner);
+void luo_rs_test_register(struct liveupdate_file_handler *fh);
 
 #endif /* _LUO_RS_SHIM_H */

@@ -26,8 +26,7 @@ use kernel::{
                 O_CLOEXEC,
                 O_RDWR, //
             },
-            FileDescriptorReservation,
-            LocalFile, //
+            FileDescriptorReservation, //
         },
         File,
     },
@@ -57,6 +56,9 @@ use kernel::{
 use crate::{
     abi,
     chain::OutChain,
+    file::FileSet,
+    flb,
+    handler,
     handover::{
         self,
         Outgoing, //
@@ -120,6 +122,7 @@ impl Name {
 struct SessionState {
     /// An incoming session that userspace has retrieved; only such a session can be finished.
     retrieved: bool,
+    files: FileSet,
 }
 
 /// One session.
@@ -133,12 +136,15 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn new(name: Name, incoming: bool) -> Result<Arc<Self>> {
+    fn new(name: Name, incoming: bool, files: FileSet) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Self {
                 name,
                 incoming,
-                state <- new_mutex!(SessionState { retrieved: false }),
+                state <- new_mutex!(SessionState {
+                    retrieved: false,
+                    files,
+                }),
             }),
             GFP_KERNEL,
         )
@@ -251,7 +257,7 @@ pub(crate) fn create(ptr: UserPtr, user_size: u32) -> Result<isize> {
     let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
     arg.fd = fd.reserved_fd() as i32;
     let name = Name::new(&arg.name)?;
-    let session = Session::new(name, false)?;
+    let session = Session::new(name, false, FileSet::new())?;
     let reg = registry()?;
     let file = {
         let _serialize = reg.serialize.read();
@@ -335,8 +341,25 @@ impl AnonInodeFile for SessionFile {
     fn release(session: Arc<Session>, _file: &File) {
         let Ok(reg) = registry() else { return };
         let _serialize = reg.serialize.read();
-        if session.state.lock().retrieved {
-            // Finishing an incoming session cannot fail while it carries no files.
+        let retrieved = {
+            let mut state = session.state.lock();
+            if state.retrieved {
+                if let Err(e) = state.files.finish() {
+                    // As in the C core, the session stays, with its files, for the rest of the
+                    // boot: a handler still uses them.
+                    pr_warn!(
+                        "Unable to finish session [{}] on release: {:?}\n",
+                        kernel::str::BStr::from_bytes(session.name.as_bytes()),
+                        e
+                    );
+                    return;
+                }
+            } else {
+                state.files.unpreserve_all();
+            }
+            state.retrieved
+        };
+        if retrieved {
             reg.incoming.write().remove(&session);
         } else if !session.incoming {
             reg.outgoing.write().remove(&session);
@@ -364,35 +387,50 @@ impl AnonInodeFile for SessionFile {
             return Err(EINVAL);
         }
         match idx {
-            0 => preserve_fd(read_arg::<FdArg>(ptr, user_size)?),
-            1 => retrieve_fd(read_arg::<FdArg>(ptr, user_size)?),
+            0 => preserve_fd(&session, read_arg::<FdArg>(ptr, user_size)?),
+            1 => retrieve_fd(&session, read_arg::<FdArg>(ptr, user_size)?),
             2 => finish(&session, read_arg::<FinishArg>(ptr, user_size)?),
             _ => get_name(&session, read_arg::<GetNameArg>(ptr, user_size)?),
         }
     }
 }
 
-/// `LIVEUPDATE_SESSION_PRESERVE_FD`: no file handler can be registered with the Rust core yet,
-/// so every valid file is refused as the C core refuses a file no handler accepts.
-fn preserve_fd(arg: Versioned<FdArg>) -> Result<isize> {
+/// `LIVEUPDATE_SESSION_PRESERVE_FD`.
+fn preserve_fd(session: &Session, arg: Versioned<FdArg>) -> Result<isize> {
     let _serialize = registry()?.serialize.read();
-    let _file = LocalFile::fget(arg.fd as u32)?;
-    Err(ENOENT)
+    session
+        .state
+        .lock()
+        .files
+        .preserve(arg.token, arg.fd as u32)?;
+    // As in the C core, the file stays preserved if userspace cannot be told.
+    arg.respond().inspect_err(|_| {
+        pr_warn!("The file was successfully preserved, but response to user failed\n");
+    })?;
+    Ok(0)
 }
 
-/// `LIVEUPDATE_SESSION_RETRIEVE_FD`: sessions carry no files yet, so no token exists.
-fn retrieve_fd(_arg: Versioned<FdArg>) -> Result<isize> {
-    let _fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
-    let _serialize = registry()?.serialize.read();
-    Err(ENOENT)
+/// `LIVEUPDATE_SESSION_RETRIEVE_FD`.
+fn retrieve_fd(session: &Session, mut arg: Versioned<FdArg>) -> Result<isize> {
+    let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+    arg.fd = fd.reserved_fd() as i32;
+    let file = {
+        let _serialize = registry()?.serialize.read();
+        session.state.lock().files.retrieve(arg.token)?
+    };
+    // On failure the file reference and the descriptor are dropped; the session keeps its own.
+    arg.respond()?;
+    fd.fd_install(file);
+    Ok(0)
 }
 
 /// `LIVEUPDATE_SESSION_FINISH`.
-fn finish(_session: &Session, arg: Versioned<FinishArg>) -> Result<isize> {
+fn finish(session: &Session, arg: Versioned<FinishArg>) -> Result<isize> {
     if arg.reserved != 0 {
         return Err(EINVAL);
     }
     let _serialize = registry()?.serialize.read();
+    session.state.lock().files.finish()?;
     arg.respond()?;
     Ok(0)
 }
@@ -423,15 +461,42 @@ pub(crate) fn serialize() -> Result {
     {
         let mut out = reg.outgoing.write();
         let SessionList { sessions, chain } = &mut *out;
-        let head = chain.write(sessions.len(), |i, entry| {
-            if let Some(s) = sessions.get(i) {
-                abi::encode_session(entry, s.name.raw());
+        let mut sets = KVec::with_capacity(sessions.len(), GFP_KERNEL)?;
+        for (i, s) in sessions.iter().enumerate() {
+            let set = s.state.lock().files.freeze();
+            let set = set.inspect_err(|_| unfreeze(sessions.iter().take(i).rev()))?;
+            if sets.push_within_capacity(set).is_err() {
+                // Cannot happen: room for every session was reserved above.
+                unfreeze(sessions.iter().take(i + 1).rev());
+                return Err(ENOMEM);
             }
-        })?;
-        reg.handover.lock().set_sessions(head);
+        }
+        let head = chain.write(sessions.len(), |i, entry| {
+            if let (Some(s), Some(&(files_pa, count))) = (sessions.get(i), sets.get(i)) {
+                abi::encode_session(entry, s.name.raw(), files_pa, count);
+            }
+        });
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => {
+                unfreeze(sessions.iter().rev());
+                return Err(e);
+            }
+        };
+        let mut handover = reg.handover.lock();
+        handover.set_sessions(head);
+        let registered = handler::registry()?.read();
+        flb::serialize(&registered.flbs, handover.flbs_mut());
     }
     frozen.hold_forever();
     Ok(())
+}
+
+/// Unfreezes the files of `sessions` (the kexec is called off).
+fn unfreeze<'a>(sessions: impl Iterator<Item = &'a Arc<Session>>) {
+    for s in sessions {
+        s.state.lock().files.unfreeze();
+    }
 }
 
 /// Turns the previous kernel's sessions into incoming sessions, once; later calls return the
@@ -458,15 +523,14 @@ fn deserialize(reg: &Registry) -> Result {
     };
     for record in incoming.sessions.iter() {
         let name = Name::new(&record.name)?;
-        if record.file_count != 0 {
+        let files = FileSet::deserialize(record.files_pa, record.file_count).inspect_err(|e| {
             pr_warn!(
                 "Failed to deserialize files for session [{}] {:?}\n",
                 kernel::str::BStr::from_bytes(name.as_bytes()),
-                ENOENT
+                e
             );
-            return Err(ENOENT);
-        }
-        let session = Session::new(name, true)?;
+        })?;
+        let session = Session::new(name, true, files)?;
         let mut inc = reg.incoming.write();
         if inc.find(name.raw()).is_some() {
             return Err(EEXIST);

@@ -17,6 +17,8 @@ use kernel::{
 
 use crate::{
     device,
+    file,
+    flb,
     handler,
     handover,
     session, //
@@ -63,6 +65,8 @@ pub extern "C" fn luo_rs_late_init(kho_enabled: bool) -> c_int {
     }
     match session::init()
         .and_then(|()| handler::init())
+        .and_then(|()| flb::init())
+        .and_then(|()| file::init())
         .and_then(|()| device::register())
     {
         Ok(()) => {

@@ -110,23 +110,15 @@ class Test(vm.Scenario):
         return [(self.name, "pass" if out.ok else "fail", "\n".join(out.problems))]
 
 
-def count_ktap(expected=None, needs_files=(), stage=0):
+def count_ktap(expected=None, stage=0):
     """Count each KTAP result of the first stage on its own; a broken VM run fails too.
 
-    `expected` is the number of results the program must report. Results named in
-    `needs_files` need file preservation, which this kernel cannot do yet: they are
-    reported as skipped, with that reason, whatever their outcome.
+    `expected` is the number of results the program must report.
     """
     def counter(test, out):
         logs = out.stage_logs()
         results, plan = vm.ktap_results(logs[stage] if stage < len(logs) else "")
-        rows = []
-        for name, status in results:
-            if name.split(".")[-1] in needs_files:
-                rows.append((f"{test.name}/{name}", "skip",
-                             "needs file preservation, not in the Rust core yet"))
-            else:
-                rows.append((f"{test.name}/{name}", status, "see serial log"))
+        rows = [(f"{test.name}/{name}", status, "see serial log") for name, status in results]
         problems = list(out.problems)
         if plan is None or len(results) != plan or (expected and plan != expected):
             problems.append(f"expected {expected or plan} results, plan said {plan}, "
@@ -135,11 +127,6 @@ def count_ktap(expected=None, needs_files=(), stage=0):
             rows.append((test.name, "fail", "\n".join(problems)))
         return rows
     return counter
-
-
-# The upstream API tests that need a file handler (memfd) on the core under test.
-API_TESTS_WITH_FILES = ("preserve_memfd", "preserve_multiple_memfds", "preserve_complex_scenario",
-                        "prevent_double_preservation", "preserve_many_files")
 
 
 FLB_NAMES = [f"liveupdate-test-flb-v{i}" for i in range(3)]
@@ -158,7 +145,7 @@ FLB_STAGE2 = [(r"liveupdate test: Registered 3 FLBs with file handler: \[memfd-v
 def count_kexec_with_flb(test, out):
     """The upstream kexec test, and the in-kernel FLB test judged from the same log."""
     rows = [(test.name, "pass" if out.ok else "fail", "\n".join(out.problems))]
-    flb = f"{test.name.split('/')[0]}/in-kernel-flb-test"
+    flb = f"{test.name.rsplit('/', 1)[0]}/in-kernel-flb-test"
     parts = out.stage_logs()
     problems = []
     for i, expect in enumerate([FLB_STAGE1, FLB_STAGE2]):
@@ -171,12 +158,13 @@ def count_kexec_with_flb(test, out):
     return rows
 
 
-def upstream_kexec(variant, kernel, name, binaries):
+def upstream_kexec(variant, kernel, name, binaries, vmopts=None, second=None):
+    """An upstream two-stage kexec test; `second` is the kernel of stage 2 if it differs."""
     return Test(
         name=f"{variant}/{name}",
         stages=[
             vm.Stage(kernel, f"{name} -s 1\n"),
-            vm.Stage(kernel, f"{name} -s 2\n", [
+            vm.Stage(second or kernel, f"{name} -s 2\n", [
                 (r"TEST PASSED", "upstream stage 2 verdict"),
                 (r"luo: Retrieved live update data, liveupdate number: 1$", "handover found"),
             ]),
@@ -184,7 +172,21 @@ def upstream_kexec(variant, kernel, name, binaries):
         binaries=binaries,
         timeout=240,
         counter=count_kexec_with_flb if name == "luo_kexec_simple" else None,
+        **(vmopts or {}),
     )
+
+
+def upstream_suite(variant, kernel, bins, vmopts=None):
+    """Every upstream test, unmodified: the API tests (each result counted) and the four
+    kexec tests, with the in-kernel FLB test judged from the luo_kexec_simple log."""
+    return [Test(
+        name=f"{variant}/liveupdate-api",
+        stages=[vm.Stage(kernel, "liveupdate\n")],
+        binaries=bins,
+        timeout=300,
+        counter=count_ktap(UPSTREAM_API_TESTS),
+        **(vmopts or {}),
+    )] + [upstream_kexec(variant, kernel, n, bins, vmopts) for n in UPSTREAM_KEXEC]
 
 
 def count_must_fail(reason):
@@ -252,7 +254,8 @@ DEBUG_VM = {"memory": "2G", "cmdline": "liveupdate=on kho_scratch=16M,256M,256M"
 
 
 def rust_core_tests(variant, r, bins):
-    """What the Rust core can do so far: sessions, the errno contract, boot and kexec."""
+    """The Rust core: the upstream tests, its KUnit suites, the errno contract, boot and
+    kexec."""
     vmopts = DEBUG_VM if variant.endswith("-debug") else {}
     device_check = (
         "test -c /dev/liveupdate\n"
@@ -263,22 +266,13 @@ def rust_core_tests(variant, r, bins):
     )
     registered = (r"luo: luo-rs: Rust core active, /dev/liveupdate registered",
                   "the Rust crate registered the device")
-    return [
+    return upstream_suite(variant, r, bins, vmopts) + [
         Test(
             name=f"{variant}/kunit",
             stages=[vm.Stage(r, "true\n")],
             binaries=bins,
             timeout=180,
             counter=count_kunit,
-            **vmopts,
-        ),
-        Test(
-            name=f"{variant}/liveupdate-api",
-            # The program exits non-zero while the file tests fail; the results count.
-            stages=[vm.Stage(r, "liveupdate || true\n")],
-            binaries=bins,
-            timeout=300,
-            counter=count_ktap(UPSTREAM_API_TESTS, API_TESTS_WITH_FILES),
             **vmopts,
         ),
         dataclasses.replace(abi_errno_test(variant, r, bins), **vmopts),
@@ -321,12 +315,6 @@ def sessions_kexec(name, kernels, counts, vmopts=None, dup=False):
 
 def malformed_handover(c, r):
     """Handover data the Rust core must refuse without a splat, made by the C kernel."""
-    eio_twice = (
-        "for i in 1 2; do\n"
-        "  if (exec 3<>/dev/liveupdate) 2>/tmp/err; then echo \"open $i succeeded\"; exit 1; fi\n"
-        "  grep -q 'Input/output error' /tmp/err && echo \"open $i: EIO\"\n"
-        "done\n"
-    )
     return [
         # The C core leaves an empty block after a duplicate create at 51 sessions (SPEC
         # 10.4 item 1) and panics reading it; the Rust core must refuse it and boot on.
@@ -343,20 +331,6 @@ def malformed_handover(c, r):
             ],
             timeout=240,
         ),
-        # Sessions with files the Rust core has no handler for (yet): like the C core with
-        # a handler missing, every open of the device fails with EIO for the whole boot.
-        Test(
-            name="cross/c-files-to-rust-eio",
-            stages=[
-                vm.Stage(c, "luo_kexec_simple -s 1\n"),
-                vm.Stage(r, eio_twice, [
-                    (r"Failed to deserialize files for session", "cause logged"),
-                    (r"^open 1: EIO$", "first open fails with EIO"),
-                    (r"^open 2: EIO$", "the failure is latched"),
-                ]),
-            ],
-            timeout=240,
-        ),
     ]
 
 
@@ -365,15 +339,8 @@ def all_scenarios(env):
     tests = harness_self_tests(next(iter(env.kernels.values())), bins)
     c = env.kernels.get("c")
     if c:
-        tests.append(Test(
-            name="c/liveupdate-api",
-            stages=[vm.Stage(c, "liveupdate\n")],
-            binaries=bins,
-            timeout=240,
-            counter=count_ktap(UPSTREAM_API_TESTS),
-        ))
+        tests += upstream_suite("c", c, bins)
         tests.append(abi_errno_test("c", c, bins))
-        tests += [upstream_kexec("c", c, n, bins) for n in UPSTREAM_KEXEC]
         # The userspace library end to end: a memfd preserved and retrieved through it.
         tests.append(Test(
             name="c/library-roundtrip",
@@ -415,6 +382,11 @@ def all_scenarios(env):
         tests.append(sessions_kexec("cross/rust-to-c-sessions", [r, c], 100))
         tests.append(sessions_kexec("cross/c-rust-c-rust-sessions", [c, r, c, r], 75))
         tests += malformed_handover(c, r)
+        # The upstream kexec tests with stage 1 on one core and stage 2 on the other: files
+        # (memfds) and FLBs cross between the implementations in both directions.
+        for name in UPSTREAM_KEXEC:
+            tests.append(upstream_kexec("cross/c-to-rust", c, name, bins, second=r))
+            tests.append(upstream_kexec("cross/rust-to-c", r, name, bins, second=c))
     for t in tests:
         t.binaries = t.binaries or bins
     return tests
