@@ -157,6 +157,15 @@ impl Flb {
         }
     }
 
+    /// True if the FLB holds no state: nothing preserved or referenced in this kernel, and the
+    /// previous kernel's object untouched or finished.
+    fn is_idle(&self) -> bool {
+        let out = self.outgoing.lock();
+        let inc = self.incoming.lock();
+        let untouched = inc.status <= 0 && inc.count == inc.record.map_or(0, |r| r.file_count);
+        out.files == 0 && out.refs == 0 && (inc.finished || untouched)
+    }
+
     /// A file that depends on this FLB is being preserved: the first one preserves the FLB.
     pub(crate) fn file_preserved(&self) -> Result {
         let mut out = self.outgoing.lock();
@@ -444,5 +453,15 @@ pub(crate) fn unregister(
     }
     if !handlers.iter().any(|e| e.flbs.iter().any(|f| f.is(flb))) {
         flbs.retain(|f| !f.is(flb));
+        forget_if_idle(flb);
     }
+}
+
+/// Drops the state of an FLB that no handler links any more, if it holds nothing: the FLB
+/// itself may be freed next, and its address reused by another FLB.
+fn forget_if_idle(flb: *mut bindings::liveupdate_flb) {
+    let Some(table) = KNOWN.as_ref() else {
+        return;
+    };
+    table.lock().retain(|f| !f.is(flb) || !f.is_idle());
 }

@@ -216,7 +216,7 @@ def harness_self_tests(kernel, bins):
 
 
 # The Rust core's KUnit suites (luo/kunit.rs); each must report at least one case.
-KUNIT_SUITES = ("luo_rs_abi", "luo_rs_session", "luo_rs_chain", "luo_rs_handler")
+KUNIT_SUITES = ("luo_rs_abi", "luo_rs_session", "luo_rs_chain", "luo_rs_handler", "luo_rs_handler_api")
 
 
 def count_kunit(test, out):

@@ -83,6 +83,21 @@ pub fn create<T: AnonInodeFile>(name: &CStr, data: T::Ptr, flags: u32) -> Result
     Ok(unsafe { ARef::from_raw(file.cast::<File>()) })
 }
 
+/// The object behind `file` if it is a file [`create`] made for `T`, or `None`.
+///
+/// This lets a subsystem recognise its own files among those userspace hands it (for
+/// example a file handler deciding whether it can preserve a file).
+pub fn borrow<T: AnonInodeFile>(file: &File) -> Option<<T::Ptr as ForeignOwnable>::Borrowed<'_>> {
+    // SAFETY: `file` is a live file; `f_op` does not change after the file is opened.
+    let fops = unsafe { (*file.as_ptr()).f_op };
+    if !core::ptr::eq(fops, AnonInodeVTable::<T>::build()) {
+        return None;
+    }
+    // SAFETY: The file was made by `create` for `T`, so until its release (which cannot
+    // happen while `file` is borrowed) its private data is a `T::Ptr` from `into_foreign()`.
+    Some(unsafe { T::Ptr::borrow((*file.as_ptr()).private_data) })
+}
+
 /// The `file_operations` of files created by [`create`] for `T`.
 struct AnonInodeVTable<T: AnonInodeFile>(PhantomData<T>);
 

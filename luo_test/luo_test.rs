@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A test file handler for live update, written on the kernel crate's `liveupdate` module.
+//!
+//! The upstream tests can only preserve memfds, whose handler never fails and never refuses to
+//! finish. This handler preserves small test files that userspace creates through
+//! `/dev/luo_test` and tells, per file, to fail `freeze` or to refuse `finish`, so that the
+//! orchestrator's rollback and refusal paths can be driven from a VM test. Every callback logs
+//! one line (`luo_test: <callback> <value>`) for the tests to count. It also links a test FLB
+//! that nobody asks for in the next kernel, which shows whether the FLB is still finished once
+//! its files are.
+//!
+//! It works with either orchestrator core; the numbers of the control interface are in
+//! `uapi.h`.
+
+use kernel::{
+    fs::{
+        anon_inode::{
+            self,
+            AnonInodeFile, //
+        },
+        file::{
+            flags::{
+                O_CLOEXEC,
+                O_RDWR, //
+            },
+            FileDescriptorReservation,
+        },
+        File,
+    },
+    ioctl::_IO,
+    liveupdate::{
+        FileHandler,
+        Flb,
+        FlbRegistration,
+        Registration,
+        RetrieveStatus, //
+    },
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        ArcBorrow,
+        SetOnce,
+    }, //
+};
+
+/// Prefix of every message this crate prints.
+const __LOG_PREFIX: &[u8] = b"luo_test\0";
+
+/// The owner of this built-in code's operation tables (no module: C's `THIS_MODULE` is NULL).
+struct LocalModule;
+
+impl kernel::ModuleMetadata for LocalModule {
+    const NAME: &'static kernel::str::CStr = c"luo_test";
+
+    const THIS_MODULE: kernel::ThisModule = {
+        // SAFETY: Built-in code is owned by no module, which C spells as a NULL `THIS_MODULE`;
+        // `try_module_get()` and `module_put()` accept NULL.
+        unsafe { kernel::ThisModule::from_ptr(core::ptr::null_mut()) }
+    };
+}
+
+/// `uapi.h`: the control interface.
+const IOC: u32 = 0xB7;
+const NEW_FILE: u32 = _IO(IOC, 0);
+const SET_FLAGS: u32 = _IO(IOC, 1);
+const GET_VALUE: u32 = _IO(IOC, 2);
+const FAIL_FREEZE: u32 = 1 << 0;
+const REFUSE_FINISH: u32 = 1 << 1;
+
+/// Largest value a test file may hold (it is returned as an ioctl result).
+const MAX_VALUE: u64 = i32::MAX as u64;
+
+/// A test file: a value that crosses the kexec, and how the handler should behave for it.
+struct TestFile {
+    value: u64,
+    flags: Atomic<u32>,
+}
+
+impl TestFile {
+    fn new(value: u64) -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            Self {
+                value,
+                flags: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    fn has(&self, flag: u32) -> bool {
+        self.flags.load(Relaxed) & flag != 0
+    }
+
+    /// Opens a file for it.
+    fn open(self: Arc<Self>) -> Result<ARef<File>> {
+        anon_inode::create::<TestFileOps>(c"[luo_test]", self, O_RDWR)
+    }
+}
+
+/// The operations of test files.
+struct TestFileOps;
+
+#[vtable]
+impl AnonInodeFile for TestFileOps {
+    type Ptr = Arc<TestFile>;
+
+    fn ioctl(this: ArcBorrow<'_, TestFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            SET_FLAGS => {
+                let flags = u32::try_from(arg).map_err(|_| EINVAL)?;
+                if flags & !(FAIL_FREEZE | REFUSE_FINISH) != 0 {
+                    return Err(EINVAL);
+                }
+                this.flags.store(flags, Relaxed);
+                Ok(0)
+            }
+            GET_VALUE => Ok(this.value as isize),
+            _ => Err(ENOTTY),
+        }
+    }
+}
+
+/// `/dev/luo_test`: makes test files.
+struct TestDevice;
+
+#[vtable]
+impl MiscDevice for TestDevice {
+    type Ptr = ();
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result {
+        Ok(())
+    }
+
+    fn ioctl(_device: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        if cmd != NEW_FILE {
+            return Err(ENOTTY);
+        }
+        let value = arg as u64;
+        if value > MAX_VALUE {
+            return Err(EINVAL);
+        }
+        let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+        let file = TestFile::new(value)?.open()?;
+        let n = fd.reserved_fd();
+        fd.fd_install(file);
+        Ok(n as isize)
+    }
+}
+
+/// The handler of test files.
+struct TestHandler;
+
+/// The test file a handler callback is about.
+fn test_file(file: &File) -> Option<ArcBorrow<'_, TestFile>> {
+    anon_inode::borrow::<TestFileOps>(file)
+}
+
+#[vtable]
+impl FileHandler for TestHandler {
+    type Data = u64;
+    type Private = Arc<TestFile>;
+
+    fn can_preserve(&self, file: &File) -> bool {
+        test_file(file).is_some()
+    }
+
+    fn preserve(&self, file: &File) -> Result<(u64, Arc<TestFile>)> {
+        let this: Arc<TestFile> = test_file(file).ok_or(EINVAL)?.into();
+        pr_info!("preserve {}\n", this.value);
+        Ok((this.value, this))
+    }
+
+    fn unpreserve(&self, _file: &File, data: u64, _private: Arc<TestFile>) {
+        pr_info!("unpreserve {}\n", data);
+    }
+
+    fn freeze(&self, _file: &File, data: &mut u64, private: ArcBorrow<'_, TestFile>) -> Result {
+        if private.has(FAIL_FREEZE) {
+            pr_info!("freeze {} fails on request\n", *data);
+            return Err(EAGAIN);
+        }
+        pr_info!("freeze {}\n", *data);
+        Ok(())
+    }
+
+    fn unfreeze(&self, _file: &File, data: u64, _private: ArcBorrow<'_, TestFile>) {
+        pr_info!("unfreeze {}\n", data);
+    }
+
+    fn retrieve(&self, data: u64) -> Result<ARef<File>> {
+        // The value comes from the previous kernel: check it as the control interface does.
+        if data > MAX_VALUE {
+            pr_err!("retrieve: bad value {:#x} from the previous kernel\n", data);
+            return Err(EINVAL);
+        }
+        pr_info!("retrieve {}\n", data);
+        TestFile::new(data)?.open()
+    }
+
+    fn can_finish(&self, file: Option<&File>, data: u64, _status: RetrieveStatus) -> bool {
+        let busy = file.and_then(test_file).is_some_and(|f| f.has(REFUSE_FINISH));
+        if busy {
+            pr_info!("can_finish {}: not yet\n", data);
+        }
+        !busy
+    }
+
+    fn finish(&self, _file: Option<&File>, data: u64, status: RetrieveStatus) {
+        let how = match status {
+            RetrieveStatus::Retrieved => "retrieved",
+            RetrieveStatus::NotRetrieved => "discarded",
+            RetrieveStatus::Failed(_) => "failed",
+        };
+        pr_info!("finish {} {}\n", data, how);
+    }
+}
+
+/// The test FLB's data, checked in the next kernel.
+const FLB_DATA: u64 = 0x1c0ffee5;
+
+/// An FLB the test files depend on; nothing in the next kernel asks for its object, so only
+/// the files' finish can finish it.
+struct TestFlb;
+
+impl Flb for TestFlb {
+    type Object = ();
+
+    fn preserve(&self) -> Result<(u64, ())> {
+        pr_info!("flb preserve\n");
+        Ok((FLB_DATA, ()))
+    }
+
+    fn unpreserve(&self, _data: u64, _obj: ()) {
+        pr_info!("flb unpreserve\n");
+    }
+
+    fn retrieve(&self, data: u64) -> Result<()> {
+        if data != FLB_DATA {
+            pr_err!("flb retrieve: bad data {:#x}\n", data);
+            return Err(EINVAL);
+        }
+        pr_info!("flb retrieve\n");
+        Ok(())
+    }
+
+    fn finish(&self, _obj: ()) {
+        pr_info!("flb finish\n");
+    }
+}
+
+static HANDLER: SetOnce<Pin<KBox<Registration<TestHandler>>>> = SetOnce::new();
+static FLB: SetOnce<Pin<KBox<FlbRegistration<TestFlb>>>> = SetOnce::new();
+
+/// Registers the handler, its FLB and `/dev/luo_test`; called at late init.
+#[export]
+pub extern "C" fn luo_test_init() -> c_int {
+    match init() {
+        Ok(()) => {
+            pr_info!("test file handler registered\n");
+            0
+        }
+        // Live update is off in this boot: nothing to test.
+        Err(e) if e == EOPNOTSUPP => 0,
+        Err(e) => {
+            pr_err!("cannot register the test file handler: {:?}\n", e);
+            e.to_errno()
+        }
+    }
+}
+
+fn init() -> Result {
+    let handler = KBox::pin_init(Registration::new(c"luo-rs-test-v1", TestHandler), GFP_KERNEL)?;
+    let flb = KBox::pin_init(FlbRegistration::new(c"luo-rs-test-flb-v1", TestFlb), GFP_KERNEL)?;
+    if !HANDLER.populate(handler) || !FLB.populate(flb) {
+        return Err(EBUSY);
+    }
+    let (Some(handler), Some(flb)) = (HANDLER.as_ref(), FLB.as_ref()) else {
+        return Err(EBUSY);
+    };
+    // The link lasts as long as the registrations, which are never dropped.
+    core::mem::forget(handler.link_flb(flb)?);
+    let device = KBox::pin_init(
+        MiscDeviceRegistration::<TestDevice>::register(MiscDeviceOptions { name: c"luo_test" }),
+        GFP_KERNEL,
+    )?;
+    // Built in and never unloaded: the device stays registered for the whole boot.
+    core::mem::forget(device);
+    Ok(())
+}
+
+#[kunit_tests(luo_rs_handler_api)]
+mod tests {
+    use super::*;
+
+    /// A handler with only the required operations.
+    struct Minimal;
+
+    #[vtable]
+    impl FileHandler for Minimal {
+        type Data = u64;
+        type Private = ();
+
+        fn can_preserve(&self, _file: &File) -> bool {
+            false
+        }
+        fn preserve(&self, _file: &File) -> Result<(u64, ())> {
+            Err(EINVAL)
+        }
+        fn unpreserve(&self, _file: &File, _data: u64, _private: ()) {}
+        fn retrieve(&self, _data: u64) -> Result<ARef<File>> {
+            Err(EINVAL)
+        }
+        fn finish(&self, _file: Option<&File>, _data: u64, _status: RetrieveStatus) {}
+    }
+
+    fn register(name: &'static CStr) -> Result<Pin<KBox<Registration<Minimal>>>> {
+        KBox::pin_init(Registration::new(name, Minimal), GFP_KERNEL)
+    }
+
+    #[test]
+    fn registration_is_undone_on_drop() -> Result {
+        let first = register(c"luo-rs-kunit-v1")?;
+        assert_eq!(register(c"luo-rs-kunit-v1").err(), Some(EEXIST));
+        drop(first);
+        let again = register(c"luo-rs-kunit-v1")?;
+        drop(again);
+        Ok(())
+    }
+
+    #[test]
+    fn compatible_strings_must_fit() -> Result {
+        let longest = c"luo-rs-kunit-0123456789012345678901234567890123";
+        assert_eq!(longest.to_bytes_with_nul().len(), 48);
+        drop(register(longest)?);
+        let too_long = c"luo-rs-kunit-01234567890123456789012345678901234";
+        assert_eq!(register(too_long).err(), Some(EINVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn flb_links_and_references() -> Result {
+        let handler = register(c"luo-rs-kunit-v2")?;
+        let flb = KBox::pin_init(FlbRegistration::new(c"luo-rs-kunit-flb-v1", TestFlb), GFP_KERNEL)?;
+        let link = handler.link_flb(&flb)?;
+        assert_eq!(handler.link_flb(&flb).err(), Some(EEXIST));
+        // No file is preserved, so there is no outgoing object.
+        assert_eq!(flb.outgoing().err(), Some(ENOENT));
+        // The previous kernel (if any) handed over no FLB of this name.
+        let incoming = flb.incoming().err();
+        assert!(incoming == Some(ENODATA) || incoming == Some(ENOENT));
+        drop(link);
+        // Unlinked: it can be linked again.
+        let relinked = handler.link_flb(&flb)?;
+        drop(relinked);
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * Control interface of the luo-rs test file handler (/dev/luo_test), shared
+ * by the kernel side (luo_test.rs mirrors these numbers) and the guest tools.
+ */
+#ifndef _LUO_TEST_UAPI_H
+#define _LUO_TEST_UAPI_H
+
+#include <linux/ioctl.h>
+
+#define LUO_TEST_IOC 0xB7
+
+/* On /dev/luo_test: new test file holding the value in arg (< 2^31); returns its fd. */
+#define LUO_TEST_NEW_FILE	_IO(LUO_TEST_IOC, 0)
+/* On a test file: set its behaviour flags (arg) for the handler's callbacks. */
+#define LUO_TEST_SET_FLAGS	_IO(LUO_TEST_IOC, 1)
+/* On a test file: returns its value. */
+#define LUO_TEST_GET_VALUE	_IO(LUO_TEST_IOC, 2)
+
+/* freeze() fails with EAGAIN, which calls the kexec off. */
+#define LUO_TEST_FAIL_FREEZE	(1U << 0)
+/* can_finish() says no while the retrieved file has this flag. */
+#define LUO_TEST_REFUSE_FINISH	(1U << 1)
+
+#endif /* _LUO_TEST_UAPI_H */

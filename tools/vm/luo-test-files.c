@@ -1,0 +1,386 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * luo-test-files: drive the file lifecycle of live update from a test VM.
+ *
+ * Test files come from /dev/luo_test (the luo-rs test file handler); each
+ * holds a value, which is also its token. Stage 1 modes leave a child
+ * holding the sessions until the kexec.
+ *
+ *   preserve S N [K]  S sessions "tf-<s>" of N test files each, values
+ *                     1000*s+i; with K, the K-th file (counting from 0
+ *                     over all sessions) fails freeze until the holder
+ *                     gets SIGUSR1 (its pid is in /tmp/luo-test-files.pid)
+ *   verify S N        retrieve every file, check its value, finish
+ *   reuse             a memfd preserved in session "a" is refused (EBUSY)
+ *                     in "b"; once "a" is closed, "b" preserves it
+ *   reuse-verify      the memfd of "b" arrives with its contents
+ *   memfd             a memfd in session "twice" (token 5), for twice
+ *   twice             retrieving token 5 twice gives two fds to the same
+ *                     open file
+ *   partial N         retrieve only the first of N files of "tf-0", finish;
+ *                     the rest are discarded, and the tokens are gone
+ *   refuse            with 2 files in "tf-0": FINISH is refused (EBUSY)
+ *                     while one refuses, and nothing is lost
+ *
+ * Every check prints one line; a failure prints "luo-test-files: FAIL ..."
+ * and exits 1.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/liveupdate.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "../../luo_test/uapi.h"
+#include "hold.h"
+
+#define MAX_FILES 4096
+
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+	int err = errno;
+
+	printf("luo-test-files: FAIL ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf(": %s\n", strerror(err));
+	exit(1);
+}
+
+static int open_luo(void)
+{
+	int fd = open("/dev/liveupdate", O_RDWR);
+
+	if (fd < 0)
+		fail("open /dev/liveupdate");
+	return fd;
+}
+
+static int session(int luo, unsigned long cmd, const char *name)
+{
+	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
+
+	snprintf((char *)a.name, sizeof(a.name), "%s", name);
+	if (ioctl(luo, cmd, &a) < 0)
+		return -errno;
+	return a.fd;
+}
+
+static int preserve(int s, int fd, unsigned long long token)
+{
+	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = fd, .token = token };
+
+	return ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, &a) < 0 ? -errno : 0;
+}
+
+static int retrieve(int s, unsigned long long token)
+{
+	struct liveupdate_session_retrieve_fd a = { .size = sizeof(a), .token = token };
+
+	if (ioctl(s, LIVEUPDATE_SESSION_RETRIEVE_FD, &a) < 0)
+		return -errno;
+	return a.fd;
+}
+
+static int finish(int s)
+{
+	struct liveupdate_session_finish a = { .size = sizeof(a) };
+
+	return ioctl(s, LIVEUPDATE_SESSION_FINISH, &a) < 0 ? -errno : 0;
+}
+
+static int new_test_file(int dev, unsigned long value)
+{
+	int fd = ioctl(dev, LUO_TEST_NEW_FILE, value);
+
+	if (fd < 0)
+		fail("new test file %lu", value);
+	return fd;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit r = { MAX_FILES + 64, MAX_FILES + 64 };
+
+	if (setrlimit(RLIMIT_NOFILE, &r))
+		fail("setrlimit");
+}
+
+static int failing_fd = -1;
+
+static void clear_flags(int sig)
+{
+	(void)sig;
+	if (ioctl(failing_fd, LUO_TEST_SET_FLAGS, 0UL) == 0)
+		write(1, "luo-test-files: freeze failure cleared\n", 39);
+}
+
+static void do_preserve(int ns, int n, int fail_at)
+{
+	int luo = open_luo(), dev = open("/dev/luo_test", O_RDWR), k = 0;
+	char name[32];
+
+	if (dev < 0)
+		fail("open /dev/luo_test");
+	raise_nofile();
+	for (int s = 0; s < ns; s++) {
+		int sfd;
+
+		snprintf(name, sizeof(name), "tf-%d", s);
+		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+		if (sfd < 0)
+			errno = -sfd, fail("create %s", name);
+		for (int i = 0; i < n; i++, k++) {
+			unsigned long v = 1000UL * s + i;
+			int fd = new_test_file(dev, v);
+
+			if (k == fail_at) {
+				if (ioctl(fd, LUO_TEST_SET_FLAGS, (unsigned long)LUO_TEST_FAIL_FREEZE))
+					fail("set FAIL_FREEZE");
+				failing_fd = fd;
+				printf("luo-test-files: file %lu will fail freeze\n", v);
+			}
+			errno = -preserve(sfd, fd, v);
+			if (errno)
+				fail("preserve %lu", v);
+			if (fd != failing_fd)
+				close(fd);
+		}
+	}
+	printf("luo-test-files: preserved %d x %d test files\n", ns, n);
+	if (failing_fd >= 0) {
+		signal(SIGUSR1, clear_flags);
+		fflush(stdout);
+		if (fork() == 0) {
+			FILE *f = fopen("/tmp/luo-test-files.pid", "w");
+
+			setsid();
+			fprintf(f, "%d\n", getpid());
+			fclose(f);
+			for (;;)
+				pause();
+		}
+		/* Wait until the holder wrote its pid. */
+		for (int i = 0; i < 100 && access("/tmp/luo-test-files.pid", F_OK); i++)
+			usleep(10000);
+		return;
+	}
+	hold_until_kexec();
+}
+
+static int retrieve_session(int luo, const char *name)
+{
+	int sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+
+	if (sfd < 0)
+		errno = -sfd, fail("retrieve session %s", name);
+	return sfd;
+}
+
+static void check_value(int fd, unsigned long v)
+{
+	long got = ioctl(fd, LUO_TEST_GET_VALUE);
+
+	if (got < 0 || (unsigned long)got != v) {
+		errno = got < 0 ? errno : EINVAL;
+		fail("file %lu holds %ld", v, got);
+	}
+}
+
+static void do_verify(int ns, int n)
+{
+	int luo = open_luo();
+	char name[32];
+
+	raise_nofile();
+	for (int s = 0; s < ns; s++) {
+		int sfd;
+
+		snprintf(name, sizeof(name), "tf-%d", s);
+		sfd = retrieve_session(luo, name);
+		for (int i = 0; i < n; i++) {
+			unsigned long v = 1000UL * s + i;
+			int fd = retrieve(sfd, v);
+
+			if (fd < 0)
+				errno = -fd, fail("retrieve %lu", v);
+			check_value(fd, v);
+			close(fd);
+		}
+		errno = -finish(sfd);
+		if (errno)
+			fail("finish %s", name);
+		close(sfd);
+	}
+	printf("luo-test-files: verified %d x %d test files\n", ns, n);
+}
+
+static int new_memfd(const char *text)
+{
+	int fd = memfd_create("luo-test", 0);
+
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		fail("memfd");
+	return fd;
+}
+
+static void do_reuse(void)
+{
+	int luo = open_luo(), mfd = new_memfd("reused after close");
+	int a = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "a");
+	int b = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "b");
+
+	if (a < 0 || b < 0)
+		fail("create sessions");
+	errno = -preserve(a, mfd, 7);
+	if (errno)
+		fail("preserve in a");
+	errno = -preserve(b, mfd, 7);
+	if (errno != EBUSY)
+		fail("preserve in b while in a: want EBUSY");
+	printf("luo-test-files: preserved in another session: EBUSY\n");
+	close(a);
+	errno = -preserve(b, mfd, 7);
+	if (errno)
+		fail("preserve in b after a was closed");
+	printf("luo-test-files: preserved again after its session was closed\n");
+	hold_until_kexec();
+}
+
+static void read_back(int fd, const char *want)
+{
+	char buf[64] = "";
+
+	if (pread(fd, buf, sizeof(buf) - 1, 0) != (ssize_t)strlen(want) || strcmp(buf, want))
+		fail("contents '%s', want '%s'", buf, want);
+}
+
+static void do_reuse_verify(void)
+{
+	int luo = open_luo(), b = retrieve_session(luo, "b"), fd = retrieve(b, 7);
+
+	if (fd < 0)
+		errno = -fd, fail("retrieve 7");
+	read_back(fd, "reused after close");
+	if (session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "a") != -ENOENT)
+		fail("session a arrived");
+	errno = -finish(b);
+	if (errno)
+		fail("finish b");
+	printf("luo-test-files: re-preserved memfd arrived intact\n");
+}
+
+static void do_memfd(void)
+{
+	int luo = open_luo(), mfd = new_memfd("one open file");
+	int s = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "twice");
+
+	if (s < 0)
+		fail("create twice");
+	errno = -preserve(s, mfd, 5);
+	if (errno)
+		fail("preserve 5");
+	printf("luo-test-files: memfd preserved\n");
+	hold_until_kexec();
+}
+
+static void do_twice(void)
+{
+	int luo = open_luo(), s = retrieve_session(luo, "twice");
+	int fd1 = retrieve(s, 5), fd2 = retrieve(s, 5);
+
+	if (fd1 < 0 || fd2 < 0 || fd1 == fd2)
+		errno = fd1 < 0 ? -fd1 : fd2 < 0 ? -fd2 : EINVAL, fail("retrieve twice");
+	/* One open file: a position set through one fd is seen through the other. */
+	if (lseek(fd1, 9, SEEK_SET) != 9 || lseek(fd2, 0, SEEK_CUR) != 9)
+		fail("the two fds do not share one open file");
+	close(fd1);
+	read_back(fd2, "one open file");
+	errno = -finish(s);
+	if (errno)
+		fail("finish twice");
+	printf("luo-test-files: two fds, one open file\n");
+}
+
+static void do_partial(int n)
+{
+	int luo = open_luo(), s = retrieve_session(luo, "tf-0"), fd = retrieve(s, 0);
+
+	if (fd < 0)
+		errno = -fd, fail("retrieve 0");
+	check_value(fd, 0);
+	errno = -finish(s);
+	if (errno)
+		fail("finish with unretrieved files");
+	for (int i = 0; i < n; i++) {
+		if (retrieve(s, i) != -ENOENT)
+			fail("token %d still there after finish", i);
+	}
+	check_value(fd, 0);
+	printf("luo-test-files: finished with %d unretrieved files\n", n - 1);
+}
+
+static void do_refuse(void)
+{
+	int luo = open_luo(), s = retrieve_session(luo, "tf-0");
+	int f0 = retrieve(s, 0), f1 = retrieve(s, 1);
+
+	if (f0 < 0 || f1 < 0)
+		fail("retrieve");
+	if (ioctl(f1, LUO_TEST_SET_FLAGS, (unsigned long)LUO_TEST_REFUSE_FINISH))
+		fail("set REFUSE_FINISH");
+	errno = -finish(s);
+	if (errno != EBUSY)
+		fail("finish while a handler refuses: want EBUSY");
+	printf("luo-test-files: FINISH refused with EBUSY\n");
+	/* Nothing was finished: both tokens still work. */
+	close(f0);
+	f0 = retrieve(s, 0);
+	if (f0 < 0)
+		errno = -f0, fail("retrieve 0 after the refusal");
+	check_value(f0, 0);
+	if (ioctl(f1, LUO_TEST_SET_FLAGS, 0UL))
+		fail("clear REFUSE_FINISH");
+	errno = -finish(s);
+	if (errno)
+		fail("finish once the handler agrees");
+	printf("luo-test-files: FINISH accepted once the handler agreed\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "";
+	int a = argc > 2 ? atoi(argv[2]) : 0, b = argc > 3 ? atoi(argv[3]) : 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (!strcmp(mode, "preserve"))
+		do_preserve(a, b, argc > 4 ? atoi(argv[4]) : -1);
+	else if (!strcmp(mode, "verify"))
+		do_verify(a, b);
+	else if (!strcmp(mode, "reuse"))
+		do_reuse();
+	else if (!strcmp(mode, "reuse-verify"))
+		do_reuse_verify();
+	else if (!strcmp(mode, "memfd"))
+		do_memfd();
+	else if (!strcmp(mode, "twice"))
+		do_twice();
+	else if (!strcmp(mode, "partial"))
+		do_partial(a);
+	else if (!strcmp(mode, "refuse"))
+		do_refuse();
+	else {
+		fprintf(stderr, "usage: see the comment at the top of luo-test-files.c\n");
+		return 2;
+	}
+	return 0;
+}
