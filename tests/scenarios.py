@@ -266,7 +266,8 @@ def rust_core_tests(variant, r, bins):
     )
     registered = (r"luo: luo-rs: Rust core active, /dev/liveupdate registered",
                   "the Rust crate registered the device")
-    return upstream_suite(variant, r, bins, vmopts) + [
+    return upstream_suite(variant, r, bins, vmopts) + file_lifecycle_tests(
+        variant, r, bins, vmopts) + [flb_unasked_test(variant, r, bins, vmopts)] + [
         Test(
             name=f"{variant}/kunit",
             stages=[vm.Stage(r, "true\n")],
@@ -288,6 +289,92 @@ def rust_core_tests(variant, r, bins):
             **vmopts,
         ),
     ]
+
+
+def count_lines(pattern, label):
+    """A stage-script line that prints how many kernel log lines match `pattern`."""
+    return f"echo \"{label}: $(dmesg | grep -cE '{pattern}' || true)\"\n"
+
+
+def file_lifecycle_tests(variant, k, bins, vmopts=None):
+    """The file lifecycle paths the upstream tests cannot reach, driven through the luo-rs
+    test handler (luo_test/) and memfds: each scenario is a live update."""
+    def test(name, stage1, stage2, expect1=(), expect2=()):
+        return Test(name=f"{variant}/{name}",
+                    stages=[vm.Stage(k, stage1, list(expect1)), vm.Stage(k, stage2, list(expect2))],
+                    binaries=bins, timeout=300, **(vmopts or {}))
+
+    next_cmd = "\"$(sed 's/ *luo_stage=[0-9]*//' /proc/cmdline) luo_stage=2\""
+    # 4 sessions of 25 files; file 60 (value 2010, third session) fails freeze on request.
+    freeze_failure = (
+        "luo-test-files preserve 4 25 60\n"
+        f"if luo-kexec /next/kernel /next/initrd {next_cmd}; then exit 1; fi\n"
+        + count_lines("luo_test: unfreeze [0-9]+$", "unfrozen")
+        + count_lines("luo_test: unfreeze 2010$", "failing file unfrozen")
+        + "kill -USR1 $(cat /tmp/luo-test-files.pid)\nsleep 1\n"
+    )
+    flb_once = count_lines("luo_test: flb finish$", "test FLB finished")
+    return [
+        test("freeze-failure-rollback", freeze_failure,
+             "luo-test-files verify 4 25\n" + flb_once, [
+                 (r"luo_test: freeze 2010 fails on request", "the handler failed freeze"),
+                 (r"Freeze failed for token\[0x7da\] handler\[luo-rs-test-v1\]",
+                  "the core reported the failing file"),
+                 (r"luo-kexec: reboot\(LINUX_REBOOT_CMD_KEXEC\): Resource temporarily unavailable",
+                  "the kexec was called off with the handler's error"),
+                 (r"^unfrozen: 60$", "the 60 files frozen before it were unfrozen"),
+                 (r"^failing file unfrozen: 0$", "the failing file was not unfrozen"),
+                 (r"luo-test-files: freeze failure cleared", "failure cleared for the retry"),
+             ], [
+                 (r"luo-test-files: verified 4 x 25 test files", "all 100 files arrived"),
+                 (r"^test FLB finished: 1$", "the test FLB finished once"),
+             ]),
+        test("preserve-after-session-close", "luo-test-files reuse\n",
+             "luo-test-files reuse-verify\n", [
+                 (r"preserved in another session: EBUSY", "one file, one session"),
+                 (r"preserved again after its session was closed", "closing released it"),
+             ], [(r"re-preserved memfd arrived intact", "the second preservation crossed")]),
+        test("retrieve-twice", "luo-test-files memfd\n", "luo-test-files twice\n",
+             [(r"luo-test-files: memfd preserved", "memfd preserved")],
+             [(r"luo-test-files: two fds, one open file", "idempotent retrieve")]),
+        test("finish-discards-unretrieved", "luo-test-files preserve 1 3\n",
+             "luo-test-files partial 3\n"
+             + count_lines("luo_test: finish [0-9]+ discarded$", "discarded")
+             + count_lines("luo_test: finish 0 retrieved$", "retrieved and finished"), [], [
+                 (r"finished with 2 unretrieved files", "FINISH with files left"),
+                 (r"^discarded: 2$", "the handler discarded both"),
+                 (r"^retrieved and finished: 1$", "the retrieved one finished as such"),
+             ]),
+        test("finish-refused-while-busy", "luo-test-files preserve 1 2\n",
+             "luo-test-files refuse\n" + flb_once, [], [
+                 (r"luo_test: can_finish 1: not yet", "the handler said no"),
+                 (r"FINISH refused with EBUSY", "EBUSY"),
+                 (r"FINISH accepted once the handler agreed", "finish after all"),
+                 (r"^test FLB finished: 1$", "the test FLB finished once, after the files"),
+             ]),
+    ]
+
+
+def flb_unasked_test(variant, k, bins, vmopts=None):
+    """An FLB whose object nobody asks for in the next kernel: its files' finish alone must
+    finish it (SPEC 10.4 item 2). The C core leaves the count at zero and underflows."""
+    t = Test(
+        name=f"{variant}/flb-finished-by-its-files",
+        stages=[
+            vm.Stage(k, "luo-test-files preserve 1 2\n",
+                     [(r"luo_test: flb preserve", "the test FLB was preserved with the first file")]),
+            vm.Stage(k, "luo-test-files verify 1 2\n"
+                     + count_lines("luo_test: flb retrieve$", "test FLB retrieved")
+                     + count_lines("luo_test: flb finish$", "test FLB finished"), [
+                (r"^test FLB retrieved: 1$", "retrieved once, when the last file finished"),
+                (r"^test FLB finished: 1$", "finished exactly once"),
+            ]),
+        ],
+        binaries=bins, timeout=240, **(vmopts or {}))
+    if variant == "c":
+        t.name = "c/flb-unasked-underflows-upstream"
+        t.counter = count_must_fail("refcount")
+    return t
 
 
 def sessions_kexec(name, kernels, counts, vmopts=None, dup=False):
@@ -340,6 +427,7 @@ def all_scenarios(env):
     c = env.kernels.get("c")
     if c:
         tests += upstream_suite("c", c, bins)
+        tests.append(flb_unasked_test("c", c, bins))
         tests.append(abi_errno_test("c", c, bins))
         # The userspace library end to end: a memfd preserved and retrieved through it.
         tests.append(Test(
