@@ -358,7 +358,10 @@ impl Compatible {
 /// `strscpy()`.
 fn put_compatible(dst: &mut [u8], compatible: &[u8]) {
     dst.fill(0);
-    for (d, s) in dst.iter_mut().zip(compatible.iter().take(COMPAT_LENGTH - 1)) {
+    for (d, s) in dst
+        .iter_mut()
+        .zip(compatible.iter().take(COMPAT_LENGTH - 1))
+    {
         *d = *s;
     }
 }

@@ -47,7 +47,10 @@ use crate::{
 };
 
 /// Ids of the files preserved (or retrieved and not yet finished) in any session.
-static PRESERVED: SetOnce<Pin<KBox<Mutex<RBTree<usize, ()>>>>> = SetOnce::new();
+static PRESERVED: SetOnce<Pin<KBox<PreservedIds>>> = SetOnce::new();
+
+/// The ids of preserved files, as a set.
+type PreservedIds = Mutex<RBTree<usize, ()>>;
 
 /// Creates the registry of preserved files; called once at late init.
 pub(crate) fn init() -> Result {
@@ -324,10 +327,10 @@ impl FileSet {
     ///
     /// `EBUSY` if a handler's `can_finish` refused; nothing is changed then.
     pub(crate) fn finish(&mut self) -> Result {
-        let ready = self.files.iter().all(|f| {
-            f.handler
-                .can_finish(f.file.as_deref(), f.data, f.status)
-        });
+        let ready = self
+            .files
+            .iter()
+            .all(|f| f.handler.can_finish(f.file.as_deref(), f.data, f.status));
         if !ready {
             return Err(EBUSY);
         }

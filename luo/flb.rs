@@ -187,7 +187,10 @@ impl Flb {
     pub(crate) fn file_unpreserved(&self) {
         let mut out = self.outgoing.lock();
         if out.files == 0 {
-            pr_warn!("FLB '{}': more files unpreserved than preserved\n", self.name());
+            pr_warn!(
+                "FLB '{}': more files unpreserved than preserved\n",
+                self.name()
+            );
             return;
         }
         out.files -= 1;
@@ -340,7 +343,10 @@ unsafe fn compatible<'a>(ptr: NonNull<bindings::liveupdate_flb>) -> &'a [u8] {
 
 /// Every FLB the core has seen, registered or not (an FLB's incoming object may be asked for
 /// before the FLB is registered).
-static KNOWN: SetOnce<Pin<KBox<Mutex<KVec<Arc<Flb>>>>>> = SetOnce::new();
+static KNOWN: SetOnce<Pin<KBox<FlbTable>>> = SetOnce::new();
+
+/// The state of every FLB the core has seen.
+type FlbTable = Mutex<KVec<Arc<Flb>>>;
 
 /// Creates the table of FLBs; called once at late init.
 pub(crate) fn init() -> Result {
@@ -392,8 +398,10 @@ pub(crate) unsafe fn lookup(flb: *mut bindings::liveupdate_flb) -> Result<Arc<Fl
 pub(crate) fn serialize(flbs: &[Arc<Flb>], page: &mut [u8; abi::BLOCK_SIZE]) {
     abi::encode_flbs(
         page,
-        flbs.iter()
-            .filter_map(|f| f.outgoing_record().map(|(data, n)| (f.compatible(), data, n))),
+        flbs.iter().filter_map(|f| {
+            f.outgoing_record()
+                .map(|(data, n)| (f.compatible(), data, n))
+        }),
     );
 }
 
@@ -402,10 +410,7 @@ pub(crate) fn register(fh: *mut bindings::liveupdate_file_handler, flb: Arc<Flb>
     let mut registered = handler::registry()?.write();
     let Registered { handlers, flbs } = &mut *registered;
     let Some(entry) = handlers.iter_mut().find(|e| e.handler.is(fh)) else {
-        pr_err!(
-            "FLB '{}': the file handler is not registered\n",
-            flb.name()
-        );
+        pr_err!("FLB '{}': the file handler is not registered\n", flb.name());
         return Err(EINVAL);
     };
     if entry.flbs.iter().any(|f| Arc::ptr_eq(f, &flb)) {

@@ -25,8 +25,7 @@ use kernel::{
             new_rwsem,
             RwSemaphore, //
         },
-        Arc,
-        SetOnce,
+        Arc, SetOnce,
     }, //
 };
 
@@ -200,7 +199,7 @@ impl Handler {
     pub(crate) fn id(&self, file: &File) -> usize {
         match self.ops().get_id {
             // SAFETY: `file` is a live file this handler accepts.
-            Some(f) => (unsafe { f(file.as_ptr()) }) as usize,
+            Some(f) => unsafe { f(file.as_ptr()) },
             None => file.as_ptr() as usize,
         }
     }
@@ -338,8 +337,11 @@ impl Registered {
         let removed = self.handlers.len() != before;
         if removed {
             let handlers = &self.handlers;
-            self.flbs
-                .retain(|f| handlers.iter().any(|e| e.flbs.iter().any(|g| Arc::ptr_eq(f, g))));
+            self.flbs.retain(|f| {
+                handlers
+                    .iter()
+                    .any(|e| e.flbs.iter().any(|g| Arc::ptr_eq(f, g)))
+            });
         }
         removed
     }

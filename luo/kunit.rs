@@ -162,6 +162,75 @@ mod abi_tests {
     }
 
     #[test]
+    fn file_entries_match_c() -> Result {
+        let mut e = [0xaau8; 64];
+        abi::encode_file(&mut e, b"memfd-v2", 0x1122_3344_5566_7788, 999);
+        // compatible[48] NUL-padded, then data and token, native-endian.
+        assert_eq!(&e[..9], b"memfd-v2\0");
+        assert!(e[8..48].iter().all(|&b| b == 0));
+        assert_eq!(&e[48..56], &0x1122_3344_5566_7788u64.to_ne_bytes());
+        assert_eq!(&e[56..64], &999u64.to_ne_bytes());
+        let r = abi::decode_file(&e)?;
+        assert_eq!(r.compatible.as_bytes(), b"memfd-v2");
+        assert_eq!((r.data, r.token), (0x1122_3344_5566_7788, 999));
+        // A compatible string is cut to 47 bytes so that it stays terminated.
+        abi::encode_file(&mut e, &[b'x'; 60], 0, 0);
+        assert_eq!(e[47], 0);
+        assert_eq!(abi::decode_file(&e)?.compatible.as_bytes().len(), 47);
+        Ok(())
+    }
+
+    #[test]
+    fn file_entries_are_checked() {
+        let mut e = [0u8; 64];
+        assert_eq!(abi::decode_file(&e).err(), Some(Malformed::Compatible));
+        e[..48].fill(b'm');
+        assert_eq!(abi::decode_file(&e).err(), Some(Malformed::Compatible));
+        assert_eq!(
+            abi::decode_file(&e[..63]).err(),
+            Some(Malformed::EntrySize(63))
+        );
+    }
+
+    #[test]
+    fn flb_pages_match_c() -> Result {
+        let mut page = [0xffu8; BLOCK_SIZE];
+        let entries = [(&b"flb-a"[..], 0xfeed_u64, 2u64), (&b"flb-b"[..], 7, 1)];
+        abi::encode_flbs(&mut page, entries.iter().copied());
+        // Header {pgcnt = 1, count = 2}, then {name[48], data, count} entries.
+        assert_eq!(abi::get_u64(&page, 0), 1);
+        assert_eq!(abi::get_u64(&page, 8), 2);
+        assert_eq!(&page[16..22], b"flb-a\0");
+        assert_eq!(abi::get_u64(&page, 16 + 48), 0xfeed);
+        assert_eq!(abi::get_u64(&page, 16 + 56), 2);
+        assert_eq!(&page[80..86], b"flb-b\0");
+        let mut out = KVec::new();
+        abi::decode_flbs(&page, &mut out)?;
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].name.as_bytes(), b"flb-b");
+        assert_eq!((out[1].data, out[1].file_count), (7, 1));
+        Ok(())
+    }
+
+    #[test]
+    fn flb_pages_are_checked() {
+        let mut page = [0u8; BLOCK_SIZE];
+        let mut out = KVec::new();
+        // The C reader trusts the count; here 63 entries at most fit and are accepted.
+        abi::put_u64(&mut page, abi::flb::PGCNT, 1);
+        abi::put_u64(&mut page, abi::flb::COUNT, 64);
+        assert_eq!(abi::decode_flbs(&page, &mut out).err(), Some(EINVAL));
+        abi::put_u64(&mut page, abi::flb::PGCNT, 2);
+        abi::put_u64(&mut page, abi::flb::COUNT, 0);
+        assert_eq!(abi::decode_flbs(&page, &mut out).err(), Some(EINVAL));
+        let same = [(&b"flb-a"[..], 1u64, 1u64), (&b"flb-a"[..], 2, 1)];
+        abi::encode_flbs(&mut page, same.iter().copied());
+        assert_eq!(abi::decode_flbs(&page, &mut out).err(), Some(EINVAL));
+        abi::encode_flbs(&mut page, core::iter::empty());
+        assert!(abi::decode_flbs(&page, &mut out).is_ok());
+    }
+
+    #[test]
     fn session_encoding_matches_c() {
         let mut name = [0u8; 64];
         name[..4].copy_from_slice(b"abcd");
@@ -170,6 +239,9 @@ mod abi_tests {
         assert_eq!(&e[..5], b"abcd\0");
         // An empty file set: files = 0, count = 0.
         assert!(e[4..].iter().all(|&b| b == 0));
+        abi::encode_session(&mut e, &name, 0x5000, 3);
+        assert_eq!(abi::get_u64(&e, 64), 0x5000);
+        assert_eq!(abi::get_u64(&e, 72), 3);
     }
 }
 

@@ -446,7 +446,9 @@ fn get_name(session: &Session, mut arg: Versioned<GetNameArg>) -> Result<isize> 
     Ok(0)
 }
 
-/// Writes every outgoing session into the handover data for the kexec (`liveupdate_reboot()`).
+/// Writes every outgoing session into the handover data for the kexec (`liveupdate_reboot()`):
+/// each session's files are frozen, first session first, and the preserved FLBs are written
+/// last.
 ///
 /// On success the registry stays frozen for good: every later session operation, even closing
 /// a session file, waits for the kexec to take the machine away.
@@ -457,6 +459,7 @@ fn get_name(session: &Session, mut arg: Versioned<GetNameArg>) -> Result<isize> 
 /// userspace may fix the cause and try again.
 pub(crate) fn serialize() -> Result {
     let reg = registry()?;
+    let handlers = handler::registry()?;
     let frozen = reg.serialize.write();
     {
         let mut out = reg.outgoing.write();
@@ -485,8 +488,7 @@ pub(crate) fn serialize() -> Result {
         };
         let mut handover = reg.handover.lock();
         handover.set_sessions(head);
-        let registered = handler::registry()?.read();
-        flb::serialize(&registered.flbs, handover.flbs_mut());
+        flb::serialize(&handlers.read().flbs, handover.flbs_mut());
     }
     frozen.hold_forever();
     Ok(())

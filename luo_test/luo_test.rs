@@ -48,9 +48,7 @@ use kernel::{
             Atomic,
             Relaxed, //
         },
-        Arc,
-        ArcBorrow,
-        SetOnce,
+        Arc, ArcBorrow, SetOnce,
     }, //
 };
 
@@ -209,7 +207,9 @@ impl FileHandler for TestHandler {
     }
 
     fn can_finish(&self, file: Option<&File>, data: u64, _status: RetrieveStatus) -> bool {
-        let busy = file.and_then(test_file).is_some_and(|f| f.has(REFUSE_FINISH));
+        let busy = file
+            .and_then(test_file)
+            .is_some_and(|f| f.has(REFUSE_FINISH));
         if busy {
             pr_info!("can_finish {}: not yet\n", data);
         }
@@ -280,8 +280,14 @@ pub extern "C" fn luo_test_init() -> c_int {
 }
 
 fn init() -> Result {
-    let handler = KBox::pin_init(Registration::new(c"luo-rs-test-v1", TestHandler), GFP_KERNEL)?;
-    let flb = KBox::pin_init(FlbRegistration::new(c"luo-rs-test-flb-v1", TestFlb), GFP_KERNEL)?;
+    let handler = KBox::pin_init(
+        Registration::new(c"luo-rs-test-v1", TestHandler),
+        GFP_KERNEL,
+    )?;
+    let flb = KBox::pin_init(
+        FlbRegistration::new(c"luo-rs-test-flb-v1", TestFlb),
+        GFP_KERNEL,
+    )?;
     if !HANDLER.populate(handler) || !FLB.populate(flb) {
         return Err(EBUSY);
     }
@@ -351,7 +357,10 @@ mod tests {
     #[test]
     fn flb_links_and_references() -> Result {
         let handler = register(c"luo-rs-kunit-v2")?;
-        let flb = KBox::pin_init(FlbRegistration::new(c"luo-rs-kunit-flb-v1", TestFlb), GFP_KERNEL)?;
+        let flb = KBox::pin_init(
+            FlbRegistration::new(c"luo-rs-kunit-flb-v1", TestFlb),
+            GFP_KERNEL,
+        )?;
         let link = handler.link_flb(&flb)?;
         assert_eq!(handler.link_flb(&flb).err(), Some(EEXIST));
         // No file is preserved, so there is no outgoing object.

@@ -69,7 +69,7 @@ def rustfmt_check(tally, pattern):
     if not fnmatch.fnmatch(name, pattern):
         return
     rustfmt = shutil.which("rustfmt") or os.path.expanduser("~/.cargo/bin/rustfmt")
-    files = sorted(str(p) for d in ("luo", "rust") for p in pathlib.Path(ROOT, d).rglob("*.rs"))
+    files = sorted(str(p) for d in ("luo", "luo_test", "rust") for p in pathlib.Path(ROOT, d).rglob("*.rs"))
     if not os.path.exists(rustfmt):
         tally.record(name, "fail", "rustfmt not found (it comes with the machine's rustup)")
         return
@@ -88,7 +88,7 @@ def clippy_check(tally, pattern):
     """Kernel-side Rust of luo-rs must be clippy-clean under the kernel's lint set.
 
     Builds the rust-clippy variant with rustup's toolchain and CLIPPY=1, after removing the
-    objects of the luo crate and the kernel crate so that both are linted again, and fails
+    objects of the luo and luo_test crates and the kernel crate so that all are linted again, and fails
     on any warning located in a file of this project.
     """
     name = "host/clippy"
@@ -102,7 +102,8 @@ def clippy_check(tally, pattern):
                      "sources (see scripts/setup.sh clippy_toolchain)")
         return
     out = os.path.join(vm.cache_dir(), "build", "rust-clippy")
-    for obj in ("kernel/liveupdate/luo_rs/luo/luo.o", "rust/kernel.o"):
+    for obj in ("kernel/liveupdate/luo_rs/luo/luo.o", "kernel/liveupdate/luo_rs/luo_test/luo_test.o",
+                "rust/kernel.o"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(out, obj))
     ours = [str(p.relative_to(ROOT)) for p in pathlib.Path(ROOT, "rust").rglob("*.rs")]
