@@ -2,7 +2,8 @@
 # PID 1 of every test VM stage.
 #
 # Runs /stage.sh, then, if this initramfs carries a next stage, kexecs into
-# it with the same command line and luo_stage=N+1. Progress is printed as
+# it with the same command line and luo_stage=N+1, plus whatever the script
+# wrote to /tmp/next-cmdline (so a test can boot the next kernel differently). Progress is printed as
 # "LUO-VM:" lines that the host-side runner checks in the serial log.
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -21,6 +22,7 @@ if sh -e /stage.sh; then
 	if [ -f /next/kernel ]; then
 		next=$((stage + 1))
 		cmd="$(sed 's/ *luo_stage=[0-9]*//' /proc/cmdline) luo_stage=$next"
+		[ -f /tmp/next-cmdline ] && cmd="$cmd $(cat /tmp/next-cmdline)"
 		echo "LUO-VM: stage $stage: kexec into stage $next"
 		luo-kexec /next/kernel /next/initrd "$cmd"
 		echo "LUO-VM: stage $stage: kexec failed"

@@ -267,7 +267,8 @@ def rust_core_tests(variant, r, bins):
     registered = (r"luo: luo-rs: Rust core active, /dev/liveupdate registered",
                   "the Rust crate registered the device")
     return upstream_suite(variant, r, bins, vmopts) + file_lifecycle_tests(
-        variant, r, bins, vmopts) + [flb_unasked_test(variant, r, bins, vmopts)] + [
+        variant, r, bins, vmopts) + [flb_unasked_test(variant, r, bins, vmopts),
+                                     missing_handler_test(variant, r, bins, vmopts)] + [
         Test(
             name=f"{variant}/kunit",
             stages=[vm.Stage(r, "true\n")],
@@ -355,6 +356,30 @@ def file_lifecycle_tests(variant, k, bins, vmopts=None):
     ]
 
 
+def missing_handler_test(variant, k, bins, vmopts=None):
+    """The next kernel lacks the handler of a preserved file: as in the C core, the first
+    open of /dev/liveupdate fails with EIO, and so does every later one (latched)."""
+    kexec_without = "echo luo_test=off > /tmp/next-cmdline\n"
+    eio_twice = (
+        "for i in 1 2; do\n"
+        "  if (exec 3<>/dev/liveupdate) 2>/tmp/err; then echo \"open $i succeeded\"; exit 1; fi\n"
+        "  grep -q 'Input/output error' /tmp/err && echo \"open $i: EIO\"\n"
+        "done\n"
+    )
+    return Test(
+        name=f"{variant}/missing-handler-eio",
+        stages=[
+            vm.Stage(k, "luo-test-files preserve 1 2\n" + kexec_without),
+            vm.Stage(k, eio_twice + "grep -q luo_test=off /proc/cmdline && echo 'no test handler'\n", [
+                (r"^no test handler$", "booted without the test handler"),
+                (r"No registered handler for compatible 'luo-rs-test-v1'", "cause logged"),
+                (r"^open 1: EIO$", "first open fails with EIO"),
+                (r"^open 2: EIO$", "the failure is latched"),
+            ]),
+        ],
+        binaries=bins, timeout=240, **(vmopts or {}))
+
+
 def flb_unasked_test(variant, k, bins, vmopts=None):
     """An FLB whose object nobody asks for in the next kernel: its files' finish alone must
     finish it (SPEC 10.4 item 2). The C core leaves the count at zero and underflows."""
@@ -428,6 +453,7 @@ def all_scenarios(env):
     if c:
         tests += upstream_suite("c", c, bins)
         tests.append(flb_unasked_test("c", c, bins))
+        tests.append(missing_handler_test("c", c, bins))
         tests.append(abi_errno_test("c", c, bins))
         # The userspace library end to end: a memfd preserved and retrieved through it.
         tests.append(Test(
@@ -472,6 +498,16 @@ def all_scenarios(env):
         tests += malformed_handover(c, r)
         # The upstream kexec tests with stage 1 on one core and stage 2 on the other: files
         # (memfds) and FLBs cross between the implementations in both directions.
+        # Test-handler files and their FLB written by the C core, finished by the Rust core.
+        tests.append(Test(
+            name="cross/c-to-rust-test-files",
+            stages=[vm.Stage(c, "luo-test-files preserve 3 40\n"),
+                    vm.Stage(r, "luo-test-files verify 3 40\n"
+                             + count_lines("luo_test: flb finish$", "test FLB finished"), [
+                        (r"luo-test-files: verified 3 x 40 test files", "files crossed"),
+                        (r"^test FLB finished: 1$", "the C core's FLB count is honoured"),
+                    ])],
+            binaries=bins, timeout=240))
         for name in UPSTREAM_KEXEC:
             tests.append(upstream_kexec("cross/c-to-rust", c, name, bins, second=r))
             tests.append(upstream_kexec("cross/rust-to-c", r, name, bins, second=c))
