@@ -14,7 +14,7 @@ import vm  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--variant", default="c", help="kernel variant to boot (default: c)")
+    ap.add_argument("--variant", default="rust", help="kernel variant to boot (default: rust, the luo-rs core)")
     ap.add_argument("--mib", type=int, default=64, help="size of the preserved memfd in MiB")
     args = ap.parse_args()
 

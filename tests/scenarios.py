@@ -455,21 +455,24 @@ def all_scenarios(env):
         tests.append(flb_unasked_test("c", c, bins))
         tests.append(missing_handler_test("c", c, bins))
         tests.append(abi_errno_test("c", c, bins))
-        # The userspace library end to end: a memfd preserved and retrieved through it.
-        tests.append(Test(
-            name="c/library-roundtrip",
-            stages=[
-                vm.Stage(c, "luo-roundtrip 1 32\n", [
-                    (r"luo-roundtrip: second preserve refused: PreserveFd failed: this file is "
-                     r"already preserved in some session", "EBUSY explained"),
-                    (r"luo-roundtrip: preserved 32 MiB", "memfd preserved")]),
-                vm.Stage(c, "luo-roundtrip 2\n", [
-                    (r"luo-roundtrip: verified 33554432 bytes after kexec", "data verified")]),
-            ],
-            binaries=bins,
-            timeout=240,
-            memory="2G",
-        ))
+    # The userspace library end to end: a memfd preserved and retrieved through it.
+    for variant in ("c", "rust"):
+        k = env.kernels.get(variant)
+        if k:
+            tests.append(Test(
+                name=f"{variant}/library-roundtrip",
+                stages=[
+                    vm.Stage(k, "luo-roundtrip 1 32\n", [
+                        (r"luo-roundtrip: second preserve refused: PreserveFd failed: this file is "
+                         r"already preserved in some session", "EBUSY explained"),
+                        (r"luo-roundtrip: preserved 32 MiB", "memfd preserved")]),
+                    vm.Stage(k, "luo-roundtrip 2\n", [
+                        (r"luo-roundtrip: verified 33554432 bytes after kexec", "data verified")]),
+                ],
+                binaries=bins,
+                timeout=240,
+                memory="2G",
+            ))
     for variant in ("rust", "rust-debug"):
         if variant in env.kernels:
             tests += rust_core_tests(variant, env.kernels[variant], bins)
