@@ -84,7 +84,10 @@ pub unsafe extern "C" fn liveupdate_unregister_file_handler(
     fh: *mut bindings::liveupdate_file_handler,
 ) {
     if let Ok(r) = handler::registry() {
-        r.write().remove(fh);
+        let mut registered = r.write();
+        if registered.remove(fh) {
+            flb::forget_idle(&registered.flbs);
+        }
     }
 }
 

@@ -158,12 +158,14 @@ impl Flb {
     }
 
     /// True if the FLB holds no state: nothing preserved or referenced in this kernel, and the
-    /// previous kernel's object untouched or finished.
+    /// previous kernel's object untouched (a finished or failed one is remembered, so that it
+    /// is not retrieved again).
     fn is_idle(&self) -> bool {
         let out = self.outgoing.lock();
         let inc = self.incoming.lock();
-        let untouched = inc.status <= 0 && inc.count == inc.record.map_or(0, |r| r.file_count);
-        out.files == 0 && out.refs == 0 && (inc.finished || untouched)
+        let untouched =
+            inc.status == 0 && !inc.finished && inc.count == inc.record.map_or(0, |r| r.file_count);
+        out.files == 0 && out.refs == 0 && untouched
     }
 
     /// A file that depends on this FLB is being preserved: the first one preserves the FLB.
@@ -458,15 +460,17 @@ pub(crate) fn unregister(
     }
     if !handlers.iter().any(|e| e.flbs.iter().any(|f| f.is(flb))) {
         flbs.retain(|f| !f.is(flb));
-        forget_if_idle(flb);
+        forget_idle(flbs);
     }
 }
 
-/// Drops the state of an FLB that no handler links any more, if it holds nothing: the FLB
-/// itself may be freed next, and its address reused by another FLB.
-fn forget_if_idle(flb: *mut bindings::liveupdate_flb) {
+/// Drops the state of every FLB that is not `registered` and holds nothing: such an FLB may
+/// be freed next (its module unloaded), and its address reused by another FLB.
+pub(crate) fn forget_idle(registered: &[Arc<Flb>]) {
     let Some(table) = KNOWN.as_ref() else {
         return;
     };
-    table.lock().retain(|f| !f.is(flb) || !f.is_idle());
+    table
+        .lock()
+        .retain(|f| registered.iter().any(|r| Arc::ptr_eq(r, f)) || !f.is_idle());
 }
