@@ -69,7 +69,8 @@ def rustfmt_check(tally, pattern):
     if not fnmatch.fnmatch(name, pattern):
         return
     rustfmt = shutil.which("rustfmt") or os.path.expanduser("~/.cargo/bin/rustfmt")
-    files = sorted(str(p) for d in ("luo", "luo_test", "rust") for p in pathlib.Path(ROOT, d).rglob("*.rs"))
+    dirs = ("luo", "luo_test", "luo_memfd", "rust")
+    files = sorted(str(p) for d in dirs for p in pathlib.Path(ROOT, d).rglob("*.rs"))
     if not os.path.exists(rustfmt):
         tally.record(name, "fail", "rustfmt not found (it comes with the machine's rustup)")
         return
@@ -88,8 +89,8 @@ def clippy_check(tally, pattern):
     """Kernel-side Rust of luo-rs must be clippy-clean under the kernel's lint set.
 
     Builds the rust-clippy variant with rustup's toolchain and CLIPPY=1, after removing the
-    objects of the luo and luo_test crates and the kernel crate so that all are linted again, and fails
-    on any warning located in a file of this project.
+    objects of the luo, luo_test and luo_memfd crates and the kernel crate so that all are
+    linted again, and fails on any warning located in a file of this project.
     """
     name = "host/clippy"
     if not fnmatch.fnmatch(name, pattern):
@@ -103,7 +104,7 @@ def clippy_check(tally, pattern):
         return
     out = os.path.join(vm.cache_dir(), "build", "rust-clippy")
     for obj in ("kernel/liveupdate/luo_rs/luo/luo.o", "kernel/liveupdate/luo_rs/luo_test/luo_test.o",
-                "rust/kernel.o"):
+                "kernel/liveupdate/luo_rs/luo_memfd/luo_memfd.o", "rust/kernel.o"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(out, obj))
     ours = [str(p.relative_to(ROOT)) for p in pathlib.Path(ROOT, "rust").rglob("*.rs")]

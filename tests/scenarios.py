@@ -216,7 +216,8 @@ def harness_self_tests(kernel, bins):
 
 
 # The Rust core's KUnit suites (luo/kunit.rs); each must report at least one case.
-KUNIT_SUITES = ("luo_rs_abi", "luo_rs_session", "luo_rs_chain", "luo_rs_handler", "luo_rs_handler_api")
+KUNIT_SUITES = ("luo_rs_abi", "luo_rs_session", "luo_rs_chain", "luo_rs_handler", "luo_rs_handler_api",
+                "luo_rs_memfd_abi")
 
 
 def count_kunit(test, out):
