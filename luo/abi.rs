@@ -97,6 +97,19 @@ pub(crate) mod flb {
 /// Longest compatible string of a file handler or FLB, including its NUL.
 pub(crate) const COMPAT_LENGTH: usize = 48;
 
+/// The compatible string of a C handler or FLB (`const char compatible[48]`) without its NUL;
+/// an unterminated one is cut to 47 bytes, as the C core's `strscpy()` would write it.
+pub(crate) fn c_compatible(raw: &[c_char; COMPAT_LENGTH]) -> &[u8] {
+    // SAFETY: `c_char` and `u8` have the same size and alignment, and every bit pattern is
+    // valid for both.
+    let bytes: &[u8; COMPAT_LENGTH] = unsafe { &*core::ptr::from_ref(raw).cast() };
+    let len = bytes
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(COMPAT_LENGTH - 1);
+    bytes.get(..len).unwrap_or(&[])
+}
+
 /// Entries of `entry_size` bytes that fit in one block (at least one for any entry that fits).
 pub(crate) const fn per_block(entry_size: usize) -> NonZeroUsize {
     let n = match (BLOCK_SIZE - block::HEADER).checked_div(entry_size) {

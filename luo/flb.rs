@@ -32,8 +32,7 @@ use kernel::{
 use crate::{
     abi::{
         self,
-        FlbRecord,
-        COMPAT_LENGTH, //
+        FlbRecord, //
     },
     handler::{
         self,
@@ -333,14 +332,7 @@ impl Flb {
 /// `ptr` points to a valid FLB whose `compatible` does not change while the result is used.
 unsafe fn compatible<'a>(ptr: NonNull<bindings::liveupdate_flb>) -> &'a [u8] {
     // SAFETY: By the caller's guarantee.
-    let raw: &[c_char; COMPAT_LENGTH] = unsafe { &(*ptr.as_ptr()).compatible };
-    // SAFETY: `c_char` and `u8` have the same size and alignment.
-    let bytes: &[u8; COMPAT_LENGTH] = unsafe { &*core::ptr::from_ref(raw).cast() };
-    let len = bytes
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(COMPAT_LENGTH - 1);
-    bytes.get(..len).unwrap_or(&[])
+    abi::c_compatible(unsafe { &(*ptr.as_ptr()).compatible })
 }
 
 /// Every FLB the core has seen, registered or not (an FLB's incoming object may be asked for

@@ -30,7 +30,7 @@ use kernel::{
 };
 
 use crate::{
-    abi::COMPAT_LENGTH,
+    abi,
     flb::Flb, //
 };
 
@@ -134,14 +134,7 @@ impl Handler {
     pub(crate) fn compatible(&self) -> &[u8] {
         // SAFETY: The handler is valid by the type invariant; `compatible` is a byte array that
         // does not change while the handler is registered.
-        let raw: &[c_char; COMPAT_LENGTH] = unsafe { &(*self.ptr.as_ptr()).compatible };
-        // SAFETY: `c_char` and `u8` have the same size and alignment.
-        let bytes: &[u8; COMPAT_LENGTH] = unsafe { &*core::ptr::from_ref(raw).cast() };
-        let len = bytes
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(COMPAT_LENGTH - 1);
-        bytes.get(..len).unwrap_or(&[])
+        abi::c_compatible(unsafe { &(*self.ptr.as_ptr()).compatible })
     }
 
     /// The compatible string for log messages.

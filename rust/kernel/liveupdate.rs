@@ -38,6 +38,9 @@ use core::marker::PhantomData;
 /// Longest compatible string of a handler or FLB, including its NUL.
 pub const COMPAT_LENGTH: usize = bindings::LIVEUPDATE_HNDL_COMPAT_LENGTH as usize;
 
+// Handlers and FLBs share the limit, and `write_compatible()` relies on it.
+const _: () = assert!(bindings::LIVEUPDATE_FLB_COMPAT_LENGTH as usize == COMPAT_LENGTH);
+
 /// A handler's serialized data: the `u64` the next kernel receives for each file.
 ///
 /// Data read back comes from the previous kernel and must be validated by the handler before
@@ -77,6 +80,26 @@ impl RetrieveStatus {
             s => Self::Failed(Error::from_errno(s)),
         }
     }
+}
+
+/// Writes `name` into the `compatible` field of a C handler or FLB.
+///
+/// # Safety
+///
+/// `dst` is valid for writes.
+///
+/// # Errors
+///
+/// `EINVAL` if `name` and its NUL do not fit.
+unsafe fn write_compatible(dst: *mut [c_char; COMPAT_LENGTH], name: &CStr) -> Result {
+    let name = name.to_bytes_with_nul();
+    if name.len() > COMPAT_LENGTH {
+        return Err(EINVAL);
+    }
+    // SAFETY: `dst` is valid for writes of `COMPAT_LENGTH` bytes, at least `name.len()`, and
+    // cannot overlap a `CStr` the caller holds.
+    unsafe { core::ptr::copy_nonoverlapping(name.as_ptr(), dst.cast::<u8>(), name.len()) };
+    Ok(())
 }
 
 /// A file handler: preserves one kind of file across a live update.
@@ -174,10 +197,6 @@ impl<T: FileHandler> Registration<T> {
         try_pin_init!(Self {
             handler,
             raw <- Opaque::try_ffi_init(move |slot: *mut RawHandler| {
-                let name = compatible.to_bytes_with_nul();
-                if name.len() > COMPAT_LENGTH {
-                    return Err(EINVAL);
-                }
                 // SAFETY: `slot` is valid for writes and pinned; the operations table lives
                 // in the same pinned allocation as the handler that points to it.
                 unsafe {
@@ -186,8 +205,7 @@ impl<T: FileHandler> Registration<T> {
                     let fh = &raw mut (*slot).fh;
                     fh.write(pin_init::zeroed());
                     (*fh).ops = ops;
-                    let dst = (&raw mut (*fh).compatible).cast::<u8>();
-                    core::ptr::copy_nonoverlapping(name.as_ptr(), dst, name.len());
+                    write_compatible(&raw mut (*fh).compatible, compatible)?;
                     // The handler is initialised: `handler` is written before `raw`.
                     to_result(bindings::liveupdate_register_file_handler(fh))
                 }
@@ -470,10 +488,6 @@ impl<T: Flb> FlbRegistration<T> {
         try_pin_init!(Self {
             inner,
             raw <- Opaque::try_ffi_init(move |slot: *mut RawFlb| {
-                let name = compatible.to_bytes_with_nul();
-                if name.len() > COMPAT_LENGTH {
-                    return Err(EINVAL);
-                }
                 // SAFETY: `slot` is valid for writes and pinned; the table lives next to the
                 // FLB that points to it.
                 unsafe {
@@ -482,10 +496,8 @@ impl<T: Flb> FlbRegistration<T> {
                     let flb = &raw mut (*slot).flb;
                     flb.write(pin_init::zeroed());
                     (*flb).ops = ops;
-                    let dst = (&raw mut (*flb).compatible).cast::<u8>();
-                    core::ptr::copy_nonoverlapping(name.as_ptr(), dst, name.len());
+                    write_compatible(&raw mut (*flb).compatible, compatible)
                 }
-                Ok(())
             }),
         })
     }
