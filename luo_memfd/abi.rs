@@ -13,6 +13,7 @@
 
 use kernel::{
     bindings,
+    kho::VmallocDesc,
     prelude::*, //
 };
 
@@ -174,15 +175,6 @@ impl FolioEntry {
     }
 }
 
-/// `struct kho_vmalloc`: where the folio array is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub(crate) struct Vmalloc {
-    pub(crate) first: u64,
-    pub(crate) total_pages: u32,
-    pub(crate) flags: u16,
-    pub(crate) order: u16,
-}
-
 /// A memfd as the handler describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub(crate) struct Memfd {
@@ -190,8 +182,11 @@ pub(crate) struct Memfd {
     pub(crate) size: u64,
     pub(crate) seals: u32,
     pub(crate) nr_folios: u64,
-    pub(crate) folios: Vmalloc,
+    pub(crate) folios: VmallocDesc,
 }
+
+/// `MAX_LFS_FILESIZE` on 64-bit: the largest file position.
+const MAX_POS: u64 = i64::MAX as u64;
 
 /// Bytes in a page.
 const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
@@ -210,6 +205,16 @@ impl Memfd {
         put_u16(e, ser::VMALLOC_ORDER, self.folios.order);
     }
 
+    /// Updates the file position in a `struct memfd_luo_ser` written by [`Memfd::encode`].
+    pub(crate) fn write_pos(e: &mut [u8], pos: u64) {
+        put_u64(e, ser::POS, pos);
+    }
+
+    /// The number of folio entries the folio array holds.
+    pub(crate) fn folio_array_len(&self) -> usize {
+        usize::try_from(self.nr_folios).unwrap_or(usize::MAX)
+    }
+
     /// Reads and checks a `struct memfd_luo_ser` from the previous kernel.
     ///
     /// # Errors
@@ -226,7 +231,7 @@ impl Memfd {
             size: get_u64(e, ser::FILE_SIZE),
             seals: get_u32(e, ser::SEALS),
             nr_folios: get_u64(e, ser::NR_FOLIOS),
-            folios: Vmalloc {
+            folios: VmallocDesc {
                 first: get_u64(e, ser::VMALLOC_FIRST),
                 total_pages: get_u32(e, ser::VMALLOC_TOTAL_PAGES),
                 flags: get_u16(e, ser::VMALLOC_FLAGS),
@@ -241,6 +246,10 @@ impl Memfd {
             return Err(EINVAL);
         }
         if m.nr_folios != 0 && m.folios.first == 0 {
+            return Err(EINVAL);
+        }
+        // A position the VFS cannot seek to (C would silently leave it at 0).
+        if m.pos > MAX_POS {
             return Err(EINVAL);
         }
         Ok(m)

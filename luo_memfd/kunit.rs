@@ -9,11 +9,11 @@ mod abi_tests {
     use crate::abi::{
         self,
         FolioEntry,
-        Memfd,
-        Vmalloc, //
+        Memfd, //
     };
     use kernel::{
         bindings,
+        kho::VmallocDesc,
         prelude::*, //
     };
 
@@ -73,7 +73,7 @@ mod abi_tests {
             size: 4096,
             seals: 1,
             nr_folios: 1,
-            folios: Vmalloc {
+            folios: VmallocDesc {
                 first: 0x1000,
                 total_pages: 1,
                 flags: 1,
@@ -96,6 +96,10 @@ mod abi_tests {
         assert_eq!(&e[44..46], &1u16.to_ne_bytes());
         assert_eq!(&e[46..48], &0u16.to_ne_bytes());
         assert_eq!(Memfd::decode(&e)?, sample());
+        // Freeze updates only the position.
+        Memfd::write_pos(&mut e, 9);
+        assert_eq!(&e[0..8], &9u64.to_ne_bytes());
+        assert_eq!(Memfd::decode(&e)?, Memfd { pos: 9, ..sample() });
         Ok(())
     }
 
@@ -117,6 +121,10 @@ mod abi_tests {
         let mut m = sample();
         m.size = (u64::from(u32::MAX) + 1) * 4096;
         m.nr_folios = 0;
+        m.encode(&mut e);
+        assert_eq!(Memfd::decode(&e).err(), Some(EINVAL));
+        let mut m = sample();
+        m.pos = 1 << 63;
         m.encode(&mut e);
         assert_eq!(Memfd::decode(&e).err(), Some(EINVAL));
         sample().encode(&mut e);

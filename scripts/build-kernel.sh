@@ -12,6 +12,23 @@ source "$(dirname "$0")/lib.sh"
 variant=${1:?usage: build-kernel.sh VARIANT (for example c, rust, rust-debug)}
 tree=$(kernel_tree)
 out=$(build_dir "$variant")
+# A new variant starts from the build of a sibling built with the same
+# compiler (the first fragment and the debug/clippy kind match): kbuild
+# then recompiles only what the differing options touch, instead of the
+# whole kernel.
+if [ ! -f "$out/.config" ]; then
+	kind=$(tr - '\n' <<<"$variant" | grep -xE 'debug|clippy' || true)
+	for sib in "$(cut -d- -f1 <<<"$variant")" c rust; do
+		sdir=$(build_dir "${sib}${kind:+-$kind}")
+		if [ "$sdir" != "$out" ] && [ -f "$sdir/vmlinux" ]; then
+			note "starting $variant from the build of ${sib}${kind:+-$kind}"
+			rm -rf "$out"
+			cp -a "$sdir" "$out" || die "cannot copy $sdir"
+			rm -f "$out/luo-fragment.config"
+			break
+		fi
+	done
+fi
 mkdir -p "$out"
 case "-$variant-" in
 *-clippy-*)
@@ -30,6 +47,8 @@ MAKE=(make -s -C "$tree" O="$out" -j"$(nproc)" "${mk[@]}")
 "$LUO_ROOT/scripts/overlay.sh"
 
 frag=$out/luo-fragment.config
+# Fragments are applied in order; a later one may override an option of an
+# earlier one (`# CONFIG_X is not set` switches a choice member off).
 {
 	cat "$LUO_ROOT/configs/base.config"
 	IFS=- read -r -a parts <<<"$variant"
@@ -37,7 +56,12 @@ frag=$out/luo-fragment.config
 		[ -f "$LUO_ROOT/configs/$p.config" ] || die "no configs/$p.config for variant $variant"
 		cat "$LUO_ROOT/configs/$p.config"
 	done
-} | grep -E '^CONFIG_' > "$frag.new"
+} | awk '
+	/^CONFIG_[A-Za-z0-9_]+=/ { name = $0; sub(/=.*/, "", name) }
+	/^# CONFIG_[A-Za-z0-9_]+ is not set$/ { name = $2 }
+	name != "" { if (!(name in val)) order[n++] = name; val[name] = $0; name = "" }
+	END { for (i = 0; i < n; i++) print val[order[i]] }
+' > "$frag.new"
 
 if ! cmp -s "$frag.new" "$frag" || [ ! -f "$out/.config" ]; then
 	note "configuring $variant"

@@ -9,11 +9,13 @@
 //!
 //! This module covers what a subsystem that hands over page-sized records needs:
 //! [`PreservedPage`] for data written in this kernel, [`RestoredPage`] for data received from
-//! the previous one, and the subtree calls.
+//! the previous one, and the subtree calls; and for larger arrays, [`PreservedVmalloc`] and
+//! [`RestoredVmalloc`], described to the next kernel by a [`VmallocDesc`].
 //!
 //! C header: [`include/linux/kexec_handover.h`](srctree/include/linux/kexec_handover.h)
 
 use crate::{
+    alloc::VVec,
     bindings,
     error::{
         from_err_ptr,
@@ -204,5 +206,165 @@ pub fn retrieve_subtree(name: &CStr) -> Result<Option<(PhysAddr, usize)>> {
         Ok(()) => Ok(Some((phys, size))),
         Err(e) if e == ENOENT => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// `struct kho_vmalloc`: where the next kernel finds a preserved vmalloc area.
+///
+/// `first` is the physical address of KHO's first chunk of page addresses; the area has
+/// `total_pages` pages, mapped in blocks of `1 << order` pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmallocDesc {
+    /// Physical address of the first chunk (`KHOSER_PTR`).
+    pub first: PhysAddr,
+    /// Number of pages in the area.
+    pub total_pages: u32,
+    /// `KHO_VMALLOC_*` flags.
+    pub flags: u16,
+    /// Page order of the blocks.
+    pub order: u16,
+}
+
+/// `KHO_VMALLOC_ALLOC | KHO_VMALLOC_HUGE_VMAP`: the flags KHO knows.
+const VMALLOC_KNOWN_FLAGS: u16 = 0x3;
+
+impl VmallocDesc {
+    fn from_raw(raw: &bindings::kho_vmalloc) -> Self {
+        Self {
+            // SAFETY: `first` is a plain 64-bit value in every variant of the union.
+            first: unsafe { raw.first.phys },
+            total_pages: raw.total_pages,
+            flags: raw.flags,
+            order: raw.order,
+        }
+    }
+
+    fn to_raw(self) -> bindings::kho_vmalloc {
+        let mut raw = bindings::kho_vmalloc::default();
+        raw.first.phys = self.first;
+        raw.total_pages = self.total_pages;
+        raw.flags = self.flags;
+        raw.order = self.order;
+        raw
+    }
+}
+
+/// A vmalloc area whose pages are preserved for the next kernel.
+///
+/// Dropping it withdraws the preservation and frees the area. To hand it over, keep it alive
+/// until the kexec.
+///
+/// # Invariants
+///
+/// `buf` is non-empty and its pages are preserved as described by `desc`.
+pub struct PreservedVmalloc {
+    buf: VVec<u8>,
+    desc: bindings::kho_vmalloc,
+}
+
+// SAFETY: The area is plain memory owned by this object; KHO's record of it is not tied to a
+// thread.
+unsafe impl Send for PreservedVmalloc {}
+// SAFETY: Shared references only read the area and the descriptor.
+unsafe impl Sync for PreservedVmalloc {}
+
+impl PreservedVmalloc {
+    /// Preserves the pages of `buf` (the bytes up to its capacity).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for an empty buffer, `ENOMEM`, or the error KHO gives.
+    pub fn new(buf: VVec<u8>) -> Result<Self> {
+        if buf.capacity() == 0 {
+            return Err(EINVAL);
+        }
+        let mut desc = bindings::kho_vmalloc::default();
+        // SAFETY: A non-empty `VVec` owns a vmalloc area that starts at its pointer; KHO
+        // records its pages in `desc`, which outlives the call.
+        to_result(unsafe {
+            bindings::kho_preserve_vmalloc(buf.as_ptr().cast_mut().cast(), &mut desc)
+        })?;
+        // INVARIANT: `buf` is non-empty and was just preserved into `desc`.
+        Ok(Self { buf, desc })
+    }
+
+    /// The bytes of the area that were written.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// What the next kernel needs to restore the area.
+    pub fn desc(&self) -> VmallocDesc {
+        VmallocDesc::from_raw(&self.desc)
+    }
+}
+
+impl Drop for PreservedVmalloc {
+    fn drop(&mut self) {
+        // SAFETY: `desc` describes the preservation of `buf` (type invariant); it is withdrawn
+        // once, before `buf` frees the area.
+        unsafe { bindings::kho_unpreserve_vmalloc(&mut self.desc) };
+    }
+}
+
+/// A vmalloc area received from the previous kernel, mapped again in this one.
+///
+/// # Invariants
+///
+/// `ptr` is the start of a mapping of `len` bytes returned by `kho_restore_vmalloc()` and
+/// owned by this object.
+pub struct RestoredVmalloc {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: The area is plain memory owned by this object.
+unsafe impl Send for RestoredVmalloc {}
+// SAFETY: Shared references only read the area.
+unsafe impl Sync for RestoredVmalloc {}
+
+impl RestoredVmalloc {
+    /// Takes ownership of the area `desc` describes, which the previous kernel preserved.
+    ///
+    /// The descriptor comes from the previous kernel and is checked before KHO walks it: a
+    /// non-zero page-aligned chunk address, at least one page, known flags and an order the
+    /// page allocator has. KHO checks each page address against its own records.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a malformed descriptor or when KHO cannot restore the area.
+    pub fn restore(desc: &VmallocDesc) -> Result<Self> {
+        if desc.first == 0
+            || desc.first % PAGE_SIZE as u64 != 0
+            || desc.total_pages == 0
+            || desc.flags & !VMALLOC_KNOWN_FLAGS != 0
+            || u32::from(desc.order) > bindings::MAX_PAGE_ORDER
+        {
+            return Err(EINVAL);
+        }
+        let len = (desc.total_pages as usize)
+            .checked_mul(PAGE_SIZE)
+            .ok_or(EINVAL)?;
+        let raw = desc.to_raw();
+        // SAFETY: `raw` is a valid descriptor for the duration of the call; KHO validates the
+        // pages it names and returns NULL if it cannot restore them.
+        let ptr = unsafe { bindings::kho_restore_vmalloc(&raw) };
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(EINVAL)?;
+        // INVARIANT: A mapping of `total_pages` pages, now ours.
+        Ok(Self { ptr, len })
+    }
+
+    /// The contents of the area.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: The mapping is `len` bytes long and owned by this object (type invariant).
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for RestoredVmalloc {
+    fn drop(&mut self) {
+        // SAFETY: The mapping came from `kho_restore_vmalloc()` and is owned by us; `kvfree()`
+        // of a vmalloc address is `vfree()`, which unmaps it and frees its pages.
+        unsafe { bindings::kvfree(self.ptr.as_ptr().cast()) };
     }
 }

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * shmem and page cache steps of the Rust memfd live update handler, the
+ * parts that need mm/internal.h or inline helpers of the mm headers. The
+ * order of operations and every decision is in the Rust files next to it; callers
+ * there hold the references and locks each function documents.
+ *
+ * The handler registers at late_initcall, like mm/memfd_luo.c; Rust's
+ * module! only offers the device initcall level for built-in code.
+ */
+
+#include <linux/fs.h>
+#include <linux/highmem.h>
+#include <linux/init.h>
+#include <linux/memcontrol.h>
+#include <linux/memfd.h>
+#include <linux/mm.h>
+#include <linux/pagemap.h>
+#include <linux/shmem_fs.h>
+#include <linux/swap.h>
+#include <uapi/linux/memfd.h>
+
+#include "internal.h"
+#include "memfd_mm.h"
+
+/* A memfd (an unlinked shmem file) that the handler can preserve. */
+bool luo_memfd_can_preserve(struct file *file)
+{
+	return shmem_file(file) && !file_inode(file)->i_nlink;
+}
+
+/* Size changes (ftruncate, fallocate, writes past the end) wait for this. */
+void luo_memfd_lock(struct file *file)
+{
+	inode_lock(file_inode(file));
+}
+
+void luo_memfd_unlock(struct file *file)
+{
+	inode_unlock(file_inode(file));
+}
+
+/* With the inode lock held: refuse (or allow again) changes of the size. */
+void luo_memfd_set_frozen(struct file *file, bool frozen)
+{
+	shmem_freeze(file_inode(file), frozen);
+}
+
+u64 luo_memfd_size(struct file *file)
+{
+	return i_size_read(file_inode(file));
+}
+
+u64 luo_memfd_pos(struct file *file)
+{
+	return file->f_pos;
+}
+
+int luo_memfd_seals(struct file *file)
+{
+	return memfd_get_seals(file);
+}
+
+/*
+ * Pins the folios of the first @size bytes (@size > 0), allocating the
+ * holes, into @folios; returns how many or an error.
+ */
+long luo_memfd_pin_folios(struct file *file, u64 size, struct folio **folios,
+			  unsigned int max_folios)
+{
+	pgoff_t offset;
+
+	return memfd_pin_folios(file, 0, size - 1, folios, max_folios, &offset);
+}
+
+/*
+ * A pinned folio about to be handed over: dirty (so the next kernel never
+ * reclaims it as clean) and uptodate (a never-written fallocated folio is
+ * zeroed first). Returns where the next kernel finds it.
+ */
+void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index)
+{
+	folio_lock(folio);
+	folio_mark_dirty(folio);
+	if (!folio_test_uptodate(folio)) {
+		folio_zero_range(folio, 0, folio_size(folio));
+		flush_dcache_folio(folio);
+		folio_mark_uptodate(folio);
+	}
+	folio_unlock(folio);
+	*pfn = folio_pfn(folio);
+	*index = folio->index;
+}
+
+/*
+ * A new memfd with the given seals (the caller checked them), position and
+ * size, owned by the current task, without pages yet.
+ */
+struct file *luo_memfd_new_file(unsigned int seals, u64 pos, u64 size)
+{
+	struct file *file;
+	int err;
+
+	file = memfd_alloc_file("", MFD_ALLOW_SEALING);
+	if (IS_ERR(file))
+		return file;
+
+	err = memfd_add_seals(file, seals);
+	if (err) {
+		fput(file);
+		return ERR_PTR(err);
+	}
+	vfs_setpos(file, pos, MAX_LFS_FILESIZE);
+	i_size_write(file_inode(file), size);
+	return file;
+}
+
+/*
+ * Puts a restored folio at page @index of @file. The folio's reference is
+ * consumed in every case: on success the page cache owns the folio, on
+ * failure it is freed. The caller checked that @index is aligned to the
+ * folio's size. Pages added are accounted to the inode with
+ * luo_memfd_account() once all are in.
+ */
+int luo_memfd_add_folio(struct file *file, struct folio *folio, u64 index,
+			bool dirty, bool uptodate)
+{
+	struct inode *inode = file_inode(file);
+	struct address_space *mapping = inode->i_mapping;
+	int err;
+
+	__folio_set_locked(folio);
+	__folio_set_swapbacked(folio);
+
+	err = mem_cgroup_charge(folio, NULL, mapping_gfp_mask(mapping));
+	if (err)
+		goto unlock;
+
+	err = shmem_add_to_page_cache(folio, mapping, index, NULL,
+				      mapping_gfp_mask(mapping));
+	if (err)
+		goto unlock;
+
+	if (uptodate)
+		folio_mark_uptodate(folio);
+	if (dirty)
+		folio_mark_dirty(folio);
+
+	err = shmem_inode_acct_blocks(inode, folio_nr_pages(folio));
+	if (err) {
+		filemap_remove_folio(folio);
+		goto unlock;
+	}
+
+	folio_add_lru(folio);
+unlock:
+	folio_unlock(folio);
+	folio_put(folio);
+	return err;
+}
+
+void luo_memfd_account(struct file *file, long pages)
+{
+	shmem_recalc_inode(file_inode(file), pages, 0);
+}
+
+static int __init luo_memfd_late_init(void)
+{
+	return luo_memfd_init();
+}
+late_initcall(luo_memfd_late_init);

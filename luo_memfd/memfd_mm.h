@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The shmem and page cache steps of the Rust memfd live update handler.
+ * They use mm/internal.h, which only code under mm/ may include, or
+ * static inline functions of linux/fs.h and linux/shmem_fs.h, so they are
+ * written in C (memfd_mm.c); each does one step of mm/memfd_luo.c and the
+ * Rust handler does the rest. Included by rust/bindings/bindings_helper.h.
+ */
+#ifndef _LUO_MEMFD_MM_H
+#define _LUO_MEMFD_MM_H
+
+#include <linux/types.h>
+
+struct file;
+struct folio;
+
+bool luo_memfd_can_preserve(struct file *file);
+void luo_memfd_lock(struct file *file);
+void luo_memfd_unlock(struct file *file);
+void luo_memfd_set_frozen(struct file *file, bool frozen);
+u64 luo_memfd_size(struct file *file);
+u64 luo_memfd_pos(struct file *file);
+int luo_memfd_seals(struct file *file);
+long luo_memfd_pin_folios(struct file *file, u64 size, struct folio **folios,
+			  unsigned int max_folios);
+void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index);
+struct file *luo_memfd_new_file(unsigned int seals, u64 pos, u64 size);
+int luo_memfd_add_folio(struct file *file, struct folio *folio, u64 index,
+			bool dirty, bool uptodate);
+void luo_memfd_account(struct file *file, long pages);
+
+int luo_memfd_init(void);
+
+#endif /* _LUO_MEMFD_MM_H */
