@@ -18,9 +18,10 @@ SELFTESTS = "tools/testing/selftests/liveupdate"
 UPSTREAM_KEXEC = ["luo_kexec_simple", "luo_multi_session", "luo_stress_sessions", "luo_stress_files"]
 UPSTREAM_API_TESTS = 15
 
-# Kernels the test command builds: the C reference, the Rust core, and the Rust core
-# with KASAN, lockdep and atomic-sleep checks (built with LLVM).
-VARIANTS = ("c", "rust", "rust-debug")
+# Kernels the test command builds, the matrix of DESIGN.md: the C reference (C core, C
+# memfd), the product (Rust core, Rust memfd), the two mixed combinations, and the
+# product with KASAN, lockdep and atomic-sleep checks (built with LLVM).
+VARIANTS = ("c", "rust", "rust-cmemfd", "c-rmemfd", "rust-debug")
 
 
 @dataclasses.dataclass
@@ -403,6 +404,76 @@ def flb_unasked_test(variant, k, bins, vmopts=None):
     return t
 
 
+MEMFD_VM = {"memory": "3G"}
+
+
+def memfd_set_test(name, first, second, mib, vmopts=None):
+    """luo-memfd's set: a large patterned memfd, a sparse one, one written through an mmap
+    after preserve, one per allowed seal; preserved by `first`, checked byte for byte by
+    `second`."""
+    return Test(
+        name=name,
+        stages=[
+            vm.Stage(first, f"luo-memfd set-1 {mib}\n", [
+                (r"big memfd while preserved: ftruncate Operation not permitted, fallocate "
+                 r"Operation not permitted: ok", "size changes refused with EPERM"),
+                (r"after its session was closed: ftruncate and fallocate allowed: ok",
+                 "size changes allowed again after the session is closed"),
+                (r"luo-memfd: preserved 6 sealed memfds", "a memfd per allowed seal"),
+                (r"luo-memfd: set preserved", "set preserved")]),
+            vm.Stage(second, f"luo-memfd set-2 {mib}\n", [
+                (rf"big memfd checksum ([0-9a-f]{{16}}), identical to the preserved \1, 0 bad "
+                 r"words: ok", f"{mib} MiB identical"),
+                (r"big memfd position 12293 \(want 12293\): ok", "position kept"),
+                (r"sparse memfd: size 67108864, 3 written pages and zeros, 0 bad words: ok",
+                 "sparse memfd intact"),
+                (r"memfd written through mmap after preserve checksum .* 0 bad words: ok",
+                 "mmap writes after preserve arrived"),
+                (r"seal 0x20: seals after kexec 0x3e \(want 0x3e\): ok", "seals kept"),
+                (r"luo-memfd: set verified", "every check held")]),
+        ],
+        timeout=600,
+        **(vmopts or MEMFD_VM),
+    )
+
+
+def memfd_cycle_test(name, kernels, mib, vmopts=None):
+    """The same memfd carried through len(kernels) - 1 live updates: each kernel retrieves
+    and checks it, finishes, and preserves it again."""
+    stages = []
+    for gen, k in enumerate(kernels, 1):
+        last = gen == len(kernels)
+        expect = [(rf"luo-memfd: generation {gen} verified", f"generation {gen} intact")] \
+            if gen > 1 else []
+        if not last:
+            expect.append((rf"luo-memfd: generation {gen} preserved", f"generation {gen} preserved"))
+        stages.append(vm.Stage(k, f"luo-memfd cycle {gen} {mib}{' last' if last else ''}\n",
+                               expect))
+    return Test(name=name, stages=stages, timeout=180 * len(kernels), **(vmopts or MEMFD_VM))
+
+
+def memfd_tests(variant, k, bins, vmopts=None):
+    """The memfd handler's own scenarios (a smaller memfd on the debug build)."""
+    big = 64 if vmopts else 512
+    gone = 64 if vmopts else 256
+    return [
+        memfd_set_test(f"{variant}/memfd-set-{big}", k, k, big, vmopts),
+        memfd_cycle_test(f"{variant}/memfd-three-updates", [k, k, k, k], 64, vmopts),
+        Test(
+            name=f"{variant}/memfd-discard-returns-memory",
+            stages=[
+                vm.Stage(k, f"luo-memfd discard-1 {gone}\n",
+                         [(rf"preserved {gone} MiB that will not be retrieved", "memfd preserved")]),
+                vm.Stage(k, f"luo-memfd discard-2 {gone}\n",
+                         [(rf"MemFree .* MiB returned of {gone}: ok", "memory returned after FINISH")]),
+            ],
+            binaries=bins,
+            timeout=400,
+            **(vmopts or MEMFD_VM),
+        ),
+    ]
+
+
 def sessions_kexec(name, kernels, counts, vmopts=None, dup=False):
     """Sessions created in stage 1 survive each kexec, are checked and (except in the last
     stage) created again. `kernels` names the kernel of each stage, so a scenario can cross
@@ -477,6 +548,15 @@ def all_scenarios(env):
     for variant in ("rust", "rust-debug"):
         if variant in env.kernels:
             tests += rust_core_tests(variant, env.kernels[variant], bins)
+            tests += memfd_tests(variant, env.kernels[variant], bins,
+                                 DEBUG_VM if variant.endswith("-debug") else None)
+    # The mixed combinations: each core with the other memfd handler.
+    for variant in ("rust-cmemfd", "c-rmemfd"):
+        if variant in env.kernels:
+            tests += upstream_suite(variant, env.kernels[variant], bins)
+    if "c-rmemfd" in env.kernels:
+        k = env.kernels["c-rmemfd"]
+        tests.append(memfd_set_test("c-rmemfd/memfd-set-64", k, k, 64))
     # Sessions across kexec: the same scenarios on the C reference show the expectations
     # are 7.3's; the duplicate-at-51 case panics the C kernel (SPEC 10.4 item 1) and
     # runs on the Rust core only.
@@ -515,6 +595,11 @@ def all_scenarios(env):
         for name in UPSTREAM_KEXEC:
             tests.append(upstream_kexec("cross/c-to-rust", c, name, bins, second=r))
             tests.append(upstream_kexec("cross/rust-to-c", r, name, bins, second=c))
+        # memfds between the stock C kernel and luo-rs (core and handler), checked byte
+        # for byte in both directions and along a chain.
+        tests.append(memfd_set_test("cross/c-to-rust-memfd-set", c, r, 256))
+        tests.append(memfd_set_test("cross/rust-to-c-memfd-set", r, c, 256))
+        tests.append(memfd_cycle_test("cross/c-rust-c-rust-memfd", [c, r, c, r], 128))
     for t in tests:
         t.binaries = t.binaries or bins
     return tests

@@ -1,0 +1,432 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * luo-memfd: memfd scenarios across live updates, whichever handler (C or
+ * Rust) preserves and whichever retrieves.
+ *
+ *   luo-memfd set-1 MIB   preserve, in session "memfd-set": a MIB MiB memfd
+ *                         filled with a pattern at position 12293 (token 1),
+ *                         a sparse 64 MiB memfd with three written pages
+ *                         (token 2), a memfd written through a shared mmap
+ *                         after it was preserved (token 3), and one memfd
+ *                         per allowed seal (tokens 10..15). Checks that
+ *                         size changes are refused with EPERM while
+ *                         preserved, and allowed again once a session is
+ *                         closed.
+ *   luo-memfd set-2 MIB   retrieve them all and check every byte, the
+ *                         checksum, size, position and seals; finish.
+ *   luo-memfd cycle G MIB generation G of a memfd carried through several
+ *                         updates: G=1 creates it; later generations
+ *                         retrieve, verify, finish and preserve the same
+ *                         file again (unless "last" follows).
+ *   luo-memfd discard-1 MIB / discard-2 MIB
+ *                         a memfd that is never retrieved: after FINISH,
+ *                         MemFree must grow by at least 90% of its size.
+ *
+ * Every check prints what it found; the exit status is 0 only if all held.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/liveupdate.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hold.h"
+
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020	/* uapi/linux/fcntl.h; older C libraries lack it */
+#endif
+
+#define MIB (1UL << 20)
+#define PAGE 4096UL
+#define POS 12293
+#define SPARSE_SIZE (64 * MIB)
+#define SPARSE_MID (SPARSE_SIZE / 2 + 5 * PAGE)
+
+static const unsigned int seal_list[] = {
+	F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE, F_SEAL_EXEC,
+};
+#define NSEALS (sizeof(seal_list) / sizeof(seal_list[0]))
+
+/* F_SEAL_EXEC on an executable memfd implies the write and size seals. */
+static int seals_of(unsigned int seal)
+{
+	if (seal == F_SEAL_EXEC)
+		return seal | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+	return seal;
+}
+
+static int failures;
+
+static void die(const char *what)
+{
+	printf("luo-memfd: %s failed: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static void check(int ok, const char *what)
+{
+	printf("luo-memfd: %s: %s\n", what, ok ? "ok" : "FAILED");
+	if (!ok)
+		failures++;
+}
+
+/* Word i of data set `seed`: differs in every word and every set. */
+static uint64_t pattern(uint64_t seed, uint64_t i)
+{
+	uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ULL + seed * 0xbf58476d1ce4e5b9ULL;
+
+	return x ^ (x >> 29);
+}
+
+/* FNV-1a over 64-bit words. */
+static uint64_t checksum(const uint64_t *w, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ w[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+static uint64_t pattern_checksum(uint64_t seed, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ pattern(seed, i)) * 0x100000001b3ULL;
+	return h;
+}
+
+static int session(int luo, unsigned long cmd, const char *name)
+{
+	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
+
+	strcpy((char *)arg.name, name);
+	if (ioctl(luo, cmd, &arg))
+		return -1;
+	return arg.fd;
+}
+
+static void preserve(int sfd, int fd, uint64_t token)
+{
+	struct liveupdate_session_preserve_fd p = { .size = sizeof(p), .fd = fd, .token = token };
+
+	if (ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, &p))
+		die("LIVEUPDATE_SESSION_PRESERVE_FD");
+}
+
+static int retrieve(int sfd, uint64_t token)
+{
+	struct liveupdate_session_retrieve_fd r = { .size = sizeof(r), .token = token };
+
+	if (ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, &r))
+		die("LIVEUPDATE_SESSION_RETRIEVE_FD");
+	return r.fd;
+}
+
+static void finish(int sfd)
+{
+	struct liveupdate_session_finish f = { .size = sizeof(f) };
+
+	if (ioctl(sfd, LIVEUPDATE_SESSION_FINISH, &f))
+		die("LIVEUPDATE_SESSION_FINISH");
+}
+
+static uint64_t *map(int fd, size_t len, int prot)
+{
+	uint64_t *w = mmap(NULL, len, prot, MAP_SHARED, fd, 0);
+
+	if (w == MAP_FAILED)
+		die("mmap");
+	return w;
+}
+
+/* A memfd of `len` bytes holding data set `seed`. */
+static int filled(const char *name, size_t len, uint64_t seed, unsigned int flags)
+{
+	int fd = memfd_create(name, flags);
+	uint64_t *w;
+
+	if (fd < 0 || ftruncate(fd, len))
+		die("memfd_create/ftruncate");
+	w = map(fd, len, PROT_READ | PROT_WRITE);
+	for (size_t i = 0; i < len / 8; i++)
+		w[i] = pattern(seed, i);
+	munmap(w, len);
+	return fd;
+}
+
+/* Checks that memfd `fd` holds exactly data set `seed` over `len` bytes. */
+static void verify_filled(int fd, size_t len, uint64_t seed, const char *what)
+{
+	struct stat st;
+	size_t bad = 0, n = len / 8;
+	uint64_t *w;
+	char msg[160];
+
+	if (fstat(fd, &st))
+		die("fstat");
+	snprintf(msg, sizeof(msg), "%s size %lld (want %zu)", what, (long long)st.st_size, len);
+	check(st.st_size == (off_t)len, msg);
+	if (st.st_size != (off_t)len)
+		return;
+	w = map(fd, len, PROT_READ);
+	for (size_t i = 0; i < n; i++)
+		bad += w[i] != pattern(seed, i);
+	snprintf(msg, sizeof(msg), "%s checksum %016llx, identical to the preserved %016llx, %zu bad words",
+		 what, (unsigned long long)checksum(w, n),
+		 (unsigned long long)pattern_checksum(seed, n), bad);
+	check(!bad && checksum(w, n) == pattern_checksum(seed, n), msg);
+	munmap(w, len);
+}
+
+/* Size changes must fail with EPERM while `fd` is preserved. */
+static void size_frozen(int fd, const char *what)
+{
+	char msg[160];
+	int r1, e1, r2, e2;
+
+	r1 = ftruncate(fd, 3 * PAGE);
+	e1 = errno;
+	r2 = fallocate(fd, 0, 0, PAGE);
+	e2 = errno;
+	snprintf(msg, sizeof(msg), "%s while preserved: ftruncate %s, fallocate %s", what,
+		 r1 ? strerror(e1) : "allowed", r2 ? strerror(e2) : "allowed");
+	check(r1 == -1 && e1 == EPERM && r2 == -1 && e2 == EPERM, msg);
+}
+
+static int set1(int luo, size_t mib)
+{
+	size_t len = mib * MIB;
+	int big, sparse, mm, sfd, cfd, tmp;
+	uint64_t *w;
+	char msg[160];
+
+	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-set");
+	if (sfd < 0)
+		die("LIVEUPDATE_IOCTL_CREATE_SESSION");
+
+	big = filled("big", len, 1, 0);
+	if (lseek(big, POS, SEEK_SET) != POS)
+		die("lseek");
+	preserve(sfd, big, 1);
+	printf("luo-memfd: preserved %zu MiB, checksum %016llx\n", mib,
+	       (unsigned long long)pattern_checksum(1, len / 8));
+	size_frozen(big, "big memfd");
+
+	/* Sparse: three written pages in 256 MiB; the rest must read back as zeros. */
+	sparse = memfd_create("sparse", 0);
+	if (sparse < 0 || ftruncate(sparse, SPARSE_SIZE))
+		die("sparse memfd");
+	w = map(sparse, SPARSE_SIZE, PROT_READ | PROT_WRITE);
+	w[0] = pattern(2, 0);
+	w[SPARSE_MID / 8] = pattern(2, 1);
+	w[SPARSE_SIZE / 8 - 1] = pattern(2, 2);
+	munmap(w, SPARSE_SIZE);
+	preserve(sfd, sparse, 2);
+
+	/* Written through a mapping that exists when it is preserved. */
+	mm = memfd_create("mmap", 0);
+	if (mm < 0 || ftruncate(mm, 8 * MIB))
+		die("mmap memfd");
+	w = map(mm, 8 * MIB, PROT_READ | PROT_WRITE);
+	preserve(sfd, mm, 3);
+	for (size_t i = 0; i < 8 * MIB / 8; i++)
+		w[i] = pattern(3, i);
+	printf("luo-memfd: wrote 8 MiB through an mmap after preserving\n");
+
+	for (unsigned int i = 0; i < NSEALS; i++) {
+		int fd = filled("sealed", 2 * PAGE, 10 + i, MFD_ALLOW_SEALING);
+
+		if (fcntl(fd, F_ADD_SEALS, seal_list[i]))
+			die("F_ADD_SEALS");
+		if (fcntl(fd, F_GET_SEALS) != seals_of(seal_list[i])) {
+			printf("luo-memfd: seal %#x gave seals %#x\n", seal_list[i], fcntl(fd, F_GET_SEALS));
+			failures++;
+		}
+		preserve(sfd, fd, 10 + i);
+	}
+	printf("luo-memfd: preserved %zu sealed memfds\n", NSEALS);
+
+	/* The freeze of the size ends with the session. */
+	cfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-closed");
+	if (cfd < 0)
+		die("LIVEUPDATE_IOCTL_CREATE_SESSION");
+	tmp = filled("closed", 2 * PAGE, 4, 0);
+	preserve(cfd, tmp, 4);
+	size_frozen(tmp, "memfd");
+	close(cfd);
+	snprintf(msg, sizeof(msg), "after its session was closed: ftruncate and fallocate allowed");
+	check(!ftruncate(tmp, 3 * PAGE) && !fallocate(tmp, 0, 0, 4 * PAGE), msg);
+	close(tmp);
+
+	if (failures)
+		return 1;
+	printf("luo-memfd: set preserved\n");
+	hold_until_kexec();
+	return 0;
+}
+
+static int set2(int luo, size_t mib)
+{
+	int sfd, fd, seals;
+	size_t bad = 0;
+	uint64_t *w;
+	struct stat st;
+	char msg[160];
+	off_t pos;
+
+	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-set");
+	if (sfd < 0)
+		die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
+
+	fd = retrieve(sfd, 1);
+	verify_filled(fd, mib * MIB, 1, "big memfd");
+	pos = lseek(fd, 0, SEEK_CUR);
+	snprintf(msg, sizeof(msg), "big memfd position %lld (want %d)", (long long)pos, POS);
+	check(pos == POS, msg);
+
+	fd = retrieve(sfd, 2);
+	if (fstat(fd, &st))
+		die("fstat");
+	w = map(fd, SPARSE_SIZE, PROT_READ);
+	for (size_t i = 0; i < SPARSE_SIZE / 8; i++) {
+		uint64_t want = 0;
+
+		if (i == 0)
+			want = pattern(2, 0);
+		else if (i == SPARSE_MID / 8)
+			want = pattern(2, 1);
+		else if (i == SPARSE_SIZE / 8 - 1)
+			want = pattern(2, 2);
+		bad += w[i] != want;
+	}
+	snprintf(msg, sizeof(msg), "sparse memfd: size %lld, 3 written pages and zeros, %zu bad words",
+		 (long long)st.st_size, bad);
+	check(st.st_size == (off_t)SPARSE_SIZE && !bad, msg);
+
+	fd = retrieve(sfd, 3);
+	verify_filled(fd, 8 * MIB, 3, "memfd written through mmap after preserve");
+
+	for (unsigned int i = 0; i < NSEALS; i++) {
+		fd = retrieve(sfd, 10 + i);
+		seals = fcntl(fd, F_GET_SEALS);
+		snprintf(msg, sizeof(msg), "seal %#x: seals after kexec %#x (want %#x)", seal_list[i],
+			 seals, seals_of(seal_list[i]));
+		check(seals == seals_of(seal_list[i]), msg);
+		verify_filled(fd, 2 * PAGE, 10 + i, "sealed memfd");
+	}
+	finish(sfd);
+	if (failures) {
+		printf("luo-memfd: %d checks FAILED\n", failures);
+		return 1;
+	}
+	printf("luo-memfd: set verified\n");
+	return 0;
+}
+
+static int cycle(int luo, int gen, size_t mib, int last)
+{
+	size_t len = mib * MIB;
+	int sfd, fd;
+	char msg[80];
+
+	if (gen == 1) {
+		fd = filled("cycle", len, 7, 0);
+	} else {
+		sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-cycle");
+		if (sfd < 0)
+			die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
+		fd = retrieve(sfd, 7);
+		snprintf(msg, sizeof(msg), "generation %d", gen);
+		verify_filled(fd, len, 7, msg);
+		finish(sfd);
+		close(sfd);
+		if (failures)
+			return 1;
+		printf("luo-memfd: generation %d verified\n", gen);
+		if (last)
+			return 0;
+	}
+	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-cycle");
+	if (sfd < 0)
+		die("LIVEUPDATE_IOCTL_CREATE_SESSION");
+	preserve(sfd, fd, 7);
+	printf("luo-memfd: generation %d preserved\n", gen);
+	hold_until_kexec();
+	return 0;
+}
+
+static long mem_free_kib(void)
+{
+	char line[128];
+	long kib = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		die("open /proc/meminfo");
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemFree: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+static int discard(int luo, int stage, size_t mib)
+{
+	long before, after;
+	char msg[160];
+	int sfd, fd;
+
+	if (stage == 1) {
+		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-discard");
+		if (sfd < 0)
+			die("LIVEUPDATE_IOCTL_CREATE_SESSION");
+		fd = filled("discard", mib * MIB, 5, 0);
+		preserve(sfd, fd, 5);
+		close(fd);
+		printf("luo-memfd: preserved %zu MiB that will not be retrieved\n", mib);
+		hold_until_kexec();
+		return 0;
+	}
+	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-discard");
+	if (sfd < 0)
+		die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
+	before = mem_free_kib();
+	finish(sfd);
+	after = mem_free_kib();
+	snprintf(msg, sizeof(msg), "MemFree %ld kB before FINISH, %ld kB after: %ld MiB returned of %zu",
+		 before, after, (after - before) / 1024, mib);
+	check(after - before >= (long)(mib * 1024 * 9 / 10), msg);
+	return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "";
+	size_t mib = argc > 2 ? strtoul(argv[2], NULL, 0) : 64;
+	int luo;
+
+	luo = open("/dev/liveupdate", O_RDWR);
+	if (luo < 0)
+		die("open /dev/liveupdate");
+	if (!strcmp(mode, "set-1"))
+		return set1(luo, mib);
+	if (!strcmp(mode, "set-2"))
+		return set2(luo, mib);
+	if (!strcmp(mode, "cycle") && argc > 3)
+		return cycle(luo, atoi(argv[2]), strtoul(argv[3], NULL, 0),
+			     argc > 4 && !strcmp(argv[4], "last"));
+	if (!strcmp(mode, "discard-1"))
+		return discard(luo, 1, mib);
+	if (!strcmp(mode, "discard-2"))
+		return discard(luo, 2, mib);
+	fprintf(stderr, "usage: luo-memfd set-1|set-2|discard-1|discard-2 MIB | cycle GEN MIB [last]\n");
+	return 2;
+}
