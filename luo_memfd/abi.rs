@@ -29,6 +29,19 @@ pub(crate) const COMPATIBLE: &CStr = c"memfd-v2";
 /// `GROW`, `WRITE`, `FUTURE_WRITE` and `EXEC`.
 pub(crate) const ALL_SEALS: u32 = 0x3f;
 
+/// Checks that a memfd carries only seals this format can hand over.
+///
+/// # Errors
+///
+/// `EOPNOTSUPP` for any other seal (as the C handler), so that a newer seal is never
+/// silently dropped.
+pub(crate) fn check_seals(seals: u32) -> Result<u32> {
+    if seals & !ALL_SEALS != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    Ok(seals)
+}
+
 /// `MEMFD_LUO_FOLIO_DIRTY`.
 pub(crate) const FOLIO_DIRTY: u16 = 1 << 0;
 /// `MEMFD_LUO_FOLIO_UPTODATE`.
@@ -238,9 +251,7 @@ impl Memfd {
                 order: get_u16(e, ser::VMALLOC_ORDER),
             },
         };
-        if m.seals & !ALL_SEALS != 0 {
-            return Err(EOPNOTSUPP);
-        }
+        check_seals(m.seals)?;
         let pages = m.size.div_ceil(PAGE_SIZE);
         if get_u32(e, ser::FLAGS) != 0 || pages > u64::from(u32::MAX) || m.nr_folios > pages {
             return Err(EINVAL);

@@ -11,7 +11,8 @@
 
 use crate::{
     abi::{
-        folio as entry, FolioEntry, Memfd, ALL_SEALS, //
+        self,
+        folio as entry, FolioEntry, Memfd, //
     },
     mm::{
         self,
@@ -64,10 +65,7 @@ pub(crate) struct Preserved {
 /// Preserves a memfd whose inode lock is held and whose size is frozen.
 fn preserve_locked(memfd: &Locked<'_>, file: &File) -> Result<(PhysAddr, Pin<KBox<Preserved>>)> {
     let mut page = PreservedPage::new()?;
-    let seals = memfd.seals()?;
-    if seals & !ALL_SEALS != 0 {
-        return Err(EOPNOTSUPP);
-    }
+    let seals = abi::check_seals(memfd.seals()?)?;
     let size = memfd.size();
     // `memfd_pin_folios()` counts folios in 32 bits; never preserve just a prefix.
     if size.div_ceil(PAGE_SIZE as u64) > u64::from(u32::MAX) {

@@ -26,6 +26,16 @@ mod abi_tests {
     }
 
     #[test]
+    fn seals_outside_the_format_are_refused() {
+        assert_eq!(abi::check_seals(0x3f).ok(), Some(0x3f));
+        assert_eq!(abi::check_seals(0).ok(), Some(0));
+        // Any seal a later kernel may add (F_SEAL_EXEC is 0x20, the highest in 7.3).
+        for bit in 6..32 {
+            assert_eq!(abi::check_seals(1 << bit).err(), Some(EOPNOTSUPP));
+        }
+    }
+
+    #[test]
     fn folio_word_matches_gcc_bitfields() -> Result {
         // GCC puts `pfn:52` in bits 0-51 and `flags:12` above: pfn 0x12345 with both flags is
         // 0x0030000000012345 (SPEC 6.7).

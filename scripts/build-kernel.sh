@@ -25,6 +25,11 @@ if [ ! -f "$out/.config" ]; then
 			rm -rf "$out"
 			cp -a "$sdir" "$out" || die "cannot copy $sdir"
 			rm -f "$out/luo-fragment.config"
+			# objtool's and rustc's dependency records name the build
+			# directory; left pointing at the sibling, objtool would be
+			# relinked and every object rebuilt after it.
+			grep -rlIZ -- "$sdir/" "$out/tools" "$out/rust" 2>/dev/null |
+				xargs -0 -r sed -i "s|$sdir/|$out/|g"
 			break
 		fi
 	done
