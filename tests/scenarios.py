@@ -600,6 +600,17 @@ def all_scenarios(env):
         tests.append(memfd_set_test("cross/c-to-rust-memfd-set", c, r, 256))
         tests.append(memfd_set_test("cross/rust-to-c-memfd-set", r, c, 256))
         tests.append(memfd_cycle_test("cross/c-rust-c-rust-memfd", [c, r, c, r], 128))
+        # A memfd one implementation preserved and the other discards at FINISH.
+        for name, first, second in (("c-to-rust", c, r), ("rust-to-c", r, c)):
+            tests.append(Test(
+                name=f"cross/{name}-memfd-discard",
+                stages=[
+                    vm.Stage(first, "luo-memfd discard-1 128\n",
+                             [(r"preserved 128 MiB that will not be retrieved", "preserved")]),
+                    vm.Stage(second, "luo-memfd discard-2 128\n",
+                             [(r"MemFree .* MiB returned of 128: ok", "memory returned")]),
+                ],
+                timeout=400, **MEMFD_VM))
     for t in tests:
         t.binaries = t.binaries or bins
     return tests
