@@ -12,7 +12,9 @@
 use crate::{
     abi::{
         self,
-        folio as entry, FolioEntry, Memfd, //
+        folio as entry,
+        FolioEntry,
+        Memfd, //
     },
     mm::{
         self,
@@ -103,8 +105,15 @@ fn preserve_locked(memfd: &Locked<'_>, file: &File) -> Result<(PhysAddr, Pin<KBo
 /// with it) and the rest are freed here.
 fn retrieve_folios(file: &File, m: &Memfd, array: &[u8]) -> Result {
     let count = m.folio_array_len();
-    if count.checked_mul(entry::SIZE).is_none_or(|n| n > array.len()) {
-        pr_err!("folio array of {} bytes for {} folios\n", array.len(), count);
+    if count
+        .checked_mul(entry::SIZE)
+        .is_none_or(|n| n > array.len())
+    {
+        pr_err!(
+            "folio array of {} bytes for {} folios\n",
+            array.len(),
+            count
+        );
         return Err(EINVAL);
     }
     let pages = m.size.div_ceil(PAGE_SIZE as u64);

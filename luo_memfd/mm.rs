@@ -9,8 +9,12 @@
 //! of the handler unwinds by dropping.
 
 use crate::abi::{
-    folio as entry, FolioEntry, FOLIO_DIRTY, FOLIO_UPTODATE, //
+    folio as entry,
+    FolioEntry,
+    FOLIO_DIRTY,
+    FOLIO_UPTODATE, //
 };
+use core::ptr::NonNull;
 use kernel::{
     alloc::{
         KVVec,
@@ -26,7 +30,6 @@ use kernel::{
     prelude::*,
     sync::aref::ARef, //
 };
-use core::ptr::NonNull;
 
 /// Whether `file` is a memfd (an unlinked shmem file).
 pub(crate) fn can_preserve(file: &File) -> bool {
@@ -111,7 +114,8 @@ impl Pinned {
         if max == 0 {
             return Err(EINVAL);
         }
-        let mut folios = KVVec::<NonNull<bindings::folio>>::with_capacity(max as usize, GFP_KERNEL)?;
+        let mut folios =
+            KVVec::<NonNull<bindings::folio>>::with_capacity(max as usize, GFP_KERNEL)?;
         // SAFETY: `memfd.file` is a shmem file; the array has room for `max` pointers, which
         // `memfd_pin_folios()` fills from the start and counts in its result.
         let n = unsafe {
@@ -191,9 +195,9 @@ pub(crate) fn new_file(seals: u32, pos: u64, size: u64) -> Result<ARef<File>> {
 
 /// Accounts `pages` restored pages to the memfd `file`, after they were added.
 pub(crate) fn account(file: &File, pages: u64) {
-    let pages = i64::try_from(pages).unwrap_or(i64::MAX);
+    let pages = isize::try_from(pages).unwrap_or(isize::MAX);
     // SAFETY: `file` is a shmem file.
-    unsafe { bindings::luo_memfd_account(file.as_ptr(), pages as _) };
+    unsafe { bindings::luo_memfd_account(file.as_ptr(), pages) };
 }
 
 /// A folio received from the previous kernel, with our one reference.
