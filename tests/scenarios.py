@@ -420,6 +420,7 @@ def memfd_set_test(name, first, second, mib, vmopts=None):
                 (r"after its session was closed: ftruncate and fallocate allowed: ok",
                  "size changes allowed again after the session is closed"),
                 (r"luo-memfd: preserved 6 sealed memfds", "a memfd per allowed seal"),
+                (r"seal 0x40 refused by F_ADD_SEALS: ok", "no other seal can be set"),
                 (r"luo-memfd: set preserved", "set preserved")]),
             vm.Stage(second, f"luo-memfd set-2 {mib}\n", [
                 (rf"big memfd checksum ([0-9a-f]{{16}}), identical to the preserved \1, 0 bad "

@@ -253,6 +253,15 @@ static int set1(int luo, size_t mib)
 		preserve(sfd, fd, 10 + i);
 	}
 	printf("luo-memfd: preserved %zu sealed memfds\n", NSEALS);
+	/*
+	 * No other seal can reach the handler: 7.3 refuses unknown seals
+	 * before they are set (the handlers' EOPNOTSUPP for them is covered
+	 * by the KUnit suite luo_rs_memfd_abi).
+	 */
+	tmp = memfd_create("seal-0x40", MFD_ALLOW_SEALING);
+	snprintf(msg, sizeof(msg), "seal 0x40 refused by F_ADD_SEALS");
+	check(tmp >= 0 && fcntl(tmp, F_ADD_SEALS, 0x40) == -1 && errno == EINVAL, msg);
+	close(tmp);
 
 	/* The freeze of the size ends with the session. */
 	cfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-closed");
