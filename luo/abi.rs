@@ -128,21 +128,10 @@ const _: () = assert!(per_block(file::SIZE).get() == 63);
 const _: () = assert!(flb::MAX == 63);
 const _: () = assert!(file::TOKEN + 8 == file::SIZE && flb::FILE_COUNT + 8 == flb::SIZE);
 
-/// Reads the `u64` at `off`; an out-of-range offset reads as 0.
-pub(crate) fn get_u64(buf: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    if let Some(src) = buf.get(off..off.saturating_add(8)) {
-        b.copy_from_slice(src);
-    }
-    u64::from_ne_bytes(b)
-}
-
-/// Writes `v` at `off`; an out-of-range offset writes nothing.
-pub(crate) fn put_u64(buf: &mut [u8], off: usize, v: u64) {
-    if let Some(dst) = buf.get_mut(off..off.saturating_add(8)) {
-        dst.copy_from_slice(&v.to_ne_bytes());
-    }
-}
+pub(crate) use kernel::kho::field::{
+    get_u64,
+    put_u64, //
+};
 
 /// Why data from the previous kernel was refused; it says so in the log and is `EINVAL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,17 @@
 
 use kernel::{
     bindings,
-    kho::VmallocDesc,
+    kho::{
+        field::{
+            get_u16,
+            get_u32,
+            get_u64,
+            put_u16,
+            put_u32,
+            put_u64, //
+        },
+        VmallocDesc,
+    },
     prelude::*, //
 };
 
@@ -107,48 +117,6 @@ const _: () = {
     assert!(PFN_BITS + FLAG_BITS == 64);
     assert!(ALL_SEALS == bindings::MEMFD_LUO_ALL_SEALS);
 };
-
-fn get_u64(buf: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    if let Some(src) = buf.get(off..off.saturating_add(8)) {
-        b.copy_from_slice(src);
-    }
-    u64::from_ne_bytes(b)
-}
-
-fn put_u64(buf: &mut [u8], off: usize, v: u64) {
-    if let Some(dst) = buf.get_mut(off..off.saturating_add(8)) {
-        dst.copy_from_slice(&v.to_ne_bytes());
-    }
-}
-
-fn get_u32(buf: &[u8], off: usize) -> u32 {
-    let mut b = [0u8; 4];
-    if let Some(src) = buf.get(off..off.saturating_add(4)) {
-        b.copy_from_slice(src);
-    }
-    u32::from_ne_bytes(b)
-}
-
-fn put_u32(buf: &mut [u8], off: usize, v: u32) {
-    if let Some(dst) = buf.get_mut(off..off.saturating_add(4)) {
-        dst.copy_from_slice(&v.to_ne_bytes());
-    }
-}
-
-fn get_u16(buf: &[u8], off: usize) -> u16 {
-    let mut b = [0u8; 2];
-    if let Some(src) = buf.get(off..off.saturating_add(2)) {
-        b.copy_from_slice(src);
-    }
-    u16::from_ne_bytes(b)
-}
-
-fn put_u16(buf: &mut [u8], off: usize, v: u16) {
-    if let Some(dst) = buf.get_mut(off..off.saturating_add(2)) {
-        dst.copy_from_slice(&v.to_ne_bytes());
-    }
-}
 
 /// One folio of a memfd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

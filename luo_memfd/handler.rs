@@ -123,7 +123,11 @@ fn retrieve_folios(file: &File, m: &Memfd, array: &[u8]) -> Result {
     while next < count {
         let i = next;
         next += 1;
-        let e = FolioEntry::decode(&array[i * entry::SIZE..(i + 1) * entry::SIZE]);
+        let Some(e) = array.get(i * entry::SIZE..(i + 1) * entry::SIZE) else {
+            result = Err(EINVAL);
+            break;
+        };
+        let e = FolioEntry::decode(e);
         if e.pfn == 0 {
             continue;
         }

@@ -368,3 +368,42 @@ impl Drop for RestoredVmalloc {
         unsafe { bindings::kvfree(self.ptr.as_ptr().cast()) };
     }
 }
+
+/// Fields of handover records: C structures in the machine's byte order, read and written at
+/// their byte offsets.
+///
+/// The accessors never panic: a field that does not fit the buffer reads as 0 and is not
+/// written, so a record's length is checked once, where it is decoded.
+pub mod field {
+    macro_rules! accessors {
+        ($($get:ident $put:ident $t:ty;)*) => {$(
+            #[doc = concat!("Reads the `", stringify!($t), "` at `off`; out of range reads as 0.")]
+            #[inline]
+            pub fn $get(buf: &[u8], off: usize) -> $t {
+                const N: usize = core::mem::size_of::<$t>();
+                off.checked_add(N)
+                    .and_then(|end| buf.get(off..end))
+                    .and_then(|src| <[u8; N]>::try_from(src).ok())
+                    .map_or(0, <$t>::from_ne_bytes)
+            }
+
+            #[doc = concat!("Writes the `", stringify!($t), "` `v` at `off`; out of range \
+                             writes nothing.")]
+            #[inline]
+            pub fn $put(buf: &mut [u8], off: usize, v: $t) {
+                const N: usize = core::mem::size_of::<$t>();
+                if let Some(dst) = off.checked_add(N).and_then(|end| buf.get_mut(off..end)) {
+                    for (d, s) in dst.iter_mut().zip(v.to_ne_bytes()) {
+                        *d = s;
+                    }
+                }
+            }
+        )*};
+    }
+
+    accessors! {
+        get_u64 put_u64 u64;
+        get_u32 put_u32 u32;
+        get_u16 put_u16 u16;
+    }
+}
