@@ -132,27 +132,34 @@ def clippy_check(tally, pattern):
 CARGO_TEST_LINE = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)", re.M)
 
 
+# The userspace crates under tools/ and the names their results are counted under.
+CRATES = (("liveupdate", "liveupdate-lib"), ("luo-agent", "luo-agent"))
+
+
 def cargo_tests(tally, pattern):
-    """`cargo test` of the userspace library, each test counted on its own."""
-    crate = os.path.join(ROOT, "tools", "liveupdate")
-    if not fnmatch.fnmatch("host/liveupdate-lib/x", pattern):
-        return
+    """`cargo test`, `cargo fmt --check` and `cargo clippy` of the userspace crates, each test
+    counted on its own."""
     env = dict(os.environ, CARGO_TARGET_DIR=scenarios.cargo_target_dir())
-    proc = subprocess.run(["cargo", "test", "--quiet", "--", "--format", "pretty"], cwd=crate,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    found = CARGO_TEST_LINE.findall(proc.stdout)
-    for name, status in found:
-        status = {"ok": "pass", "ignored": "skip"}.get(status, "fail")
-        tally.record(f"host/liveupdate-lib/{name}", status, "see cargo test output")
-    if proc.returncode != 0 or not found:
-        tally.record("host/liveupdate-lib", "fail", proc.stdout[-3000:])
-    for name, cmd in (("fmt", ["cargo", "fmt", "--check"]),
-                      ("clippy", ["cargo", "clippy", "--quiet", "--all-targets", "--",
-                                  "-D", "warnings"])):
-        proc = subprocess.run(cmd, cwd=crate, env=env, stdout=subprocess.PIPE,
+    for crate_dir, label in CRATES:
+        if not fnmatch.fnmatch(f"host/{label}/x", pattern):
+            continue
+        crate = os.path.join(ROOT, "tools", crate_dir)
+        proc = subprocess.run(["cargo", "test", "--quiet", "--", "--format", "pretty"],
+                              cwd=crate, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-        tally.record(f"host/liveupdate-lib/{name}", "pass" if proc.returncode == 0 else "fail",
-                     proc.stdout[-3000:])
+        found = CARGO_TEST_LINE.findall(proc.stdout)
+        for name, status in found:
+            status = {"ok": "pass", "ignored": "skip"}.get(status, "fail")
+            tally.record(f"host/{label}/{name}", status, "see cargo test output")
+        if proc.returncode != 0 or not found:
+            tally.record(f"host/{label}", "fail", proc.stdout[-3000:])
+        for name, cmd in (("fmt", ["cargo", "fmt", "--check"]),
+                          ("clippy", ["cargo", "clippy", "--quiet", "--all-targets", "--",
+                                      "-D", "warnings"])):
+            proc = subprocess.run(cmd, cwd=crate, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+            tally.record(f"host/{label}/{name}", "pass" if proc.returncode == 0 else "fail",
+                         proc.stdout[-3000:])
 
 
 def _flatten(suite):

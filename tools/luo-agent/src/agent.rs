@@ -1,0 +1,394 @@
+//! What the agent does with each request, independent of sockets.
+//!
+//! The agent owns `/dev/liveupdate` and every session in it. Before a live update it holds
+//! the files clients give it in *outgoing* sessions; at the kexec it also preserves its own
+//! record of those sessions (the *manifest*, a memfd in the session [`MANIFEST_SESSION`]),
+//! because the kernel cannot list sessions. After the kexec the new agent reads the manifest,
+//! retrieves every session it names (*incoming*), hands each file back to the client that asks
+//! for it, and finishes a session once all its files were handed back.
+//!
+//! Files stay with the agent when a client disconnects: only [`Request::Release`] or the
+//! agent's exit lets go of them.
+
+use crate::proto::{Direction, Refusal, Request, Response, SessionInfo};
+use liveupdate::{Error, Op};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// The agent's own session, holding the manifest.
+pub const MANIFEST_SESSION: &str = "luo-agent.manifest";
+/// The manifest's token in [`MANIFEST_SESSION`].
+pub const MANIFEST_TOKEN: u64 = 1;
+
+/// The device the agent drives: `/dev/liveupdate`, or a model of it in tests.
+pub trait Device {
+    /// A session of this device.
+    type Session: SessionOps;
+    fn create_session(&self, name: &str) -> liveupdate::Result<Self::Session>;
+    fn retrieve_session(&self, name: &str) -> liveupdate::Result<Self::Session>;
+}
+
+/// What the agent does with a session.
+pub trait SessionOps {
+    fn preserve_fd(&self, file: BorrowedFd<'_>, token: u64) -> liveupdate::Result<()>;
+    fn retrieve_fd(&self, token: u64) -> liveupdate::Result<OwnedFd>;
+    fn finish(&self) -> liveupdate::Result<()>;
+}
+
+impl Device for liveupdate::LiveUpdate {
+    type Session = liveupdate::Session;
+    fn create_session(&self, name: &str) -> liveupdate::Result<Self::Session> {
+        liveupdate::LiveUpdate::create_session(self, name)
+    }
+    fn retrieve_session(&self, name: &str) -> liveupdate::Result<Self::Session> {
+        liveupdate::LiveUpdate::retrieve_session(self, name)
+    }
+}
+
+impl SessionOps for liveupdate::Session {
+    fn preserve_fd(&self, file: BorrowedFd<'_>, token: u64) -> liveupdate::Result<()> {
+        liveupdate::Session::preserve_fd(self, file, token)
+    }
+    fn retrieve_fd(&self, token: u64) -> liveupdate::Result<OwnedFd> {
+        liveupdate::Session::retrieve_fd(self, token)
+    }
+    fn finish(&self) -> liveupdate::Result<()> {
+        liveupdate::Session::finish(self)
+    }
+}
+
+struct Held<S> {
+    session: S,
+    direction: Direction,
+    /// Outgoing: the tokens preserved. Incoming: the tokens not yet handed back.
+    tokens: Vec<u64>,
+}
+
+/// The agent's state.
+pub struct Agent<D: Device> {
+    device: D,
+    sessions: BTreeMap<String, Held<D::Session>>,
+}
+
+fn refuse(why: Refusal, errno: i32, message: impl Into<String>) -> Response {
+    Response::Refused {
+        why,
+        errno,
+        message: message.into(),
+    }
+}
+
+/// A refusal for an error of the library, classified for clients.
+fn refusal(e: &Error, what: &str) -> Response {
+    let errno = e.errno().unwrap_or(0);
+    let why = match (e, errno) {
+        (Error::InvalidName(_), _) => Refusal::InvalidName,
+        (
+            Error::Kernel {
+                op: Op::PreserveFd, ..
+            },
+            libc::EEXIST,
+        ) => Refusal::DuplicateToken,
+        (
+            Error::Kernel {
+                op: Op::PreserveFd, ..
+            },
+            libc::EBUSY,
+        ) => Refusal::Busy,
+        (
+            Error::Kernel {
+                op: Op::PreserveFd, ..
+            },
+            libc::ENOENT | libc::EOPNOTSUPP,
+        ) => Refusal::Unsupported,
+        (
+            Error::Kernel {
+                op: Op::RetrieveFd, ..
+            },
+            libc::ENOENT,
+        ) => Refusal::UnknownToken,
+        (Error::Kernel { op: Op::Finish, .. }, libc::EBUSY) => Refusal::Busy,
+        _ => Refusal::Kernel,
+    };
+    refuse(why, errno, format!("{what}: {e}"))
+}
+
+/// Reads what a manifest records: session names and their tokens.
+pub fn parse_manifest(text: &str) -> Option<Vec<(String, Vec<u64>)>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let (tokens, name) = line.split_once(' ')?;
+        let tokens = if tokens == "-" {
+            Vec::new()
+        } else {
+            tokens
+                .split(',')
+                .map(|t| t.parse().ok())
+                .collect::<Option<Vec<u64>>>()?
+        };
+        out.push((name.to_owned(), tokens));
+    }
+    Some(out)
+}
+
+/// Writes a manifest: one line per session, `TOKENS NAME` (tokens comma-separated, `-` for
+/// none); names cannot contain a newline (the agent refuses such names).
+pub fn format_manifest(sessions: &[(String, Vec<u64>)]) -> String {
+    let mut s = String::new();
+    for (name, tokens) in sessions {
+        if tokens.is_empty() {
+            s.push('-');
+        } else {
+            let t: Vec<String> = tokens.iter().map(u64::to_string).collect();
+            s.push_str(&t.join(","));
+        }
+        s.push(' ');
+        s.push_str(name);
+        s.push('\n');
+    }
+    s
+}
+
+impl<D: Device> Agent<D> {
+    /// An agent on `device`; picks up the sessions of the previous kernel, if it left a
+    /// manifest. Returns the agent and what it found, for the log.
+    pub fn start(device: D) -> (Self, Vec<String>) {
+        let mut agent = Agent {
+            device,
+            sessions: BTreeMap::new(),
+        };
+        let log = agent.adopt_previous();
+        (agent, log)
+    }
+
+    fn adopt_previous(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        let manifest = match self.device.retrieve_session(MANIFEST_SESSION) {
+            Ok(m) => m,
+            Err(e) if e.errno() == Some(libc::ENOENT) => {
+                log.push("no sessions from a previous kernel".to_owned());
+                return log;
+            }
+            Err(e) => {
+                log.push(format!("cannot retrieve the manifest: {e}"));
+                return log;
+            }
+        };
+        let text = manifest
+            .retrieve_fd(MANIFEST_TOKEN)
+            .map_err(|e| e.to_string())
+            .and_then(|fd| {
+                let mut f = std::fs::File::from(fd);
+                let mut s = String::new();
+                f.rewind()
+                    .and_then(|_| f.read_to_string(&mut s))
+                    .map_err(|e| e.to_string())?;
+                Ok(s)
+            });
+        if let Err(e) = manifest.finish() {
+            log.push(format!("cannot finish the manifest session: {e}"));
+        }
+        let entries = match text.map(|t| parse_manifest(&t)) {
+            Ok(Some(entries)) => entries,
+            Ok(None) => {
+                log.push("the manifest is malformed; no sessions adopted".to_owned());
+                return log;
+            }
+            Err(e) => {
+                log.push(format!("cannot read the manifest: {e}"));
+                return log;
+            }
+        };
+        for (name, tokens) in entries {
+            match self.device.retrieve_session(&name) {
+                Ok(session) => {
+                    log.push(format!(
+                        "adopted session {name:?} with {} file(s)",
+                        tokens.len()
+                    ));
+                    self.sessions.insert(
+                        name,
+                        Held {
+                            session,
+                            direction: Direction::Incoming,
+                            tokens,
+                        },
+                    );
+                }
+                Err(e) => log.push(format!("cannot retrieve session {name:?}: {e}")),
+            }
+        }
+        log
+    }
+
+    /// Handles one request; `fds` are the descriptors that came with it. A response to a
+    /// successful retrieve carries the file.
+    pub fn handle(&mut self, req: &Request, mut fds: Vec<OwnedFd>) -> (Response, Option<OwnedFd>) {
+        let want = usize::from(req.carries_fd());
+        if fds.len() != want {
+            return (
+                refuse(
+                    Refusal::BadRequest,
+                    0,
+                    format!("expected {want} file descriptor(s), got {}", fds.len()),
+                ),
+                None,
+            );
+        }
+        match req {
+            Request::Preserve { session, token } => {
+                (self.preserve(session, *token, fds.remove(0)), None)
+            }
+            Request::List => (Response::Sessions(self.list()), None),
+            Request::Retrieve { session, token } => match self.retrieve(session, *token) {
+                Ok(fd) => (Response::Ok, Some(fd)),
+                Err(r) => (r, None),
+            },
+            Request::Release { session } => (self.release(session), None),
+            Request::Kexec { .. } => (
+                refuse(Refusal::Failed, 0, "kexec is done by the server loop"),
+                None,
+            ),
+        }
+    }
+
+    fn preserve(&mut self, name: &str, token: u64, file: OwnedFd) -> Response {
+        if name == MANIFEST_SESSION || name.contains('\n') {
+            return refuse(
+                Refusal::InvalidName,
+                libc::EINVAL,
+                format!("session name {name:?} is reserved or has a newline"),
+            );
+        }
+        if let Some(held) = self.sessions.get(name) {
+            if held.direction == Direction::Incoming {
+                return refuse(
+                    Refusal::Busy,
+                    libc::EINVAL,
+                    format!("session {name:?} came from the previous kernel; take its files back or release it first"),
+                );
+            }
+        } else {
+            match self.device.create_session(name) {
+                Ok(session) => {
+                    self.sessions.insert(
+                        name.to_owned(),
+                        Held {
+                            session,
+                            direction: Direction::Outgoing,
+                            tokens: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) => return refusal(&e, &format!("creating session {name:?}")),
+            }
+        }
+        let Some(held) = self.sessions.get_mut(name) else {
+            return refuse(Refusal::Failed, 0, "session vanished");
+        };
+        match held.session.preserve_fd(file.as_fd(), token) {
+            Ok(()) => {
+                held.tokens.push(token);
+                Response::Ok
+            }
+            Err(e) => {
+                let r = refusal(&e, &format!("preserving token {token} in session {name:?}"));
+                // A session created for this file alone would be empty: drop it.
+                if held.tokens.is_empty() {
+                    self.sessions.remove(name);
+                }
+                r
+            }
+        }
+    }
+
+    fn retrieve(&mut self, name: &str, token: u64) -> Result<OwnedFd, Response> {
+        let held = match self.sessions.get_mut(name) {
+            Some(h) if h.direction == Direction::Incoming => h,
+            _ => {
+                return Err(refuse(
+                    Refusal::UnknownSession,
+                    libc::ENOENT,
+                    format!("no session {name:?} from the previous kernel"),
+                ));
+            }
+        };
+        let Some(pos) = held.tokens.iter().position(|&t| t == token) else {
+            return Err(refuse(
+                Refusal::UnknownToken,
+                libc::ENOENT,
+                format!("session {name:?} has no file {token} to hand back"),
+            ));
+        };
+        let fd = held
+            .session
+            .retrieve_fd(token)
+            .map_err(|e| refusal(&e, &format!("retrieving token {token} of {name:?}")))?;
+        held.tokens.remove(pos);
+        if held.tokens.is_empty() {
+            // Every file is back with its owner: the session is done.
+            if held.session.finish().is_ok() {
+                self.sessions.remove(name);
+            }
+        }
+        Ok(fd)
+    }
+
+    fn release(&mut self, name: &str) -> Response {
+        let Some(held) = self.sessions.get(name) else {
+            return refuse(
+                Refusal::UnknownSession,
+                libc::ENOENT,
+                format!("no session {name:?}"),
+            );
+        };
+        if held.direction == Direction::Incoming {
+            if let Err(e) = held.session.finish() {
+                return refusal(&e, &format!("finishing session {name:?}"));
+            }
+        }
+        self.sessions.remove(name);
+        Response::Ok
+    }
+
+    /// The sessions held.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        self.sessions
+            .iter()
+            .map(|(name, h)| SessionInfo {
+                name: name.clone(),
+                direction: h.direction,
+                tokens: h.tokens.clone(),
+            })
+            .collect()
+    }
+
+    /// Preserves the manifest of the outgoing sessions, just before a kexec. The returned
+    /// session must stay open until the kexec; dropping it withdraws the manifest.
+    pub fn preserve_manifest(&self, memfd: OwnedFd) -> Result<D::Session, Response> {
+        let entries: Vec<(String, Vec<u64>)> = self
+            .sessions
+            .iter()
+            .filter(|(_, h)| h.direction == Direction::Outgoing)
+            .map(|(n, h)| (n.clone(), h.tokens.clone()))
+            .collect();
+        let mut f = std::fs::File::from(memfd);
+        f.write_all(format_manifest(&entries).as_bytes())
+            .map_err(|e| {
+                refuse(
+                    Refusal::Failed,
+                    e.raw_os_error().unwrap_or(0),
+                    format!("writing the manifest: {e}"),
+                )
+            })?;
+        let session = self
+            .device
+            .create_session(MANIFEST_SESSION)
+            .map_err(|e| refusal(&e, "creating the manifest session"))?;
+        session
+            .preserve_fd(f.as_fd(), MANIFEST_TOKEN)
+            .map_err(|e| refusal(&e, "preserving the manifest"))?;
+        Ok(session)
+    }
+}

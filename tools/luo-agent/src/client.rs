@@ -1,0 +1,162 @@
+//! The client side: what a service calls to hand its files to the agent and get them back.
+
+use crate::fdpass;
+use crate::proto::{ParseError, Refusal, Request, Response, SessionInfo};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+/// The default socket of the agent.
+pub const SOCKET: &str = "/run/luo-agent.sock";
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Talking to the agent failed.
+    Io(io::Error),
+    /// The agent answered something this client does not understand.
+    Protocol(String),
+    /// The agent refused: why, the kernel's errno (0 if none) and its explanation.
+    Refused {
+        why: Refusal,
+        errno: i32,
+        message: String,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "cannot talk to the agent: {e}"),
+            ClientError::Protocol(m) => write!(f, "unexpected answer from the agent: {m}"),
+            ClientError::Refused { why, message, .. } => write!(f, "refused ({why:?}): {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl From<ParseError> for ClientError {
+    fn from(e: ParseError) -> Self {
+        ClientError::Protocol(e.0)
+    }
+}
+
+/// A connection to the agent.
+pub struct Client {
+    sock: OwnedFd,
+}
+
+impl Client {
+    /// Connects to the agent at `path` ([`SOCKET`] by default).
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<Self> {
+        let sock = fdpass::connect(path.as_ref())?;
+        Ok(Client { sock })
+    }
+
+    /// A client over an already connected socket (for tests and socket activation).
+    pub fn from_fd(sock: OwnedFd) -> Self {
+        Client { sock }
+    }
+
+    fn call(
+        &self,
+        req: &Request,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(Response, Option<OwnedFd>), ClientError> {
+        fdpass::send(self.sock.as_fd(), &req.encode(), fd)?;
+        let (msg, mut fds) = fdpass::recv(self.sock.as_fd())?.ok_or_else(|| {
+            ClientError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the agent closed the connection",
+            ))
+        })?;
+        let resp = Response::decode(&msg)?;
+        if let Response::Refused {
+            why,
+            errno,
+            message,
+        } = resp
+        {
+            return Err(ClientError::Refused {
+                why,
+                errno,
+                message,
+            });
+        }
+        Ok((resp, fds.pop()))
+    }
+
+    /// Gives `file` to the agent under `token` in session `session`, to be carried across the
+    /// next live update.
+    pub fn preserve(
+        &self,
+        session: &str,
+        token: u64,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), ClientError> {
+        self.call(
+            &Request::Preserve {
+                session: session.into(),
+                token,
+            },
+            Some(file),
+        )
+        .map(|_| ())
+    }
+
+    /// Gets back the file `token` of session `session` after a live update.
+    pub fn retrieve(&self, session: &str, token: u64) -> Result<OwnedFd, ClientError> {
+        match self.call(
+            &Request::Retrieve {
+                session: session.into(),
+                token,
+            },
+            None,
+        )? {
+            (Response::Ok, Some(fd)) => Ok(fd),
+            _ => Err(ClientError::Protocol("no file with the answer".into())),
+        }
+    }
+
+    /// The sessions the agent holds.
+    pub fn list(&self) -> Result<Vec<SessionInfo>, ClientError> {
+        match self.call(&Request::List, None)? {
+            (Response::Sessions(list), _) => Ok(list),
+            _ => Err(ClientError::Protocol("expected a session list".into())),
+        }
+    }
+
+    /// Lets go of a session now.
+    pub fn release(&self, session: &str) -> Result<(), ClientError> {
+        self.call(
+            &Request::Release {
+                session: session.into(),
+            },
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// Asks the agent to live update into `kernel`; returns only if that failed.
+    pub fn kexec(&self, kernel: &str, initrd: &str, cmdline: &str) -> ClientError {
+        match self.call(
+            &Request::Kexec {
+                kernel: kernel.into(),
+                initrd: initrd.into(),
+                cmdline: cmdline.into(),
+            },
+            None,
+        ) {
+            Err(e) => e,
+            Ok(_) => ClientError::Protocol("the agent answered a kexec".into()),
+        }
+    }
+}

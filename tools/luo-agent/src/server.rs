@@ -1,0 +1,142 @@
+//! The agent's socket: one thread per client, one agent behind a lock.
+
+use crate::agent::{Agent, Device};
+use crate::fdpass;
+use crate::proto::{Refusal, Request, Response};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+/// Loads a kernel and reboots into it; returns only on failure.
+pub type KexecFn = dyn Fn(&str, &str, &str) -> io::Error + Send + Sync;
+
+/// The agent and how it kexecs, shared by the client threads.
+pub struct Server<D: Device> {
+    pub agent: Mutex<Agent<D>>,
+    pub kexec: Box<KexecFn>,
+    pub log: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl<D> Server<D>
+where
+    D: Device + Send + 'static,
+    D::Session: Send,
+{
+    /// Serves clients on `listener` (from [`fdpass::listen`]) until accepting fails.
+    pub fn run(self: Arc<Self>, listener: OwnedFd) -> io::Error {
+        loop {
+            let conn = match fdpass::accept(listener.as_fd()) {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return e,
+            };
+            let server = Arc::clone(&self);
+            std::thread::spawn(move || server.client(conn));
+        }
+    }
+
+    /// Answers one client's requests until it disconnects.
+    pub fn client(&self, conn: OwnedFd) {
+        loop {
+            let (msg, fds) = match fdpass::recv(conn.as_fd()) {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    (self.log)(&format!("client dropped: {e}"));
+                    return;
+                }
+            };
+            let (resp, fd) = match Request::decode(&msg) {
+                Ok(req) => self.handle(&req, fds),
+                Err(e) => (
+                    Response::Refused {
+                        why: Refusal::BadRequest,
+                        errno: 0,
+                        message: e.to_string(),
+                    },
+                    None,
+                ),
+            };
+            if fdpass::send(conn.as_fd(), &resp.encode(), fd.as_ref().map(|f| f.as_fd())).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn handle(&self, req: &Request, fds: Vec<OwnedFd>) -> (Response, Option<OwnedFd>) {
+        let Ok(mut agent) = self.agent.lock() else {
+            return (
+                Response::Refused {
+                    why: Refusal::Failed,
+                    errno: 0,
+                    message: "agent state lost".into(),
+                },
+                None,
+            );
+        };
+        let Request::Kexec {
+            kernel,
+            initrd,
+            cmdline,
+        } = req
+        else {
+            let (resp, fd) = agent.handle(req, fds);
+            if let (
+                Request::Preserve { session, token } | Request::Retrieve { session, token },
+                Response::Ok,
+            ) = (req, &resp)
+            {
+                let verb = if matches!(req, Request::Preserve { .. }) {
+                    "holding"
+                } else {
+                    "handed back"
+                };
+                (self.log)(&format!("{verb} token {token} of session {session:?}"));
+            }
+            return (resp, fd);
+        };
+        if !fds.is_empty() {
+            return (
+                Response::Refused {
+                    why: Refusal::BadRequest,
+                    errno: 0,
+                    message: "KEXEC takes no descriptor".into(),
+                },
+                None,
+            );
+        }
+        let memfd = match crate::sys::memfd(c"luo-agent-manifest") {
+            Ok(m) => m,
+            Err(e) => {
+                return (
+                    Response::Refused {
+                        why: Refusal::Failed,
+                        errno: e.raw_os_error().unwrap_or(0),
+                        message: format!("manifest: {e}"),
+                    },
+                    None,
+                )
+            }
+        };
+        let manifest = match agent.preserve_manifest(memfd) {
+            Ok(m) => m,
+            Err(r) => return (r, None),
+        };
+        let held: usize = agent.list().iter().map(|s| s.tokens.len()).sum();
+        (self.log)(&format!(
+            "live update: {} session(s), {held} file(s) preserved; loading {kernel}",
+            agent.list().len()
+        ));
+        // The lock stays held: nothing may change once the manifest is written.
+        let e = (self.kexec)(kernel, initrd, cmdline);
+        drop(manifest);
+        (
+            Response::Refused {
+                why: Refusal::Failed,
+                errno: e.raw_os_error().unwrap_or(0),
+                message: format!("kexec: {e}"),
+            },
+            None,
+        )
+    }
+}

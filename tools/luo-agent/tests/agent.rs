@@ -1,0 +1,448 @@
+//! The agent against a model of `/dev/liveupdate` that follows 7.3's rules: sessions die with
+//! their descriptors, a token is unique in a session, a file can be in one session only, only
+//! memfds can be preserved, and a kexec turns the open sessions into incoming ones.
+
+use liveupdate::{Error, Op};
+use luo_agent::agent::{
+    format_manifest, parse_manifest, Agent, Device, SessionOps, MANIFEST_SESSION,
+};
+use luo_agent::client::{Client, ClientError};
+use luo_agent::proto::{Direction, Refusal, Request, Response};
+use luo_agent::server::Server;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+type Files = BTreeMap<u64, OwnedFd>;
+
+#[derive(Default)]
+struct State {
+    generation: u64,
+    live: BTreeMap<String, Files>,
+    incoming: BTreeMap<String, Files>,
+    retrieved: BTreeSet<String>,
+    finished: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Machine(Arc<Mutex<State>>);
+
+struct ModelSession {
+    machine: Machine,
+    name: String,
+    generation: u64,
+    incoming: bool,
+}
+
+fn kernel(op: Op, errno: i32) -> Error {
+    Error::Kernel { op, errno }
+}
+
+fn inode(fd: BorrowedFd<'_>) -> (u64, u64) {
+    let f = std::fs::File::from(fd.try_clone_to_owned().unwrap());
+    let m = f.metadata().unwrap();
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+fn is_memfd(fd: BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.to_string_lossy().starts_with("/memfd:"))
+        .unwrap_or(false)
+}
+
+impl Machine {
+    /// The kexec: every open session is carried over; the old agent must be dropped next.
+    fn kexec(&self) {
+        let mut s = self.0.lock().unwrap();
+        s.generation += 1;
+        s.incoming = std::mem::take(&mut s.live);
+        s.retrieved.clear();
+    }
+}
+
+impl Device for Machine {
+    type Session = ModelSession;
+    fn create_session(&self, name: &str) -> liveupdate::Result<ModelSession> {
+        if name.is_empty() || name.len() > 63 {
+            return Err(Error::InvalidName(name.into()));
+        }
+        let mut s = self.0.lock().unwrap();
+        if s.live.contains_key(name) || s.incoming.contains_key(name) {
+            return Err(kernel(Op::CreateSession, libc::EEXIST));
+        }
+        s.live.insert(name.into(), Files::new());
+        Ok(ModelSession {
+            machine: self.clone(),
+            name: name.into(),
+            generation: s.generation,
+            incoming: false,
+        })
+    }
+    fn retrieve_session(&self, name: &str) -> liveupdate::Result<ModelSession> {
+        let mut s = self.0.lock().unwrap();
+        if !s.incoming.contains_key(name) {
+            return Err(kernel(Op::RetrieveSession, libc::ENOENT));
+        }
+        if !s.retrieved.insert(name.into()) {
+            return Err(kernel(Op::RetrieveSession, libc::EINVAL));
+        }
+        Ok(ModelSession {
+            machine: self.clone(),
+            name: name.into(),
+            generation: s.generation,
+            incoming: true,
+        })
+    }
+}
+
+impl SessionOps for ModelSession {
+    fn preserve_fd(&self, file: BorrowedFd<'_>, token: u64) -> liveupdate::Result<()> {
+        let mut s = self.machine.0.lock().unwrap();
+        if self.incoming {
+            return Err(kernel(Op::PreserveFd, libc::EINVAL));
+        }
+        if !is_memfd(file) {
+            return Err(kernel(Op::PreserveFd, libc::ENOENT));
+        }
+        let id = inode(file);
+        if s.live
+            .values()
+            .flat_map(|f| f.values())
+            .any(|f| inode(f.as_fd()) == id)
+        {
+            return Err(kernel(Op::PreserveFd, libc::EBUSY));
+        }
+        let files = s.live.get_mut(&self.name).unwrap();
+        if files.contains_key(&token) {
+            return Err(kernel(Op::PreserveFd, libc::EEXIST));
+        }
+        files.insert(token, file.try_clone_to_owned().unwrap());
+        Ok(())
+    }
+    fn retrieve_fd(&self, token: u64) -> liveupdate::Result<OwnedFd> {
+        let s = self.machine.0.lock().unwrap();
+        let files = s
+            .incoming
+            .get(&self.name)
+            .filter(|_| self.incoming)
+            .ok_or(kernel(Op::RetrieveFd, libc::EINVAL))?;
+        files
+            .get(&token)
+            .map(|f| f.try_clone().unwrap())
+            .ok_or(kernel(Op::RetrieveFd, libc::ENOENT))
+    }
+    fn finish(&self) -> liveupdate::Result<()> {
+        let mut s = self.machine.0.lock().unwrap();
+        if !self.incoming || s.incoming.remove(&self.name).is_none() {
+            return Err(kernel(Op::Finish, libc::EINVAL));
+        }
+        s.finished.push(self.name.clone());
+        Ok(())
+    }
+}
+
+impl Drop for ModelSession {
+    fn drop(&mut self) {
+        // Closing an outgoing session unpreserves its files, unless the kexec took it.
+        let mut s = self.machine.0.lock().unwrap();
+        if !self.incoming && s.generation == self.generation {
+            s.live.remove(&self.name);
+        }
+    }
+}
+
+fn memfd(data: &[u8]) -> OwnedFd {
+    let fd = luo_agent::sys::memfd(c"agent-test").unwrap();
+    let mut f = std::fs::File::from(fd);
+    f.write_all(data).unwrap();
+    f.into()
+}
+
+fn contents(fd: OwnedFd) -> Vec<u8> {
+    let mut f = std::fs::File::from(fd);
+    f.rewind().unwrap();
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+fn preserve(agent: &mut Agent<Machine>, session: &str, token: u64, fd: OwnedFd) -> Response {
+    agent
+        .handle(
+            &Request::Preserve {
+                session: session.into(),
+                token,
+            },
+            vec![fd],
+        )
+        .0
+}
+
+fn refused(r: &Response) -> Option<Refusal> {
+    match r {
+        Response::Refused { why, .. } => Some(*why),
+        _ => None,
+    }
+}
+
+/// Runs the kexec as the server does: manifest preserved, machine kexecs, old agent gone.
+fn live_update(machine: &Machine, agent: Agent<Machine>) -> (Agent<Machine>, Vec<String>) {
+    let manifest = agent.preserve_manifest(memfd(b"")).ok().unwrap();
+    machine.kexec();
+    drop(manifest);
+    drop(agent);
+    Agent::start(machine.clone())
+}
+
+#[test]
+fn files_of_several_sessions_come_back_after_a_live_update() {
+    let machine = Machine::default();
+    let (mut agent, log) = Agent::start(machine.clone());
+    assert_eq!(log, ["no sessions from a previous kernel"]);
+    assert_eq!(
+        preserve(&mut agent, "vm 1", 1, memfd(b"guest ram 1")),
+        Response::Ok
+    );
+    assert_eq!(
+        preserve(&mut agent, "vm 1", 2, memfd(b"guest ram 2")),
+        Response::Ok
+    );
+    assert_eq!(
+        preserve(&mut agent, "cache", 7, memfd(b"kv data")),
+        Response::Ok
+    );
+    let (mut agent, log) = live_update(&machine, agent);
+    assert_eq!(log.len(), 2, "{log:?}");
+    let listed = agent.list();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|s| s.direction == Direction::Incoming));
+    let get = |agent: &mut Agent<Machine>, s: &str, t| match agent.handle(
+        &Request::Retrieve {
+            session: s.into(),
+            token: t,
+        },
+        vec![],
+    ) {
+        (Response::Ok, Some(fd)) => contents(fd),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(get(&mut agent, "cache", 7), b"kv data");
+    assert_eq!(get(&mut agent, "vm 1", 2), b"guest ram 2");
+    // A session is finished once all its files are back.
+    assert_eq!(
+        machine.0.lock().unwrap().finished,
+        ["luo-agent.manifest", "cache"]
+    );
+    assert_eq!(get(&mut agent, "vm 1", 1), b"guest ram 1");
+    assert!(agent.list().is_empty());
+    assert!(machine.0.lock().unwrap().incoming.is_empty());
+}
+
+#[test]
+fn refusals_say_why_and_lose_nothing() {
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    let file = memfd(b"x");
+    assert_eq!(
+        preserve(&mut agent, "s", 1, file.try_clone().unwrap()),
+        Response::Ok
+    );
+    assert_eq!(
+        refused(&preserve(&mut agent, "s", 1, memfd(b"y"))),
+        Some(Refusal::DuplicateToken)
+    );
+    assert_eq!(
+        refused(&preserve(&mut agent, "t", 2, file)),
+        Some(Refusal::Busy)
+    );
+    let pipe = std::fs::File::open("/dev/null").unwrap();
+    assert_eq!(
+        refused(&preserve(&mut agent, "u", 3, pipe.into())),
+        Some(Refusal::Unsupported)
+    );
+    assert_eq!(
+        refused(&preserve(&mut agent, &"n".repeat(64), 1, memfd(b""))),
+        Some(Refusal::InvalidName)
+    );
+    assert_eq!(
+        refused(&preserve(&mut agent, MANIFEST_SESSION, 1, memfd(b""))),
+        Some(Refusal::InvalidName)
+    );
+    let (r, _) = agent.handle(
+        &Request::Preserve {
+            session: "s".into(),
+            token: 9,
+        },
+        vec![],
+    );
+    assert_eq!(refused(&r), Some(Refusal::BadRequest));
+    let (r, _) = agent.handle(&Request::List, vec![memfd(b"")]);
+    assert_eq!(refused(&r), Some(Refusal::BadRequest));
+    let (r, _) = agent.handle(
+        &Request::Retrieve {
+            session: "s".into(),
+            token: 1,
+        },
+        vec![],
+    );
+    assert_eq!(refused(&r), Some(Refusal::UnknownSession));
+    assert_eq!(
+        refused(
+            &agent
+                .handle(
+                    &Request::Release {
+                        session: "nope".into()
+                    },
+                    vec![]
+                )
+                .0
+        ),
+        Some(Refusal::UnknownSession)
+    );
+    // Failed requests left no empty sessions behind, and "s" still holds its file.
+    let listed = agent.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tokens, [1]);
+    let (mut agent, _) = live_update(&machine, agent);
+    let (r, _) = agent.handle(
+        &Request::Retrieve {
+            session: "s".into(),
+            token: 5,
+        },
+        vec![],
+    );
+    assert_eq!(refused(&r), Some(Refusal::UnknownToken));
+    // Files cannot go into a session that came from the previous kernel.
+    assert_eq!(
+        refused(&preserve(&mut agent, "s", 2, memfd(b""))),
+        Some(Refusal::Busy)
+    );
+    // Releasing it finishes it: the file not taken back is discarded.
+    assert_eq!(
+        agent
+            .handle(
+                &Request::Release {
+                    session: "s".into()
+                },
+                vec![]
+            )
+            .0,
+        Response::Ok
+    );
+    assert!(machine.0.lock().unwrap().finished.contains(&"s".to_owned()));
+}
+
+#[test]
+fn released_outgoing_sessions_are_not_carried() {
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    assert_eq!(preserve(&mut agent, "keep", 1, memfd(b"k")), Response::Ok);
+    assert_eq!(preserve(&mut agent, "drop", 1, memfd(b"d")), Response::Ok);
+    assert_eq!(
+        agent
+            .handle(
+                &Request::Release {
+                    session: "drop".into()
+                },
+                vec![]
+            )
+            .0,
+        Response::Ok
+    );
+    let (agent, _) = live_update(&machine, agent);
+    let names: Vec<_> = agent.list().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["keep"]);
+}
+
+#[test]
+fn a_malformed_manifest_adopts_nothing() {
+    let machine = Machine::default();
+    let (agent, _) = Agent::start(machine.clone());
+    let s = machine.create_session(MANIFEST_SESSION).unwrap();
+    s.preserve_fd(memfd(b"1,x name\n").as_fd(), 1).unwrap();
+    machine.kexec();
+    drop(s);
+    drop(agent);
+    let (agent, log) = Agent::start(machine.clone());
+    assert!(agent.list().is_empty());
+    assert_eq!(log, ["the manifest is malformed; no sessions adopted"]);
+}
+
+#[test]
+fn manifests_round_trip() {
+    let entries = vec![
+        ("a b".to_owned(), vec![1, u64::MAX]),
+        ("empty".to_owned(), vec![]),
+    ];
+    assert_eq!(parse_manifest(&format_manifest(&entries)), Some(entries));
+    assert_eq!(parse_manifest("nospace"), None);
+}
+
+fn socketpair() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    assert_eq!(
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) },
+        0
+    );
+    // SAFETY: Both are new descriptors that we own.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+#[test]
+fn clients_over_the_socket_and_a_client_that_disconnects() {
+    let machine = Machine::default();
+    let (agent, _) = Agent::start(machine.clone());
+    let server = Arc::new(Server {
+        agent: Mutex::new(agent),
+        kexec: Box::new(|_: &str, _: &str, _: &str| {
+            std::io::Error::from_raw_os_error(libc::ENOEXEC)
+        }),
+        log: Box::new(|_: &str| {}),
+    });
+    let connect = || {
+        let (a, b) = socketpair();
+        let s = Arc::clone(&server);
+        std::thread::spawn(move || s.client(b));
+        Client::from_fd(a)
+    };
+    let first = connect();
+    first.preserve("svc", 1, memfd(b"state").as_fd()).unwrap();
+    drop(first);
+    let second = connect();
+    let list = second.list().unwrap();
+    assert_eq!(
+        list.len(),
+        1,
+        "a disconnected client's file stays with the agent"
+    );
+    match second.preserve("svc", 1, memfd(b"other").as_fd()) {
+        Err(ClientError::Refused {
+            why: Refusal::DuplicateToken,
+            errno,
+            message,
+        }) => {
+            assert_eq!(errno, libc::EEXIST);
+            assert!(message.contains("token 1"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A failed kexec says why and withdraws the manifest; the sessions stay.
+    match second.kexec("/no/kernel", "/no/initrd", "") {
+        ClientError::Refused {
+            why: Refusal::Failed,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(second.list().unwrap().len(), 1);
+    assert!(!machine
+        .0
+        .lock()
+        .unwrap()
+        .live
+        .contains_key(MANIFEST_SESSION));
+}
