@@ -4,7 +4,9 @@
 # Runs /stage.sh, then, if this initramfs carries a next stage, kexecs into
 # it with the same command line and luo_stage=N+1, plus whatever the script
 # wrote to /tmp/next-cmdline (so a test can boot the next kernel differently). Progress is printed as
-# "LUO-VM:" lines that the host-side runner checks in the serial log.
+# "LUO-VM:" lines that the host-side runner checks in the serial log. A
+# script that leaves an executable /tmp/kexec-with has it do the kexec
+# instead (for example through luo-agent), with the same arguments.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -24,7 +26,11 @@ if sh -e /stage.sh; then
 		cmd="$(sed 's/ *luo_stage=[0-9]*//' /proc/cmdline) luo_stage=$next"
 		[ -f /tmp/next-cmdline ] && cmd="$cmd $(cat /tmp/next-cmdline)"
 		echo "LUO-VM: stage $stage: kexec into stage $next"
-		luo-kexec /next/kernel /next/initrd "$cmd"
+		if [ -x /tmp/kexec-with ]; then
+			/tmp/kexec-with /next/kernel /next/initrd "$cmd"
+		else
+			luo-kexec /next/kernel /next/initrd "$cmd"
+		fi
 		echo "LUO-VM: stage $stage: kexec failed"
 	fi
 else

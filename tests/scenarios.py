@@ -60,19 +60,32 @@ def cargo_target_dir():
     return os.path.join(vm.cache_dir(), "cargo-target")
 
 
+# Static guest programs built from the userspace crates: (crate, cargo target kind, name).
+RUST_GUEST_PROGRAMS = (
+    ("liveupdate", "example", "luo-roundtrip"),
+    ("luo-agent", "bin", "luo-agent"),
+    ("luo-agent", "bin", "luoctl"),
+    ("luo-agent", "example", "kv-service"),
+)
+
+
 def build_rust_guest_binaries(out):
-    """Static guest programs built on the userspace library (tools/liveupdate)."""
+    """Static guest programs built on the userspace crates (tools/)."""
     env = dict(os.environ, CARGO_TARGET_DIR=cargo_target_dir(),
                RUSTFLAGS="-C target-feature=+crt-static")
     target = "x86_64-unknown-linux-gnu"
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", target,
-                    "--example", "luo-roundtrip"],
-                   cwd=os.path.join(ROOT, "tools", "liveupdate"), env=env, check=True)
-    src = os.path.join(cargo_target_dir(), target, "release", "examples", "luo-roundtrip")
-    dst = os.path.join(out, "luo-roundtrip")
-    shutil.copyfile(src, dst)
-    os.chmod(dst, 0o755)
-    return {"luo-roundtrip": dst}
+    bins = {}
+    for crate, kind, name in RUST_GUEST_PROGRAMS:
+        subprocess.run(["cargo", "build", "--quiet", "--release", "--target", target,
+                        f"--{kind}", name],
+                       cwd=os.path.join(ROOT, "tools", crate), env=env, check=True)
+        sub = ("examples",) if kind == "example" else ()
+        src = os.path.join(cargo_target_dir(), target, "release", *sub, name)
+        dst = os.path.join(out, name)
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o755)
+        bins[name] = dst
+    return bins
 
 
 def build_guest_binaries(tree, hdr, out):
@@ -438,6 +451,60 @@ def memfd_set_test(name, first, second, mib, vmopts=None):
     )
 
 
+# Stage 1 of an agent scenario ends with the agent doing the kexec: guest-init runs
+# /tmp/kexec-with instead of luo-kexec when a script leaves one.
+AGENT_START = ("mkdir -p /run\nluo-agent &\n"
+               "for i in $(seq 50); do [ -S /run/luo-agent.sock ] && break; sleep 0.1; done\n")
+AGENT_KEXEC = ("printf '#!/bin/sh\\nexec luoctl kexec \"$1\" \"$2\" \"$3\"\\n' > /tmp/kexec-with\n"
+               "chmod +x /tmp/kexec-with\n")
+
+
+def agent_test(name, first, second):
+    """Several services hand memfds to luo-agent and exit; the agent kexecs on request;
+    after the live update the services get their data back from the new agent."""
+    return Test(
+        name=name,
+        stages=[
+            vm.Stage(first, AGENT_START
+                     + "kv-service start cache-a 64\nkv-service start cache-b 16\n"
+                     + "kv-service start vm-ram 8\n"
+                     + "if kv-service start cache-a 1; then exit 1; fi\n"
+                     + "if luoctl preserve other 1 /dev/null; then exit 1; fi\n"
+                     + "if luoctl retrieve cache-a 1; then exit 1; fi\n"
+                     + "luoctl list\n" + AGENT_KEXEC, [
+                (r"luo-agent: no sessions from a previous kernel", "agent started clean"),
+                (r"kv-service cache-a: 64 MiB data set .* handed to the agent", "first service"),
+                (r"kv-service vm-ram: 8 MiB data set .* handed to the agent", "third service"),
+                (r"kv-service: refused \(DuplicateToken\): preserving token 1 in session "
+                 r"\"cache-a\": PreserveFd failed: this token is already used in the session",
+                 "duplicate token explained"),
+                (r"luoctl: refused \(Unsupported\): .*no handler can preserve this kind of file",
+                 "unsupported file explained"),
+                (r"luoctl: refused \(UnknownSession\): no session \"cache-a\" from the previous "
+                 r"kernel", "unknown session explained"),
+                (r"luoctl: session \"cache-b\" \(to carry across the next live update\): "
+                 r"tokens \[1\]", "listed"),
+                (r"luoctl: asking the agent to live update", "kexec asked of the agent"),
+            ]),
+            vm.Stage(second, AGENT_START
+                     + "luoctl list\n"
+                     + "kv-service resume cache-b\nkv-service resume cache-a\n"
+                     + "kv-service resume vm-ram\nluoctl list\n", [
+                (r"luo-agent: adopted session \"cache-a\" with 1 file", "agent adopted sessions"),
+                (r"luoctl: session \"vm-ram\" \(from the previous kernel, waiting to be handed "
+                 r"back\): tokens \[1\]", "incoming listed"),
+                (r"kv-service cache-a: 64 MiB data set back, all 8388608 values intact",
+                 "64 MiB intact"),
+                (r"kv-service cache-b: 16 MiB data set back, all \d+ values intact", "16 MiB intact"),
+                (r"kv-service vm-ram: 8 MiB data set back, all \d+ values intact", "8 MiB intact"),
+                (r"luoctl: the agent holds no sessions", "every session finished"),
+            ]),
+        ],
+        timeout=400,
+        **MEMFD_VM,
+    )
+
+
 def memfd_cycle_test(name, kernels, mib, vmopts=None):
     """The same memfd carried through len(kernels) - 1 live updates: each kernel retrieves
     and checks it, finishes, and preserves it again."""
@@ -555,6 +622,11 @@ def all_scenarios(env):
     for variant in ("rust-cmemfd", "c-rmemfd"):
         if variant in env.kernels:
             tests += upstream_suite(variant, env.kernels[variant], bins)
+    # luo-agent, the session-holding daemon, on the product and on the C reference.
+    for variant in ("rust", "c"):
+        if variant in env.kernels:
+            k = env.kernels[variant]
+            tests.append(agent_test(f"{variant}/agent-several-services", k, k))
     if "c-rmemfd" in env.kernels:
         k = env.kernels["c-rmemfd"]
         tests.append(memfd_set_test("c-rmemfd/memfd-set-64", k, k, 64))
