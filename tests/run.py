@@ -155,8 +155,10 @@ def cargo_tests(tally, pattern):
             tally.record(f"host/{label}", "fail", proc.stdout[-3000:])
         for name, cmd in (("fmt", ["cargo", "fmt", "--check"]),
                           ("clippy", ["cargo", "clippy", "--quiet", "--all-targets", "--",
-                                      "-D", "warnings"])):
-            proc = subprocess.run(cmd, cwd=crate, env=env, stdout=subprocess.PIPE,
+                                      "-D", "warnings"]),
+                          ("doc", ["cargo", "doc", "--quiet", "--no-deps"])):
+            proc = subprocess.run(cmd, cwd=crate, env=dict(env, RUSTDOCFLAGS="-D warnings"),
+                                  stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
             tally.record(f"host/{label}/{name}", "pass" if proc.returncode == 0 else "fail",
                          proc.stdout[-3000:])
