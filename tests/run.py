@@ -139,7 +139,8 @@ CRATES = (("liveupdate", "liveupdate-lib"), ("luo-agent", "luo-agent"))
 def cargo_tests(tally, pattern):
     """`cargo test`, `cargo fmt --check` and `cargo clippy` of the userspace crates, each test
     counted on its own."""
-    env = dict(os.environ, CARGO_TARGET_DIR=scenarios.cargo_target_dir())
+    env = dict(os.environ, CARGO_TARGET_DIR=scenarios.cargo_target_dir(),
+               LIVEUPDATE_UAPI_INCLUDE=os.path.join(vm.kernel_tree(), "include", "uapi"))
     for crate_dir, label in CRATES:
         if not fnmatch.fnmatch(f"host/{label}/x", pattern):
             continue

@@ -53,7 +53,7 @@ mod sys;
 pub use error::{Error, Op, Result};
 
 use std::fs::OpenOptions;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// The default path of the LUO device.
@@ -82,11 +82,7 @@ fn encode_name(name: &str) -> Result<[u8; sys::SESSION_NAME_LENGTH]> {
     Ok(raw)
 }
 
-/// Takes ownership of a descriptor the kernel just installed for us.
-fn owned(fd: i32) -> OwnedFd {
-    // SAFETY: The kernel installed `fd` in our table for this call's result; nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
+use sys::owned;
 
 impl LiveUpdate {
     /// Opens [`DEVICE`].
