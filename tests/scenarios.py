@@ -469,6 +469,7 @@ def agent_test(name, first, second):
                      + "kv-service start cache-a 64\nkv-service start cache-b 16\n"
                      + "kv-service start vm-ram 8\n"
                      + "if kv-service start cache-a 1; then exit 1; fi\n"
+                     + "if luo-agent --socket /run/second.sock; then exit 1; fi\n"
                      + "if luoctl preserve other 1 /dev/null; then exit 1; fi\n"
                      + "if luoctl retrieve cache-a 1; then exit 1; fi\n"
                      + "luoctl list\n" + AGENT_KEXEC, [
@@ -478,6 +479,8 @@ def agent_test(name, first, second):
                 (r"kv-service: refused \(DuplicateToken\): preserving token 1 in session "
                  r"\"cache-a\": PreserveFd failed: this token is already used in the session",
                  "duplicate token explained"),
+                (r"luo-agent: cannot open /dev/liveupdate: Open failed: another process has "
+                 r"/dev/liveupdate open", "a second agent is told the device is busy"),
                 (r"luoctl: refused \(Unsupported\): .*no handler can preserve this kind of file",
                  "unsupported file explained"),
                 (r"luoctl: refused \(UnknownSession\): no session \"cache-a\" from the previous "
