@@ -136,6 +136,9 @@ CARGO_TEST_LINE = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)", re.M)
 CRATES = (("liveupdate", "liveupdate-lib"), ("luo-agent", "luo-agent"))
 
 
+RUSTUP_BIN = os.path.expanduser("~/.cargo/bin")
+
+
 def cargo_tests(tally, pattern):
     """`cargo test`, `cargo fmt --check` and `cargo clippy` of the userspace crates, each test
     counted on its own."""
@@ -158,7 +161,14 @@ def cargo_tests(tally, pattern):
                           ("clippy", ["cargo", "clippy", "--quiet", "--all-targets", "--",
                                       "-D", "warnings"]),
                           ("doc", ["cargo", "doc", "--quiet", "--no-deps"])):
-            proc = subprocess.run(cmd, cwd=crate, env=dict(env, RUSTDOCFLAGS="-D warnings"),
+            run_env = dict(env, RUSTDOCFLAGS="-D warnings")
+            if name == "clippy":
+                # Clippy comes from rustup's toolchain (the system one has none): cargo and
+                # rustc must come from there too, or clippy cannot read the dependencies the
+                # system rustc built. Its artifacts get their own target directory.
+                run_env["PATH"] = RUSTUP_BIN + os.pathsep + env.get("PATH", "")
+                run_env["CARGO_TARGET_DIR"] = env["CARGO_TARGET_DIR"] + "-clippy"
+            proc = subprocess.run(cmd, cwd=crate, env=run_env,
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
             tally.record(f"host/{label}/{name}", "pass" if proc.returncode == 0 else "fail",
