@@ -565,7 +565,10 @@ def sessions_kexec(name, kernels, counts, vmopts=None, dup=False):
                 (rf"liveupdate number: {i - 1}$", "live update number incremented"),
             ]
         stages.append(vm.Stage(kernel, script, expect))
-    return Test(name=name, stages=stages, timeout=120 + 120 * len(kernels), **(vmopts or {}))
+    # Each stage's initramfs carries the next ones; from three stages on, the first outgrows
+    # what a cold-booted 1 GiB guest leaves beside KHO's scratch reservation.
+    opts = vmopts or ({"memory": "2G"} if len(kernels) > 2 else {})
+    return Test(name=name, stages=stages, timeout=120 + 120 * len(kernels), **opts)
 
 
 def malformed_handover(c, r):
