@@ -52,13 +52,17 @@ fn check(r: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Connects to the `SOCK_SEQPACKET` socket at `path`.
-pub fn connect(path: &Path) -> io::Result<OwnedFd> {
+/// The signature `connect(2)` and `bind(2)` share.
+type AddrCall =
+    unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int;
+
+/// A new `SOCK_SEQPACKET` socket, connected or bound (`call`) to `path`.
+fn socket_at(path: &Path, call: AddrCall) -> io::Result<OwnedFd> {
     let addr = unix_addr(path)?;
     let sock = seqpacket_socket()?;
-    // SAFETY: `addr` is a valid sockaddr_un of the given size.
+    // SAFETY: `addr` is a valid sockaddr_un of the given size, and `call` is connect or bind.
     check(unsafe {
-        libc::connect(
+        call(
             sock.as_raw_fd(),
             (&addr as *const libc::sockaddr_un).cast(),
             std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
@@ -67,19 +71,16 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     Ok(sock)
 }
 
+/// Connects to the `SOCK_SEQPACKET` socket at `path`.
+pub fn connect(path: &Path) -> io::Result<OwnedFd> {
+    socket_at(path, libc::connect)
+}
+
 /// Listens on a new `SOCK_SEQPACKET` socket at `path` (a stale socket file is replaced).
 pub fn listen(path: &Path) -> io::Result<OwnedFd> {
-    let addr = unix_addr(path)?;
+    unix_addr(path)?;
     let _ = std::fs::remove_file(path);
-    let sock = seqpacket_socket()?;
-    // SAFETY: `addr` is a valid sockaddr_un of the given size.
-    check(unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    })?;
+    let sock = socket_at(path, libc::bind)?;
     // SAFETY: listen(2) takes no pointers.
     check(unsafe { libc::listen(sock.as_raw_fd(), 16) })?;
     Ok(sock)
@@ -269,10 +270,6 @@ mod tests {
     }
 
     fn tempfile() -> std::fs::File {
-        // SAFETY: A valid NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(c"fdpass-test".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: memfd_create returned a new descriptor that we own.
-        std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+        std::fs::File::from(crate::sys::memfd(c"fdpass-test").unwrap())
     }
 }
