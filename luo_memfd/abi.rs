@@ -186,11 +186,6 @@ impl Memfd {
         put_u16(e, ser::VMALLOC_ORDER, self.folios.order);
     }
 
-    /// Updates the file position in a `struct memfd_luo_ser` written by [`Memfd::encode`].
-    pub(crate) fn write_pos(e: &mut [u8], pos: u64) {
-        put_u64(e, ser::POS, pos);
-    }
-
     /// The number of folio entries the folio array holds.
     pub(crate) fn folio_array_len(&self) -> usize {
         usize::try_from(self.nr_folios).unwrap_or(usize::MAX)

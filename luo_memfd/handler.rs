@@ -2,11 +2,12 @@
 
 //! The memfd handler's operations.
 //!
-//! They follow `mm/memfd_luo.c` step for step, because the next kernel may run that handler: the
-//! same properties are preserved (contents, size, position, seals), the same folio flags are
-//! forced, and the same errors are returned. What differs is on the receiving side, where
-//! everything the previous kernel wrote is checked before use: the structure's fields, the
-//! folio array's descriptor and length, and each folio's index (inside the file, aligned to the
+//! They follow `mm/memfd_luo.c`, because the next kernel may run that handler: the same
+//! properties are preserved (contents, size, position, seals), the same folio flags are forced,
+//! and the same errors are returned. Two things differ. Only the folios a file holds are
+//! preserved, not its holes ([`crate::folio_set`]). And on the receiving side everything the
+//! previous kernel wrote is checked before use: the structure's fields, the folio array's
+//! descriptor and length, and each folio's index (starting inside the file, aligned to the
 //! folio's size), so a malformed handover gives an error instead of a crash.
 
 use crate::{
@@ -16,10 +17,10 @@ use crate::{
         FolioEntry,
         Memfd, //
     },
+    folio_set::FolioSet,
     mm::{
         self,
         Locked,
-        Pinned,
         RestoredFolio, //
     },
 };
@@ -28,10 +29,8 @@ use kernel::{
     kho::{
         PhysAddr,
         PreservedPage,
-        PreservedVmalloc,
         RestoredPage,
-        RestoredVmalloc,
-        VmallocDesc, //
+        RestoredVmalloc, //
     },
     liveupdate::{
         FileHandler,
@@ -51,49 +50,61 @@ pub(crate) struct MemfdHandler;
 
 /// What this kernel keeps for a preserved memfd until the kexec, or until it is unpreserved.
 ///
-/// Dropping it undoes the preservation: the folio array, then the folios (preservation and
-/// pins), then the structure page.
+/// Dropping it undoes the preservation: the folios with their array, then the structure page.
 #[pin_data]
 pub(crate) struct Preserved {
-    /// The folio array in the handover format; `None` for an empty file.
-    array: Option<PreservedVmalloc>,
-    /// The file's folios; `None` for an empty file.
-    folios: Option<Pinned>,
-    /// The `struct memfd_luo_ser` the next kernel reads; `freeze` updates the position.
     #[pin]
-    ser: Mutex<PreservedPage>,
+    state: Mutex<State>,
+}
+
+/// A preserved memfd's record and what it names.
+struct State {
+    /// The folios, and the folio array the next kernel reads.
+    folios: FolioSet,
+    /// What `ser` says.
+    memfd: Memfd,
+    /// The `struct memfd_luo_ser` the next kernel reads.
+    ser: PreservedPage,
+}
+
+impl State {
+    /// Writes the record again after the position or the folios changed.
+    fn update(&mut self, pos: u64) {
+        self.memfd.pos = pos;
+        self.memfd.nr_folios = self.folios.count() as u64;
+        self.memfd.folios = self.folios.desc();
+        self.memfd.encode(self.ser.bytes_mut());
+    }
 }
 
 /// Preserves a memfd whose inode lock is held and whose size is frozen.
 fn preserve_locked(memfd: &Locked<'_>, file: &File) -> Result<(PhysAddr, Pin<KBox<Preserved>>)> {
-    let mut page = PreservedPage::new()?;
+    let ser = PreservedPage::new()?;
     let seals = abi::check_seals(memfd.seals()?)?;
     let size = memfd.size();
     // `memfd_pin_folios()` counts folios in 32 bits; never preserve just a prefix.
     if size.div_ceil(PAGE_SIZE as u64) > u64::from(u32::MAX) {
         return Err(EFBIG);
     }
-    let (folios, array) = if size == 0 {
-        (None, None)
+    let folios = if size == 0 {
+        FolioSet::empty()
     } else {
-        let mut folios = Pinned::pin(memfd, size)?;
-        let array = PreservedVmalloc::new(folios.preserve()?)?;
-        (Some(folios), Some(array))
+        FolioSet::collect(file, size)?
     };
-    let m = Memfd {
-        pos: mm::pos(file),
-        size,
-        seals,
-        nr_folios: folios.as_ref().map_or(0, |f| f.len() as u64),
-        folios: array.as_ref().map_or(VmallocDesc::default(), |a| a.desc()),
+    let mut state = State {
+        folios,
+        memfd: Memfd {
+            size,
+            seals,
+            ..Memfd::default()
+        },
+        ser,
     };
-    m.encode(page.bytes_mut());
-    let phys = page.phys();
+    state.update(mm::pos(file));
+    let phys = state.ser.phys();
     let preserved = KBox::pin_init(
         pin_init!(Preserved {
-            array,
-            folios,
-            ser <- new_mutex!(page),
+            state <- new_mutex!(state),
         }),
         GFP_KERNEL,
     )?;
@@ -136,8 +147,10 @@ fn retrieve_folios(file: &File, m: &Memfd, array: &[u8]) -> Result {
             result = Err(EIO);
             break;
         };
+        // A large folio may reach past the end of the file (shmem allocates such folios), but
+        // it starts inside it.
         let n = folio.nr_pages();
-        if e.index % n != 0 || e.index.checked_add(n).is_none_or(|end| end > pages) {
+        if e.index % n != 0 || e.index >= pages {
             pr_err!(
                 "folio {} ({} pages) at page {} of a {}-page file\n",
                 i,
@@ -202,8 +215,12 @@ impl FileHandler for MemfdHandler {
     }
 
     fn freeze(&self, file: &File, _data: &mut PhysAddr, private: Pin<&Preserved>) -> Result {
-        // Only the position may have changed since `preserve`.
-        Memfd::write_pos(private.ser.lock().bytes_mut(), mm::pos(file));
+        // The size is frozen; the position may have changed, and holes may have been filled
+        // through a mapping since `preserve`.
+        let mut state = private.state.lock();
+        let size = state.memfd.size;
+        state.folios.refresh(file, size)?;
+        state.update(mm::pos(file));
         Ok(())
     }
 

@@ -106,8 +106,8 @@ mod abi_tests {
         assert_eq!(&e[44..46], &1u16.to_ne_bytes());
         assert_eq!(&e[46..48], &0u16.to_ne_bytes());
         assert_eq!(Memfd::decode(&e)?, sample());
-        // Freeze updates only the position.
-        Memfd::write_pos(&mut e, 9);
+        // Freeze writes the record again, with the position it finds.
+        Memfd { pos: 9, ..sample() }.encode(&mut e);
         assert_eq!(&e[0..8], &9u64.to_ne_bytes());
         assert_eq!(Memfd::decode(&e)?, Memfd { pos: 9, ..sample() });
         Ok(())

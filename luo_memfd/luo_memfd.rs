@@ -4,10 +4,12 @@
 //!
 //! It stands in for `mm/memfd_luo.c` (`LIVEUPDATE_MEMFD_RUST`) and reads and writes the same
 //! "memfd-v2" data, so a memfd preserved by either handler can be retrieved by the other, with
-//! either orchestrator core. The handover format is in `abi`, the operations in `handler`, and
-//! the shmem steps that only C can do behind the safe wrappers of `mm`.
+//! either orchestrator core. The handover format is in `abi`, the operations in `handler`, the
+//! preserved folios in `folio_set`, and the shmem steps that only C can do behind the safe
+//! wrappers of `mm`.
 
 mod abi;
+mod folio_set;
 mod handler;
 #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
 mod kunit;

@@ -62,23 +62,93 @@ int luo_memfd_seals(struct file *file)
 }
 
 /*
- * Pins the folios of the first @size bytes (@size > 0), allocating the
- * holes, into @folios; returns how many or an error.
+ * No folio straddles a multiple of this many pages (folios are naturally
+ * aligned and at most MAX_PAGECACHE_ORDER), so runs cut there can be pinned
+ * one at a time and still meet every folio exactly once.
  */
-long luo_memfd_pin_folios(struct file *file, u64 size, struct folio **folios,
-			  unsigned int max_folios)
+#define LUO_MEMFD_RUN_ALIGN (1UL << 16)
+
+/*
+ * Finds the first run of populated page indices, resident folios or folios
+ * swapped out, at or after *@first and not after @last. Sets *@first to
+ * its start and returns the index after its end, or 0 if there is none.
+ * Holes end a run, and so does every multiple of LUO_MEMFD_RUN_ALIGN, which
+ * also bounds the time spent under RCU.
+ */
+u64 luo_memfd_next_run(struct file *file, u64 *first, u64 last)
+{
+	XA_STATE(xas, &file->f_mapping->i_pages, *first);
+	u64 start, stop, end;
+	void *entry;
+
+	BUILD_BUG_ON(MAX_PAGECACHE_ORDER > 16);
+
+	rcu_read_lock();
+	xas_for_each(&xas, entry, last) {
+		if (xas_retry(&xas, entry))
+			continue;
+		break;
+	}
+	if (!entry) {
+		rcu_read_unlock();
+		return 0;
+	}
+	start = max_t(u64, xas.xa_index, *first);
+	stop = min_t(u64, last, round_down(start, LUO_MEMFD_RUN_ALIGN) +
+				 LUO_MEMFD_RUN_ALIGN - 1);
+	xas_set(&xas, start);
+	for (end = start; end <= stop; end++) {
+		/* Sibling and retry entries belong to a present folio too. */
+		if (!xas_next(&xas))
+			break;
+	}
+	rcu_read_unlock();
+	*first = start;
+	return end;
+}
+
+/* Pages the memfd holds in the page cache or in swap, past EOF included. */
+u64 luo_memfd_populated_pages(struct file *file)
+{
+	struct inode *inode = file_inode(file);
+
+	return READ_ONCE(inode->i_mapping->nrpages) +
+	       READ_ONCE(SHMEM_I(inode)->swapped);
+}
+
+/*
+ * Pins the folios that hold bytes @start to @end (inclusive, inside the
+ * file) into @folios: swapped-out folios are read back, folios in CMA or
+ * KHO scratch memory are moved out, holes are allocated. Returns how many
+ * or an error.
+ */
+long luo_memfd_pin_folios(struct file *file, u64 start, u64 end,
+			  struct folio **folios, unsigned int max_folios)
 {
 	pgoff_t offset;
 
-	return memfd_pin_folios(file, 0, size - 1, folios, max_folios, &offset);
+	return memfd_pin_folios(file, start, end, folios, max_folios, &offset);
+}
+
+/* Where the next kernel finds a folio, and its page offset in the file. */
+void luo_memfd_folio_place(struct folio *folio, u64 *pfn, u64 *index)
+{
+	*pfn = folio_pfn(folio);
+	*index = folio->index;
+}
+
+/* The folio at page frame @pfn, which the caller pinned. */
+struct folio *luo_memfd_pfn_folio(u64 pfn)
+{
+	return pfn_folio(pfn);
 }
 
 /*
  * A pinned folio about to be handed over: dirty (so the next kernel never
  * reclaims it as clean) and uptodate (a never-written fallocated folio is
- * zeroed first). Returns where the next kernel finds it.
+ * zeroed first).
  */
-void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index)
+void luo_memfd_prepare_folio(struct folio *folio)
 {
 	folio_lock(folio);
 	folio_mark_dirty(folio);
@@ -88,8 +158,6 @@ void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index)
 		folio_mark_uptodate(folio);
 	}
 	folio_unlock(folio);
-	*pfn = folio_pfn(folio);
-	*index = folio->index;
 }
 
 /*

@@ -16,10 +16,7 @@ use crate::abi::{
 };
 use core::ptr::NonNull;
 use kernel::{
-    alloc::{
-        KVVec,
-        VVec, //
-    },
+    alloc::KVVec,
     bindings,
     error::{
         from_err_ptr,
@@ -90,12 +87,62 @@ impl Drop for Locked<'_> {
     }
 }
 
-/// The folios of a memfd, pinned (so they stay in memory, out of CMA and KHO's scratch area),
-/// and, once [`Pinned::preserve`] ran, preserved for the next kernel.
+/// Runs of populated pages of a memfd: resident folios and folios swapped out, never holes.
+///
+/// Yields `(first, end)` page ranges in increasing order, each at most 64Ki pages, that no
+/// folio straddles (see `luo_memfd_next_run()`), so pinning them one by one meets every folio
+/// once.
+pub(crate) struct Runs<'a> {
+    file: &'a File,
+    next: u64,
+    last: u64,
+}
+
+impl<'a> Runs<'a> {
+    /// The runs among the first `pages` pages of the memfd `file`.
+    pub(crate) fn new(file: &'a File, pages: u64) -> Self {
+        Self {
+            file,
+            next: 0,
+            // With no pages, `next > last` ends the walk at once.
+            last: pages.wrapping_sub(1),
+        }
+    }
+}
+
+impl Iterator for Runs<'_> {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        if self.next > self.last || self.last == u64::MAX {
+            return None;
+        }
+        let mut first = self.next;
+        // SAFETY: `file` is a shmem file; `first` is valid for reads and writes.
+        let end = unsafe { bindings::luo_memfd_next_run(self.file.as_ptr(), &mut first, self.last) };
+        if end <= first {
+            self.next = u64::MAX;
+            return None;
+        }
+        self.next = end;
+        Some((first, end))
+    }
+}
+
+/// Pages the memfd `file` holds, resident or swapped out, including parts of large folios
+/// past the end of the file.
+pub(crate) fn populated_pages(file: &File) -> u64 {
+    // SAFETY: `file` is a shmem file.
+    unsafe { bindings::luo_memfd_populated_pages(file.as_ptr()) }
+}
+
+/// Folios of a memfd pinned by this kernel (so they stay in memory, out of CMA and KHO's
+/// scratch area), and, once [`Pinned::preserve`] ran, preserved for the next kernel.
 ///
 /// # Invariants
 ///
-/// Each pointer is a folio with one pin of ours; the first `preserved` are KHO-preserved by us.
+/// Each pointer is a distinct folio with one pin of ours; the first `preserved` are
+/// KHO-preserved by us.
 pub(crate) struct Pinned {
     folios: KVVec<NonNull<bindings::folio>>,
     preserved: usize,
@@ -107,36 +154,47 @@ unsafe impl Send for Pinned {}
 unsafe impl Sync for Pinned {}
 
 impl Pinned {
-    /// Pins every folio of the first `size` bytes (`size > 0`) of `memfd`, allocating the holes.
-    pub(crate) fn pin(memfd: &Locked<'_>, size: u64) -> Result<Self> {
-        let pages = size.div_ceil(1 << PAGE_SHIFT);
-        let max = u32::try_from(pages).map_err(|_| EFBIG)?;
-        if max == 0 {
-            return Err(EINVAL);
+    /// No folios.
+    pub(crate) fn new() -> Self {
+        // INVARIANT: Nothing pinned.
+        Self {
+            folios: KVVec::new(),
+            preserved: 0,
         }
-        let mut folios =
-            KVVec::<NonNull<bindings::folio>>::with_capacity(max as usize, GFP_KERNEL)?;
-        // SAFETY: `memfd.file` is a shmem file; the array has room for `max` pointers, which
-        // `memfd_pin_folios()` fills from the start and counts in its result.
+    }
+
+    /// Pins every folio of a run of populated pages `[first, end)` (from [`Runs`]) of the
+    /// memfd `file` of `size` bytes. Swapped-out folios are read back in.
+    pub(crate) fn pin_run(&mut self, file: &File, size: u64, (first, end): (u64, u64)) -> Result {
+        const PAGE: u64 = 1 << PAGE_SHIFT;
+        let start = first.checked_mul(PAGE).ok_or(EINVAL)?;
+        let stop = end
+            .checked_mul(PAGE)
+            .ok_or(EINVAL)?
+            .min(size)
+            .checked_sub(1)
+            .ok_or(EINVAL)?;
+        if start > stop {
+            // The run lies past the end of the file: part of a large folio met before.
+            return Ok(());
+        }
+        let max = u32::try_from(end - first).map_err(|_| EINVAL)?;
+        self.folios.reserve(max as usize, GFP_KERNEL)?;
+        let spare = self.folios.spare_capacity_mut();
+        // SAFETY: `file` is a shmem file and `start..=stop` lies inside it; `spare` has room
+        // for `max` pointers, which `memfd_pin_folios()` fills from the start and counts in its
+        // result.
         let n = unsafe {
-            bindings::luo_memfd_pin_folios(
-                memfd.file.as_ptr(),
-                size,
-                folios.as_mut_ptr().cast(),
-                max,
-            )
+            bindings::luo_memfd_pin_folios(file.as_ptr(), start, stop, spare.as_mut_ptr().cast(), max)
         };
         let n = usize::try_from(n).map_err(|_| Error::from_errno(n as i32))?;
         if n > max as usize {
             return Err(EINVAL);
         }
         // SAFETY: `memfd_pin_folios()` wrote `n <= max` non-NULL folio pointers, each pinned.
-        unsafe { folios.inc_len(n) };
-        // INVARIANT: `n` pinned folios, none preserved yet.
-        Ok(Self {
-            folios,
-            preserved: 0,
-        })
+        // INVARIANT: A run holds folios that no other run holds, so they are distinct.
+        unsafe { self.folios.inc_len(n) };
+        Ok(())
     }
 
     /// The number of folios.
@@ -144,29 +202,48 @@ impl Pinned {
         self.folios.len()
     }
 
-    /// Preserves every folio for the next kernel, marked dirty and uptodate, and returns the
-    /// folio array in the handover format.
-    pub(crate) fn preserve(&mut self) -> Result<VVec<u8>> {
-        let bytes = self.folios.len().checked_mul(entry::SIZE).ok_or(EFBIG)?;
-        let mut array = VVec::<u8>::with_capacity(bytes, GFP_KERNEL)?;
-        array.resize(bytes, 0, GFP_KERNEL)?;
-        for (i, folio) in self.folios.iter().enumerate() {
+    /// Keeps only the folios for which `keep(pfn, index)` is true; the others are unpinned.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64, u64) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.folios.len() {
+            let Some(&folio) = self.folios.get(i) else {
+                break;
+            };
+            let (pfn, index) = place(folio);
+            if !keep(pfn, index) {
+                // SAFETY: We hold one pin on the folio, released once here; it leaves the set.
+                unsafe { bindings::unpin_folio(folio.as_ptr()) };
+                continue;
+            }
+            if let Some(slot) = self.folios.get_mut(kept) {
+                *slot = folio;
+            }
+            kept += 1;
+        }
+        // INVARIANT: The first `kept` pointers are the folios still pinned; none is preserved,
+        // as only `preserve`, which consumes `self`, preserves folios.
+        self.folios.truncate(kept);
+    }
+
+    /// Preserves every folio for the next kernel, marked dirty and uptodate.
+    ///
+    /// # Errors
+    ///
+    /// KHO's error; every folio is unpreserved and unpinned then.
+    pub(crate) fn preserve(mut self) -> Result<PreservedFolios> {
+        while let Some(&folio) = self.folios.get(self.preserved) {
             // SAFETY: The folio is pinned by us (type invariant).
             to_result(unsafe { bindings::kho_preserve_folio(folio.as_ptr()) })?;
             // INVARIANT: Folios are preserved in order; this one is now.
-            self.preserved = i + 1;
-            let (mut pfn, mut index) = (0u64, 0u64);
-            // SAFETY: The folio is pinned by us; both out pointers are valid for writes.
-            unsafe { bindings::luo_memfd_prepare_folio(folio.as_ptr(), &mut pfn, &mut index) };
-            let e = FolioEntry {
-                pfn,
-                flags: FOLIO_DIRTY | FOLIO_UPTODATE,
-                index,
-            };
-            let off = i * entry::SIZE;
-            e.encode(array.get_mut(off..off + entry::SIZE).ok_or(EINVAL)?)?;
+            self.preserved += 1;
+            // SAFETY: The folio is pinned by us.
+            unsafe { bindings::luo_memfd_prepare_folio(folio.as_ptr()) };
         }
-        Ok(array)
+        let folios = core::mem::replace(&mut self.folios, KVVec::new());
+        // INVARIANT: Nothing left here; the pins and preservations moved on.
+        self.preserved = 0;
+        // INVARIANT: Every folio is pinned and preserved by us.
+        Ok(PreservedFolios { folios })
     }
 }
 
@@ -180,6 +257,85 @@ impl Drop for Pinned {
             // SAFETY: We hold one pin on the folio (type invariant), released once here.
             unsafe { bindings::unpin_folio(folio.as_ptr()) };
         }
+    }
+}
+
+/// Folios pinned and preserved by this kernel, until they are handed over to a record that
+/// names them by page frame number.
+///
+/// # Invariants
+///
+/// Each pointer is a distinct folio with one pin of ours, KHO-preserved by us.
+pub(crate) struct PreservedFolios {
+    folios: KVVec<NonNull<bindings::folio>>,
+}
+
+// SAFETY: Pins and preservations are not tied to a thread.
+unsafe impl Send for PreservedFolios {}
+// SAFETY: Shared references only read the folios' places.
+unsafe impl Sync for PreservedFolios {}
+
+impl PreservedFolios {
+    /// The number of folios.
+    pub(crate) fn len(&self) -> usize {
+        self.folios.len()
+    }
+
+    /// Number of pages in the folios.
+    pub(crate) fn pages(&self) -> u64 {
+        self.folios.iter().fold(0u64, |sum, folio| {
+            // SAFETY: The folio is pinned by us (type invariant).
+            sum.saturating_add(1u64 << unsafe { bindings::folio_order(folio.as_ptr()) })
+        })
+    }
+
+    /// Where each folio is, in order: its page frame number and its page offset in the file.
+    pub(crate) fn places(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.folios.iter().map(|folio| place(*folio))
+    }
+
+    /// Gives up ownership of the pins and preservations: the caller recorded every folio's
+    /// page frame number and releases each with [`release_preserved`].
+    pub(crate) fn hand_over(mut self) {
+        // INVARIANT: Nothing left to release on drop.
+        self.folios.clear();
+    }
+}
+
+impl Drop for PreservedFolios {
+    fn drop(&mut self) {
+        for folio in self.folios.iter() {
+            // SAFETY: We preserved and pinned this folio (type invariant); both are withdrawn
+            // once here.
+            unsafe {
+                bindings::kho_unpreserve_folio(folio.as_ptr());
+                bindings::unpin_folio(folio.as_ptr());
+            }
+        }
+    }
+}
+
+/// The page frame number and page offset of a folio we pin.
+fn place(folio: NonNull<bindings::folio>) -> (u64, u64) {
+    let (mut pfn, mut index) = (0u64, 0u64);
+    // SAFETY: The caller pins the folio; both out pointers are valid for writes.
+    unsafe { bindings::luo_memfd_folio_place(folio.as_ptr(), &mut pfn, &mut index) };
+    (pfn, index)
+}
+
+/// Withdraws the preservation and the pin of a folio that [`PreservedFolios::hand_over`]
+/// gave up.
+///
+/// # Safety
+///
+/// `pfn` is the page frame number of such a folio, and this is called once for it.
+pub(crate) unsafe fn release_preserved(pfn: u64) {
+    // SAFETY: The caller guarantees a folio we pinned and preserved is at `pfn`.
+    let folio = unsafe { bindings::luo_memfd_pfn_folio(pfn) };
+    // SAFETY: The folio is ours to unpreserve and unpin, once (caller's guarantee).
+    unsafe {
+        bindings::kho_unpreserve_folio(folio);
+        bindings::unpin_folio(folio);
     }
 }
 

@@ -529,6 +529,8 @@ def memfd_tests(variant, k, bins, vmopts=None):
     gone = 64 if vmopts else 256
     return [
         memfd_set_test(f"{variant}/memfd-set-{big}", k, k, big, vmopts),
+        memfd_holes_test(f"{variant}/memfd-holes-4g", k, k, 4, vmopts),
+        memfd_thp_test(f"{variant}/memfd-thp-past-eof", k, k, vmopts),
         memfd_cycle_test(f"{variant}/memfd-three-updates", [k, k, k, k], 64, vmopts),
         Test(
             name=f"{variant}/memfd-discard-returns-memory",
@@ -543,6 +545,49 @@ def memfd_tests(variant, k, bins, vmopts=None):
             **(vmopts or MEMFD_VM),
         ),
     ]
+
+
+def memfd_holes_test(name, first, second, gib, vmopts=None):
+    """A memfd of `gib` GiB with three written pages, in a 1 GiB guest: preserving it must not
+    fill its holes, and the next kernel gets the pages back with the holes still holes."""
+    return Test(
+        name=name,
+        stages=[
+            vm.Stage(first, f"luo-memfd holes-1 {gib}\n", [
+                (rf"MemFree .* kB for a {gib} GiB memfd with 3 written pages: ok",
+                 "preserving it took next to no memory"),
+                (r"preserved memfd holds 3 pages: ok", "the holes were not filled")]),
+            vm.Stage(second, f"luo-memfd holes-2 {gib}\n", [
+                (rf"retrieved memfd: size {gib << 30} \(want {gib << 30}\), 3 pages \(want 3\): ok",
+                 "size kept, three pages"),
+                (r"data 1 at .*: ok", "SEEK_DATA finds the middle page where it was"),
+                (r"no data after the last page: ok", "nothing else has data"),
+                (r"3 written pages back, sampled holes read zeros, 0 bad: ok", "contents intact"),
+                (rf"luo-memfd: {gib} GiB memfd with holes verified", "every check held")]),
+        ],
+        timeout=300,
+        **(vmopts or {}),
+    )
+
+
+def memfd_thp_test(name, first, second, vmopts=None):
+    """A memfd in 2 MiB folios (shmem THP), the last one reaching past the end of the file:
+    every byte comes back, and the folios stay 2 MiB."""
+    return Test(
+        name=name,
+        stages=[
+            vm.Stage(first, "luo-memfd thp-1\n", [
+                (r"ShmemHugePages 6144 kB: three 2 MiB folios .* the last past the end: ok",
+                 "shmem put the file in 2 MiB folios, the last past EOF"),
+                (r"luo-memfd: preserved a memfd in 2 MiB folios", "preserved")]),
+            vm.Stage(second, "luo-memfd thp-2\n", [
+                (r"memfd in 2 MiB folios checksum .* 0 bad words: ok", "every byte back"),
+                (r"ShmemHugePages after retrieve 6144 kB \(want 6144\): ok", "folios still 2 MiB"),
+                (r"luo-memfd: memfd in 2 MiB folios verified", "every check held")]),
+        ],
+        timeout=300,
+        **(vmopts or {}),
+    )
 
 
 def sessions_kexec(name, kernels, counts, vmopts=None, dup=False):
@@ -636,6 +681,11 @@ def all_scenarios(env):
     if "c-rmemfd" in env.kernels:
         k = env.kernels["c-rmemfd"]
         tests.append(memfd_set_test("c-rmemfd/memfd-set-64", k, k, 64))
+    if "rust" in env.kernels:
+        k = env.kernels["rust"]
+        tests.append(memfd_holes_test("rust/memfd-holes-64g", k, k, 64))
+    if "c" in env.kernels:
+        tests.append(memfd_thp_test("c/memfd-thp-past-eof", env.kernels["c"], env.kernels["c"]))
     # Sessions across kexec: the same scenarios on the C reference show the expectations
     # are 7.3's; the duplicate-at-51 case panics the C kernel (SPEC 10.4 item 1) and
     # runs on the Rust core only.
@@ -679,6 +729,11 @@ def all_scenarios(env):
         tests.append(memfd_set_test("cross/c-to-rust-memfd-set", c, r, 256))
         tests.append(memfd_set_test("cross/rust-to-c-memfd-set", r, c, 256))
         tests.append(memfd_cycle_test("cross/c-rust-c-rust-memfd", [c, r, c, r], 128))
+        # Holes and large folios: luo-rs preserves only what a memfd holds, and the stock C
+        # kernel reads that; large folios reaching past EOF cross both ways.
+        tests.append(memfd_holes_test("cross/rust-to-c-memfd-holes-4g", r, c, 4))
+        tests.append(memfd_thp_test("cross/c-to-rust-memfd-thp-past-eof", c, r))
+        tests.append(memfd_thp_test("cross/rust-to-c-memfd-thp-past-eof", r, c))
         # A memfd one implementation preserved and the other discards at FINISH.
         for name, first, second in (("c-to-rust", c, r), ("rust-to-c", r, c)):
             tests.append(Test(
