@@ -102,8 +102,9 @@ impl OutChain {
         self.blocks.truncate(needed);
     }
 
-    /// Writes `count` entries, each filled in by `fill(index, entry)`, links the blocks and
-    /// returns the physical address of the first block (0 for no entries).
+    /// Writes `count` entries, each filled in by `fill(index, entry)` in increasing index
+    /// order, links the blocks and returns the physical address of the first block (0 for no
+    /// entries).
     ///
     /// The chain must have room (see [`OutChain::grow`]); blocks beyond what `count` needs are
     /// released first, because a reader rejects a block without entries.
@@ -121,11 +122,14 @@ impl OutChain {
             return Err(ENOSPC);
         }
         self.shrink(count);
-        let mut next = 0;
-        let mut index = count;
-        for (b, page) in self.blocks.iter_mut().enumerate().rev() {
-            let first = b.saturating_mul(per);
-            let n = index.saturating_sub(first);
+        let head = self.blocks.first().map_or(0, |p| p.phys());
+        let mut first = 0usize;
+        for b in 0..self.blocks.len() {
+            let next = self.blocks.get(b + 1).map_or(0, |p| p.phys());
+            let Some(page) = self.blocks.get_mut(b) else {
+                break;
+            };
+            let n = count.saturating_sub(first).min(per);
             let bytes = page.bytes_mut();
             bytes.fill(0);
             for i in 0..n {
@@ -136,10 +140,9 @@ impl OutChain {
             }
             abi::put_u64(bytes, block::NEXT, next);
             abi::put_u64(bytes, block::COUNT, n as u64);
-            next = page.phys();
-            index = first;
+            first = first.saturating_add(per);
         }
-        Ok(next)
+        Ok(head)
     }
 }
 

@@ -267,14 +267,18 @@ mod session_tests {
     }
 
     #[test]
-    fn matching_reads_up_to_the_nul() -> Result {
+    fn lookups_read_up_to_the_nul() -> Result {
         let name = Name::new(&raw(b"session-1"))?;
-        assert!(name.matches(&raw(b"session-1")));
-        assert!(name.matches(&raw(b"session-1\0tail")));
-        assert!(!name.matches(&raw(b"session-10")));
-        assert!(!name.matches(&raw(b"session-")));
-        // An unterminated name never matches a stored one.
-        assert!(!Name::new(&raw(&[b'n'; 63]))?.matches(&[b'n'; 64]));
+        assert!(Name::lookup(&raw(b"session-1")) == Some(name));
+        assert!(Name::lookup(&raw(b"session-1\0tail")) == Some(name));
+        assert!(Name::lookup(&raw(b"session-10")) != Some(name));
+        assert!(Name::lookup(&raw(b"session-")) != Some(name));
+        // An unterminated or empty name finds no session.
+        assert!(Name::lookup(&[b'n'; 64]).is_none());
+        assert!(Name::lookup(&raw(b"")).is_none());
+        // Names order by their bytes, shorter first on a common prefix.
+        assert!(Name::new(&raw(b"a"))? < Name::new(&raw(b"ab"))?);
+        assert!(Name::new(&raw(b"ab"))? < Name::new(&raw(b"b"))?);
         Ok(())
     }
 }

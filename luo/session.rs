@@ -33,6 +33,10 @@ use kernel::{
     ioctl::_IOC_NR,
     new_mutex,
     prelude::*,
+    rbtree::{
+        RBTree,
+        RBTreeNodeReservation, //
+    },
     sync::{
         aref::ARef,
         rwsem::{
@@ -74,7 +78,9 @@ use crate::{
 };
 
 /// A session name: 1 to 63 bytes, stored NUL-padded like the uAPI and handover formats.
-#[derive(Clone, Copy, PartialEq, Eq)]
+///
+/// Names order by their bytes; sessions are looked up by name in a tree.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Name([u8; SESSION_NAME_LENGTH]);
 
 impl Name {
@@ -103,13 +109,11 @@ impl Name {
         &self.0[..len]
     }
 
-    /// True if `raw`, read up to its first NUL (C's `strncmp(.., 64)`), is this name.
-    pub(crate) fn matches(&self, raw: &[u8; SESSION_NAME_LENGTH]) -> bool {
-        let len = raw
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(SESSION_NAME_LENGTH);
-        self.as_bytes() == &raw[..len]
+    /// The name a lookup of `raw` means, read up to its first NUL as C's
+    /// `strncmp(.., 64)` reads it; `None` if no session can have that name (no NUL within 64
+    /// bytes, or an empty name).
+    pub(crate) fn lookup(raw: &[u8; SESSION_NAME_LENGTH]) -> Option<Self> {
+        Self::new(raw).ok()
     }
 
     /// The name, NUL-padded to 64 bytes.
@@ -166,26 +170,48 @@ impl Session {
     }
 }
 
-/// The sessions of one direction (outgoing or incoming).
+/// The sessions of one direction (outgoing or incoming), by name.
+///
+/// A tree keeps every lookup, insertion and removal logarithmic: the C core walks a list for
+/// each, so creating or receiving n sessions costs it O(n²).
 struct SessionList {
-    sessions: KVec<Arc<Session>>,
+    sessions: RBTree<Name, Arc<Session>>,
+    count: usize,
     /// Outgoing only: room for every session in the handover data, grown on create.
     chain: OutChain,
 }
 
 impl SessionList {
     fn find(&self, raw: &[u8; SESSION_NAME_LENGTH]) -> Option<&Arc<Session>> {
-        self.sessions.iter().find(|s| s.name.matches(raw))
+        self.sessions.get(&Name::lookup(raw)?)
+    }
+
+    fn contains(&self, name: &Name) -> bool {
+        self.sessions.get(name).is_some()
+    }
+
+    /// Adds `session`, whose name the list does not hold, in the node reserved for it.
+    fn insert(&mut self, session: Arc<Session>, node: RBTreeNodeReservation<Name, Arc<Session>>) {
+        self.sessions.insert(node.into_node(session.name, session));
+        self.count += 1;
     }
 
     fn remove(&mut self, session: &Session) {
-        self.sessions.retain(|s| !core::ptr::eq(&**s, session));
-        self.chain.shrink(self.sessions.len());
+        let ours = self
+            .sessions
+            .get(&session.name)
+            .is_some_and(|s| core::ptr::eq(&**s, session));
+        if ours {
+            self.sessions.remove(&session.name);
+            self.count -= 1;
+            self.chain.shrink(self.count);
+        }
     }
 
     fn new() -> Self {
         Self {
-            sessions: KVec::new(),
+            sessions: RBTree::new(),
+            count: 0,
             chain: OutChain::new(abi::session::SIZE),
         }
     }
@@ -258,6 +284,7 @@ pub(crate) fn create(ptr: UserPtr, user_size: u32) -> Result<isize> {
     arg.fd = fd.reserved_fd() as i32;
     let name = Name::new(&arg.name)?;
     let session = Session::new(name, false, FileSet::new())?;
+    let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
     let reg = registry()?;
     let file = {
         let _serialize = reg.serialize.read();
@@ -265,15 +292,12 @@ pub(crate) fn create(ptr: UserPtr, user_size: u32) -> Result<isize> {
             let mut out = reg.outgoing.write();
             // Check for a duplicate before taking any room, so a refused create leaves nothing
             // behind (the C core grows its block chain first and can leave an empty block).
-            if out.find(name.raw()).is_some() {
+            if out.contains(&name) {
                 return Err(EEXIST);
             }
-            let count = out.sessions.len();
+            let count = out.count;
             out.chain.grow(count + 1)?;
-            if let Err(e) = out.sessions.push(session.clone(), GFP_KERNEL) {
-                out.chain.shrink(count);
-                return Err(e.into());
-            }
+            out.insert(session.clone(), node);
         }
         match session.open_file() {
             Ok(file) => file,
@@ -463,26 +487,30 @@ pub(crate) fn serialize() -> Result {
     let frozen = reg.serialize.write();
     {
         let mut out = reg.outgoing.write();
-        let SessionList { sessions, chain } = &mut *out;
-        let mut sets = KVec::with_capacity(sessions.len(), GFP_KERNEL)?;
-        for (i, s) in sessions.iter().enumerate() {
+        let SessionList {
+            sessions, chain, ..
+        } = &mut *out;
+        let mut sets = KVec::with_capacity(sessions.iter().count(), GFP_KERNEL)?;
+        for (i, s) in sessions.values().enumerate() {
             let set = s.state.lock().files.freeze();
-            let set = set.inspect_err(|_| unfreeze(sessions.iter().take(i).rev()))?;
+            let set = set.inspect_err(|_| unfreeze(sessions.values().take(i)))?;
             if sets.push_within_capacity(set).is_err() {
                 // Cannot happen: room for every session was reserved above.
-                unfreeze(sessions.iter().take(i + 1).rev());
+                unfreeze(sessions.values().take(i + 1));
                 return Err(ENOMEM);
             }
         }
-        let head = chain.write(sessions.len(), |i, entry| {
-            if let (Some(s), Some(&(files_pa, count))) = (sessions.get(i), sets.get(i)) {
+        // Entries are written in the tree's order, the order they were frozen in.
+        let mut entries = sessions.values().zip(sets.iter());
+        let head = chain.write(sets.len(), |_, entry| {
+            if let Some((s, &(files_pa, count))) = entries.next() {
                 abi::encode_session(entry, s.name.raw(), files_pa, count);
             }
         });
         let head = match head {
             Ok(head) => head,
             Err(e) => {
-                unfreeze(sessions.iter().rev());
+                unfreeze(sessions.values());
                 return Err(e);
             }
         };
@@ -533,11 +561,12 @@ fn deserialize(reg: &Registry) -> Result {
             );
         })?;
         let session = Session::new(name, true, files)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let mut inc = reg.incoming.write();
-        if inc.find(name.raw()).is_some() {
+        if inc.contains(&name) {
             return Err(EEXIST);
         }
-        inc.sessions.push(session, GFP_KERNEL)?;
+        inc.insert(session, node);
     }
     Ok(())
 }
