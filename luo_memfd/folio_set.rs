@@ -18,14 +18,11 @@
 use crate::{
     abi::{
         folio as entry,
-        FolioEntry,
-        FOLIO_DIRTY,
-        FOLIO_UPTODATE, //
+        FolioEntry, //
     },
     mm::{
         self,
         Pinned,
-        PreservedFolios,
         Runs, //
     },
 };
@@ -128,15 +125,30 @@ impl FolioSet {
         let mut new = Pinned::new();
         for run in Runs::new(file, size.div_ceil(PAGE_SIZE as u64)) {
             new.pin_run(file, size, run)?;
-            new.retain(|pfn, index| !self.contains(pfn, index));
+            if self.count != 0 {
+                new.retain(|pfn, index| !self.contains(pfn, index));
+            }
         }
         if new.len() == 0 {
             return Ok(false);
         }
-        let new = new.preserve()?;
-        let array = PreservedVmalloc::new(self.merged_with(&new)?)?;
+        let count = self.count.checked_add(new.len()).ok_or(ENOMEM)?;
+        let bytes = count.checked_mul(entry::SIZE).ok_or(ENOMEM)?;
+        let mut array = VVec::<u8>::with_capacity(bytes, GFP_KERNEL)?;
+        array.resize(bytes, 0, GFP_KERNEL)?;
+        let new = if self.count == 0 {
+            new.preserve(&mut array)?
+        } else {
+            // Runs are pinned in order, so both the set and the new entries are sorted.
+            let len = new.len() * entry::SIZE;
+            let mut added = VVec::<u8>::with_capacity(len, GFP_KERNEL)?;
+            added.resize(len, 0, GFP_KERNEL)?;
+            let new = new.preserve(&mut added)?;
+            self.merge_into(&added, &mut array)?;
+            new
+        };
+        let array = PreservedVmalloc::new(array)?;
         let pages = new.pages();
-        let count = self.count + new.len();
         new.hand_over();
         // INVARIANT: The new array lists the old entries and the new folios, whose pins and
         // preservations this set now owns; the old array (plain memory) is dropped.
@@ -146,32 +158,24 @@ impl FolioSet {
         Ok(true)
     }
 
-    /// The set's entries and the folios of `new`, sorted by page offset, in the memfd-v2
-    /// format. Both inputs are sorted: runs are pinned in order.
-    fn merged_with(&self, new: &PreservedFolios) -> Result<VVec<u8>> {
-        let total = self.count.checked_add(new.len()).ok_or(ENOMEM)?;
-        let bytes = total.checked_mul(entry::SIZE).ok_or(ENOMEM)?;
-        let mut array = VVec::<u8>::with_capacity(bytes, GFP_KERNEL)?;
-        array.resize(bytes, 0, GFP_KERNEL)?;
+    /// Writes the set's entries and the sorted entries `added` into `out`, sorted by page
+    /// offset.
+    fn merge_into(&self, added: &[u8], out: &mut [u8]) -> Result {
         let mut old = (0..self.count).map(|i| self.entry(i)).peekable();
-        let mut added = new
-            .places()
-            .map(|(pfn, index)| FolioEntry {
-                pfn,
-                flags: FOLIO_DIRTY | FOLIO_UPTODATE,
-                index,
-            })
+        let mut new = added
+            .chunks_exact(entry::SIZE)
+            .map(FolioEntry::decode)
             .peekable();
-        for slot in array.chunks_exact_mut(entry::SIZE) {
-            let take_old = match (old.peek(), added.peek()) {
+        for slot in out.chunks_exact_mut(entry::SIZE) {
+            let take_old = match (old.peek(), new.peek()) {
                 (Some(o), Some(a)) => o.index < a.index,
                 (Some(_), None) => true,
                 _ => false,
             };
-            let e = if take_old { old.next() } else { added.next() };
+            let e = if take_old { old.next() } else { new.next() };
             e.ok_or(EINVAL)?.encode(slot)?;
         }
-        Ok(array)
+        Ok(())
     }
 }
 

@@ -146,9 +146,10 @@ struct folio *luo_memfd_pfn_folio(u64 pfn)
 /*
  * A pinned folio about to be handed over: dirty (so the next kernel never
  * reclaims it as clean) and uptodate (a never-written fallocated folio is
- * zeroed first).
+ * zeroed first). Returns where the next kernel finds it, and its size.
  */
-void luo_memfd_prepare_folio(struct folio *folio)
+void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index,
+			     u64 *pages)
 {
 	folio_lock(folio);
 	folio_mark_dirty(folio);
@@ -158,6 +159,9 @@ void luo_memfd_prepare_folio(struct folio *folio)
 		folio_mark_uptodate(folio);
 	}
 	folio_unlock(folio);
+	*pfn = folio_pfn(folio);
+	*index = folio->index;
+	*pages = folio_nr_pages(folio);
 }
 
 /*

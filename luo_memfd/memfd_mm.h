@@ -27,7 +27,8 @@ long luo_memfd_pin_folios(struct file *file, u64 start, u64 end,
 			  struct folio **folios, unsigned int max_folios);
 void luo_memfd_folio_place(struct folio *folio, u64 *pfn, u64 *index);
 struct folio *luo_memfd_pfn_folio(u64 pfn);
-void luo_memfd_prepare_folio(struct folio *folio);
+void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index,
+			     u64 *pages);
 struct file *luo_memfd_new_file(unsigned int seals, u64 pos, u64 size);
 int luo_memfd_add_folio(struct file *file, struct folio *folio, u64 index,
 			bool dirty, bool uptodate);

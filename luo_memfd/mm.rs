@@ -119,7 +119,8 @@ impl Iterator for Runs<'_> {
         }
         let mut first = self.next;
         // SAFETY: `file` is a shmem file; `first` is valid for reads and writes.
-        let end = unsafe { bindings::luo_memfd_next_run(self.file.as_ptr(), &mut first, self.last) };
+        let end =
+            unsafe { bindings::luo_memfd_next_run(self.file.as_ptr(), &mut first, self.last) };
         if end <= first {
             self.next = u64::MAX;
             return None;
@@ -185,7 +186,13 @@ impl Pinned {
         // for `max` pointers, which `memfd_pin_folios()` fills from the start and counts in its
         // result.
         let n = unsafe {
-            bindings::luo_memfd_pin_folios(file.as_ptr(), start, stop, spare.as_mut_ptr().cast(), max)
+            bindings::luo_memfd_pin_folios(
+                file.as_ptr(),
+                start,
+                stop,
+                spare.as_mut_ptr().cast(),
+                max,
+            )
         };
         let n = usize::try_from(n).map_err(|_| Error::from_errno(n as i32))?;
         if n > max as usize {
@@ -225,25 +232,45 @@ impl Pinned {
         self.folios.truncate(kept);
     }
 
-    /// Preserves every folio for the next kernel, marked dirty and uptodate.
+    /// Preserves every folio for the next kernel, marked dirty and uptodate, and writes its
+    /// entry of the handover's folio array into `entries`, one [`entry::SIZE`] chunk per folio
+    /// in order.
     ///
     /// # Errors
     ///
-    /// KHO's error; every folio is unpreserved and unpinned then.
-    pub(crate) fn preserve(mut self) -> Result<PreservedFolios> {
-        while let Some(&folio) = self.folios.get(self.preserved) {
+    /// `EINVAL` if `entries` has not exactly one chunk per folio, or KHO's error; every folio
+    /// is unpreserved and unpinned then.
+    pub(crate) fn preserve(mut self, entries: &mut [u8]) -> Result<PreservedFolios> {
+        if entries.len() != self.folios.len().saturating_mul(entry::SIZE) {
+            return Err(EINVAL);
+        }
+        let mut pages = 0u64;
+        for e in entries.chunks_exact_mut(entry::SIZE) {
+            let Some(&folio) = self.folios.get(self.preserved) else {
+                break;
+            };
             // SAFETY: The folio is pinned by us (type invariant).
             to_result(unsafe { bindings::kho_preserve_folio(folio.as_ptr()) })?;
             // INVARIANT: Folios are preserved in order; this one is now.
             self.preserved += 1;
-            // SAFETY: The folio is pinned by us.
-            unsafe { bindings::luo_memfd_prepare_folio(folio.as_ptr()) };
+            let (mut pfn, mut index, mut n) = (0u64, 0u64, 0u64);
+            // SAFETY: The folio is pinned by us; the out pointers are valid for writes.
+            unsafe {
+                bindings::luo_memfd_prepare_folio(folio.as_ptr(), &mut pfn, &mut index, &mut n)
+            };
+            pages = pages.saturating_add(n);
+            FolioEntry {
+                pfn,
+                flags: FOLIO_DIRTY | FOLIO_UPTODATE,
+                index,
+            }
+            .encode(e)?;
         }
         let folios = core::mem::replace(&mut self.folios, KVVec::new());
         // INVARIANT: Nothing left here; the pins and preservations moved on.
         self.preserved = 0;
         // INVARIANT: Every folio is pinned and preserved by us.
-        Ok(PreservedFolios { folios })
+        Ok(PreservedFolios { folios, pages })
     }
 }
 
@@ -268,30 +295,18 @@ impl Drop for Pinned {
 /// Each pointer is a distinct folio with one pin of ours, KHO-preserved by us.
 pub(crate) struct PreservedFolios {
     folios: KVVec<NonNull<bindings::folio>>,
+    pages: u64,
 }
 
 // SAFETY: Pins and preservations are not tied to a thread.
 unsafe impl Send for PreservedFolios {}
-// SAFETY: Shared references only read the folios' places.
+// SAFETY: Shared references only read counts.
 unsafe impl Sync for PreservedFolios {}
 
 impl PreservedFolios {
-    /// The number of folios.
-    pub(crate) fn len(&self) -> usize {
-        self.folios.len()
-    }
-
     /// Number of pages in the folios.
     pub(crate) fn pages(&self) -> u64 {
-        self.folios.iter().fold(0u64, |sum, folio| {
-            // SAFETY: The folio is pinned by us (type invariant).
-            sum.saturating_add(1u64 << unsafe { bindings::folio_order(folio.as_ptr()) })
-        })
-    }
-
-    /// Where each folio is, in order: its page frame number and its page offset in the file.
-    pub(crate) fn places(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.folios.iter().map(|folio| place(*folio))
+        self.pages
     }
 
     /// Gives up ownership of the pins and preservations: the caller recorded every folio's
