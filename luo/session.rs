@@ -484,33 +484,35 @@ fn get_name(session: &Session, mut arg: Versioned<GetNameArg>) -> Result<isize> 
 pub(crate) fn serialize() -> Result {
     let reg = registry()?;
     let handlers = handler::registry()?;
-    let frozen = reg.serialize.write();
+    let serialize = reg.serialize.write();
     {
         let mut out = reg.outgoing.write();
         let SessionList {
-            sessions, chain, ..
+            sessions,
+            count,
+            chain,
         } = &mut *out;
-        let mut sets = KVec::with_capacity(sessions.iter().count(), GFP_KERNEL)?;
-        for (i, s) in sessions.values().enumerate() {
-            let set = s.state.lock().files.freeze();
-            let set = set.inspect_err(|_| unfreeze(sessions.values().take(i)))?;
-            if sets.push_within_capacity(set).is_err() {
-                // Cannot happen: room for every session was reserved above.
-                unfreeze(sessions.values().take(i + 1));
-                return Err(ENOMEM);
-            }
-        }
-        // Entries are written in the tree's order, the order they were frozen in.
-        let mut entries = sessions.values().zip(sets.iter());
-        let head = chain.write(sets.len(), |_, entry| {
-            if let Some((s, &(files_pa, count))) = entries.next() {
-                abi::encode_session(entry, s.name.raw(), files_pa, count);
+        // One pass, in the tree's order, with no allocation: each session's files are frozen
+        // as its entry is written into room reserved when it was created.
+        let mut next = sessions.values();
+        let mut frozen = 0usize;
+        let mut failed = None;
+        let head = chain.write(*count, |_, entry| {
+            let Some(s) = next.next().filter(|_| failed.is_none()) else {
+                return;
+            };
+            match s.state.lock().files.freeze() {
+                Ok((files_pa, files)) => {
+                    abi::encode_session(entry, s.name.raw(), files_pa, files);
+                    frozen += 1;
+                }
+                Err(e) => failed = Some(e),
             }
         });
-        let head = match head {
-            Ok(head) => head,
-            Err(e) => {
-                unfreeze(sessions.values());
+        let head = match (head, failed) {
+            (Ok(head), None) => head,
+            (Err(e), _) | (_, Some(e)) => {
+                unfreeze(sessions.values().take(frozen));
                 return Err(e);
             }
         };
@@ -518,7 +520,7 @@ pub(crate) fn serialize() -> Result {
         handover.set_sessions(head);
         flb::serialize(&handlers.read().flbs, handover.flbs_mut());
     }
-    frozen.hold_forever();
+    serialize.hold_forever();
     Ok(())
 }
 

@@ -89,14 +89,19 @@ impl Drop for Locked<'_> {
 
 /// Runs of populated pages of a memfd: resident folios and folios swapped out, never holes.
 ///
-/// Yields `(first, end)` page ranges in increasing order, each at most 64Ki pages, that no
-/// folio straddles (see `luo_memfd_next_run()`), so pinning them one by one meets every folio
-/// once.
+/// Yields `(first, end)` page ranges in increasing order, each at most [`RUN_ALIGN`] pages,
+/// that no folio straddles (see `luo_memfd_next_run()`), so pinning them one by one meets every
+/// folio once.
 pub(crate) struct Runs<'a> {
     file: &'a File,
     next: u64,
     last: u64,
+    /// The file holds as many pages as its size: no scan, every aligned chunk is a run.
+    dense: bool,
 }
+
+/// Runs end at multiples of this many pages (`LUO_MEMFD_RUN_ALIGN`).
+const RUN_ALIGN: u64 = 1 << 16;
 
 impl<'a> Runs<'a> {
     /// The runs among the first `pages` pages of the memfd `file`.
@@ -106,6 +111,10 @@ impl<'a> Runs<'a> {
             next: 0,
             // With no pages, `next > last` ends the walk at once.
             last: pages.wrapping_sub(1),
+            // A file whose page count equals its size in pages has no hole, unless a large
+            // folio reaching past the end makes up for one; then that hole is allocated, as
+            // the C handler allocates every hole.
+            dense: populated_pages(file) == pages,
         }
     }
 }
@@ -116,6 +125,14 @@ impl Iterator for Runs<'_> {
     fn next(&mut self) -> Option<(u64, u64)> {
         if self.next > self.last || self.last == u64::MAX {
             return None;
+        }
+        if self.dense {
+            let first = self.next;
+            let end = (first / RUN_ALIGN + 1)
+                .saturating_mul(RUN_ALIGN)
+                .min(self.last.saturating_add(1));
+            self.next = end;
+            return Some((first, end));
         }
         let mut first = self.next;
         // SAFETY: `file` is a shmem file; `first` is valid for reads and writes.
