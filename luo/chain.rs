@@ -131,7 +131,12 @@ impl OutChain {
             };
             let n = count.saturating_sub(first).min(per);
             let bytes = page.bytes_mut();
-            bytes.fill(0);
+            // Entries are written whole below; only the rest of the block is cleared, so no
+            // name of a session closed since stays in memory handed to the next kernel.
+            let used = block::HEADER.saturating_add(n.saturating_mul(self.entry_size));
+            if let Some(rest) = bytes.get_mut(used..) {
+                rest.fill(0);
+            }
             for i in 0..n {
                 fill(
                     first.saturating_add(i),
