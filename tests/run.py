@@ -175,6 +175,19 @@ def cargo_tests(tally, pattern):
                          proc.stdout[-3000:])
 
 
+def bench_smoke(tally, pattern):
+    """`make bench` in its seconds-long form, so that it cannot rot: both kernels boot the
+    benchmark and report every operation. Its timings are not judged (speed is measured by
+    `make bench`, never in a test)."""
+    name = "bench/smoke"
+    if not fnmatch.fnmatch(name, pattern):
+        return
+    import bench
+    start = time.monotonic()
+    ok, detail = bench.smoke()
+    tally.record(name, "pass" if ok else "fail", detail, time.monotonic() - start)
+
+
 def _flatten(suite):
     for t in suite:
         if isinstance(t, unittest.TestSuite):
@@ -210,6 +223,8 @@ def main():
             tally.record(name, status, detail, out.seconds if name == scn.name else None)
         if args.keep_logs or any(status == "fail" for _, status, _ in rows):
             print(f"     serial log: {os.path.join(env.work, scn.name.replace('/', '_'), 'serial.log')}")
+
+    bench_smoke(tally, args.only)
 
     print(f"total time {time.monotonic() - start:.0f}s")
     line = f"{tally.passed} passed, {tally.failed} failed"
