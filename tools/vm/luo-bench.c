@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "hold.h"
+#include "luo-calls.h"
 
 #define MIB (1UL << 20)
 #define PAGE 4096UL
@@ -134,56 +135,6 @@ static void more_files(long n)
 
 	if (setrlimit(RLIMIT_NOFILE, &r))
 		die("setrlimit(RLIMIT_NOFILE)");
-}
-
-static int session(int luo, unsigned long cmd, const char *name)
-{
-	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
-
-	snprintf((char *)arg.name, sizeof(arg.name), "%s", name);
-	if (ioctl(luo, cmd, &arg))
-		die(cmd == LIVEUPDATE_IOCTL_CREATE_SESSION ? "CREATE_SESSION" : "RETRIEVE_SESSION");
-	return arg.fd;
-}
-
-static void preserve(int sfd, int fd, uint64_t token)
-{
-	struct liveupdate_session_preserve_fd p = { .size = sizeof(p), .fd = fd, .token = token };
-
-	if (ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, &p))
-		die("PRESERVE_FD");
-}
-
-static int retrieve(int sfd, uint64_t token)
-{
-	struct liveupdate_session_retrieve_fd r = { .size = sizeof(r), .token = token };
-
-	if (ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, &r))
-		die("RETRIEVE_FD");
-	return r.fd;
-}
-
-static void finish(int sfd)
-{
-	struct liveupdate_session_finish f = { .size = sizeof(f) };
-
-	if (ioctl(sfd, LIVEUPDATE_SESSION_FINISH, &f))
-		die("FINISH");
-}
-
-static long vmalloc_used_kib(void)
-{
-	char line[128];
-	long kib = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	if (!f)
-		die("open /proc/meminfo");
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmallocUsed: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib;
 }
 
 static void thp(const char *mode)
@@ -293,13 +244,13 @@ static int out(long sessions, size_t max_mib)
 
 		snprintf(name, sizeof(name), "mem-%s", cases[i].name);
 		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
-		before = vmalloc_used_kib();
+		before = meminfo_kib("VmallocUsed");
 		t = now_ns();
 		preserve(sfd, fd, 1);
 		snprintf(op, sizeof(op), "preserve_fd:%s", cases[i].name);
 		result(op, now_ns() - t);
 		/* The folio array (vmalloc) is the handover metadata that grows with the file. */
-		printf("BENCH-MEM %s %ld kB\n", cases[i].name, vmalloc_used_kib() - before);
+		printf("BENCH-MEM %s %ld kB\n", cases[i].name, meminfo_kib("VmallocUsed") - before);
 		close(fd);
 	}
 	/* One memfd nobody retrieves: FINISH must discard it. */

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "hold.h"
+#include "luo-calls.h"
 
 #ifndef F_SEAL_EXEC
 #define F_SEAL_EXEC 0x0020	/* uapi/linux/fcntl.h; older C libraries lack it */
@@ -112,41 +113,6 @@ static uint64_t pattern_checksum(uint64_t seed, size_t n)
 	for (size_t i = 0; i < n; i++)
 		h = (h ^ pattern(seed, i)) * 0x100000001b3ULL;
 	return h;
-}
-
-static int session(int luo, unsigned long cmd, const char *name)
-{
-	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
-
-	strcpy((char *)arg.name, name);
-	if (ioctl(luo, cmd, &arg))
-		return -1;
-	return arg.fd;
-}
-
-static void preserve(int sfd, int fd, uint64_t token)
-{
-	struct liveupdate_session_preserve_fd p = { .size = sizeof(p), .fd = fd, .token = token };
-
-	if (ioctl(sfd, LIVEUPDATE_SESSION_PRESERVE_FD, &p))
-		die("LIVEUPDATE_SESSION_PRESERVE_FD");
-}
-
-static int retrieve(int sfd, uint64_t token)
-{
-	struct liveupdate_session_retrieve_fd r = { .size = sizeof(r), .token = token };
-
-	if (ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, &r))
-		die("LIVEUPDATE_SESSION_RETRIEVE_FD");
-	return r.fd;
-}
-
-static void finish(int sfd)
-{
-	struct liveupdate_session_finish f = { .size = sizeof(f) };
-
-	if (ioctl(sfd, LIVEUPDATE_SESSION_FINISH, &f))
-		die("LIVEUPDATE_SESSION_FINISH");
 }
 
 static uint64_t *map(int fd, size_t len, int prot)
@@ -391,23 +357,16 @@ static int cycle(int luo, int gen, size_t mib, int last)
 static long mem_free_kib(void)
 {
 	char line[128];
-	long kib = -1, pcp = 0, n;
-	FILE *f = fopen("/proc/meminfo", "r");
+	long pcp = 0, n;
+	FILE *f = fopen("/proc/zoneinfo", "r");
 
-	if (!f)
-		die("open /proc/meminfo");
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemFree: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	f = fopen("/proc/zoneinfo", "r");
 	if (!f)
 		die("open /proc/zoneinfo");
 	while (fgets(line, sizeof(line), f))
 		if (sscanf(line, " count: %ld", &n) == 1)
 			pcp += n;
 	fclose(f);
-	return kib + pcp * (long)(PAGE / 1024);
+	return meminfo_kib("MemFree") + pcp * (long)(PAGE / 1024);
 }
 
 static int discard(int luo, int stage, size_t mib)
@@ -437,21 +396,6 @@ static int discard(int luo, int stage, size_t mib)
 		 before, after, (after - before) / 1024, mib);
 	check(after - before >= (long)(mib * 1024 * 9 / 10), msg);
 	return failures ? 1 : 0;
-}
-
-static long meminfo_kib(const char *key)
-{
-	char line[128], name[64];
-	long kib = -1, v;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	if (!f)
-		die("open /proc/meminfo");
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%63[^:]: %ld kB", name, &v) == 2 && !strcmp(name, key))
-			kib = v;
-	fclose(f);
-	return kib;
 }
 
 /* The written pages of a memfd with holes: first, middle and last page. */
