@@ -283,7 +283,7 @@ impl Pinned {
             }
             .encode(e)?;
         }
-        let folios = core::mem::replace(&mut self.folios, KVVec::new());
+        let folios = core::mem::take(&mut self.folios);
         // INVARIANT: Nothing left here; the pins and preservations moved on.
         self.preserved = 0;
         // INVARIANT: Every folio is pinned and preserved by us.
