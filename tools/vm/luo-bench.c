@@ -19,8 +19,10 @@
  *   luo-bench tsc-khz
  *       the TSC's frequency in kHz (run on the host, see tsc_khz()).
  *
- * Each result is one line "BENCH <operation> <nanoseconds>", the time of one
- * call (averaged over a batch where a batch is named). The stage scripts
+ * Each result is one line "BENCH <operation> <nanoseconds>": the median of
+ * several calls timed one by one (a hundred for sessions, up to five for
+ * memfds that fit in memory that often), or of the one call there is. Every
+ * kind of call is made once untimed first (see warm_up()). The stage scripts
  * keep kernel notices off the console meanwhile, so that they cannot break
  * these lines. Lines starting with
  * "BENCH-INFO" describe the clock. The blackout is measured with the TSC,
@@ -145,27 +147,53 @@ static void thp(const char *mode)
 		die("shmem_enabled");
 }
 
-/* The memfds preserved one per session: name, size, how it is written. */
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Reports the median of `n` timings of one call each (sorts them). */
+static void median(const char *op, uint64_t *ns, int n)
+{
+	qsort(ns, n, sizeof(*ns), cmp_u64);
+	result(op, n % 2 ? ns[n / 2] : (ns[n / 2 - 1] + ns[n / 2]) / 2);
+}
+
+/*
+ * The memfds preserved, each in a session of its own: name, size, how it is
+ * written, and how many of them (the result is the median of their calls;
+ * the largest fit in memory only once).
+ */
 struct memfd_case {
 	const char *name;
 	size_t bytes;
 	enum { DENSE, HOLES, LARGE } kind;
+	int reps;
 };
+
+#define MAX_REPS 5
 
 static int memfd_cases(size_t max_mib, struct memfd_case *c)
 {
 	int n = 0;
 
 	/* Large folios first: their cost depends on what memory holds before. */
-	c[n++] = (struct memfd_case){ "4k", PAGE, DENSE };
-	c[n++] = (struct memfd_case){ "1m", MIB, DENSE };
-	c[n++] = (struct memfd_case){ "thp-64m", 64 * MIB, LARGE };
+	c[n++] = (struct memfd_case){ "4k", PAGE, DENSE, MAX_REPS };
+	c[n++] = (struct memfd_case){ "1m", MIB, DENSE, MAX_REPS };
+	c[n++] = (struct memfd_case){ "thp-64m", 64 * MIB, LARGE, 3 };
 	if (max_mib >= 64)
-		c[n++] = (struct memfd_case){ "64m", 64 * MIB, DENSE };
+		c[n++] = (struct memfd_case){ "64m", 64 * MIB, DENSE, 3 };
 	if (max_mib >= 1024)
-		c[n++] = (struct memfd_case){ "1g", 1024 * MIB, DENSE };
-	c[n++] = (struct memfd_case){ "holes-1g", 1024 * MIB, HOLES };
+		c[n++] = (struct memfd_case){ "1g", 1024 * MIB, DENSE, 1 };
+	c[n++] = (struct memfd_case){ "holes-1g", 1024 * MIB, HOLES, 1 };
 	return n;
+}
+
+static void case_session(char *name, size_t len, const struct memfd_case *c, int rep)
+{
+	snprintf(name, len, "mem-%s-%d", c->name, rep);
 }
 
 static int make_memfd(const struct memfd_case *c)
@@ -197,20 +225,42 @@ static int make_memfd(const struct memfd_case *c)
 	return fd;
 }
 
-static void create(int luo, long i)
+static uint64_t create(int luo, long i)
 {
 	char name[64];
+	uint64_t t;
 
 	snprintf(name, sizeof(name), "bench-%06ld", i);
+	t = now_ns();
 	session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+	return now_ns() - t;
+}
+
+/*
+ * Every kind of call once, untimed, before anything is measured. Under
+ * QEMU's TCG the first run of any kernel code costs its translation
+ * (milliseconds for a new path), which would measure the size of the code
+ * rather than the cost of the operation; real CPUs pay microseconds for a
+ * cold instruction cache. The session is closed again, which unpreserves.
+ */
+static void warm_up(int luo)
+{
+	const struct memfd_case c = { "warm", PAGE, DENSE, 1 };
+	int sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "warm-up");
+	int fd = make_memfd(&c);
+
+	preserve(sfd, fd, 1);
+	close(fd);
+	close(sfd);
 }
 
 static int out(long sessions, size_t max_mib)
 {
 	static const long points[] = { 1, 100, 1000, 2000, 5000, 10000 };
+	static uint64_t ns[FILES];
 	struct memfd_case cases[8];
 	int luo, ncases, sfd;
-	uint64_t t, t0;
+	uint64_t t0;
 	char name[64], op[96];
 	long created = 0;
 
@@ -219,17 +269,17 @@ static int out(long sessions, size_t max_mib)
 	luo = open("/dev/liveupdate", O_RDWR);
 	if (luo < 0)
 		die("open /dev/liveupdate");
+	warm_up(luo);
 
 	/* CREATE_SESSION, per call, at several numbers of existing sessions. */
 	t0 = now_ns();
 	for (unsigned int p = 0; p < sizeof(points) / sizeof(points[0]) && points[p] <= sessions; p++) {
 		while (created < points[p])
 			create(luo, created++);
-		t = now_ns();
 		for (int j = 0; j < BATCH; j++)
-			create(luo, created++);
+			ns[j] = create(luo, created++);
 		snprintf(op, sizeof(op), "create_session@%ld", points[p]);
-		result(op, (now_ns() - t) / BATCH);
+		median(op, ns, BATCH);
 	}
 	while (created < sessions)
 		create(luo, created++);
@@ -239,34 +289,44 @@ static int out(long sessions, size_t max_mib)
 	/* PRESERVE_FD of memfds of every kind, one session each. */
 	ncases = memfd_cases(max_mib, cases);
 	for (int i = 0; i < ncases; i++) {
-		int fd = make_memfd(&cases[i]);
-			long before;
+		long before = 0, after = 0;
 
-		snprintf(name, sizeof(name), "mem-%s", cases[i].name);
-		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
-		before = meminfo_kib("VmallocUsed");
-		t = now_ns();
-		preserve(sfd, fd, 1);
+		for (int r = 0; r < cases[i].reps; r++) {
+			int fd = make_memfd(&cases[i]);
+			uint64_t t;
+
+			case_session(name, sizeof(name), &cases[i], r);
+			sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+			before = meminfo_kib("VmallocUsed");
+			t = now_ns();
+			preserve(sfd, fd, 1);
+			ns[r] = now_ns() - t;
+			after = meminfo_kib("VmallocUsed");
+			close(fd);
+		}
 		snprintf(op, sizeof(op), "preserve_fd:%s", cases[i].name);
-		result(op, now_ns() - t);
+		median(op, ns, cases[i].reps);
 		/* The folio array (vmalloc) is the handover metadata that grows with the file. */
-		printf("BENCH-MEM %s %ld kB\n", cases[i].name, meminfo_kib("VmallocUsed") - before);
-		close(fd);
+		printf("BENCH-MEM %s %ld kB\n", cases[i].name, after - before);
 	}
-	/* One memfd nobody retrieves: FINISH must discard it. */
-	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "discard-1m");
-	preserve(sfd, make_memfd(&cases[1]), 1);
+	/* Memfds nobody retrieves: FINISH must discard them. */
+	for (int r = 0; r < MAX_REPS; r++) {
+		snprintf(name, sizeof(name), "discard-1m-%d", r);
+		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+		preserve(sfd, make_memfd(&cases[1]), 1);
+	}
 
 	/* 500 files in one session. */
 	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "files-500");
-	t = now_ns();
 	for (int i = 0; i < FILES; i++) {
 		int fd = make_memfd(&cases[0]);
+		uint64_t t = now_ns();
 
 		preserve(sfd, fd, 1000 + i);
+		ns[i] = now_ns() - t;
 		close(fd);
 	}
-	result("preserve_fd_500_files_with_memfd_create", (now_ns() - t) / FILES);
+	median("preserve_fd_in_500_file_session", ns, FILES);
 
 	/* The kexec is this program's too (guest-init runs /tmp/kexec-with), timed from reboot(). */
 	{
@@ -292,8 +352,11 @@ static int kexec(char **next)
 	if (syscall(__NR_kexec_file_load, kfd, ifd, strlen(next[2]) + 1, next[2], 0UL))
 		die("kexec_file_load");
 	sync();
-	/* Show the reboot path's messages ("Starting new kernel" ends it) again. */
-	klogctl(8, NULL, 8);
+	/*
+	 * Show notices again ("Starting new kernel" ends the reboot path), but
+	 * not informational lines, which each core prints its own of.
+	 */
+	klogctl(8, NULL, 6);
 	printf("BENCH-TSC reboot %llu\n", (unsigned long long)tsc());
 	fflush(stdout);
 	if (write(kmsg, "luo-bench: reboot\n", 18) < 0)
@@ -306,6 +369,7 @@ static int kexec(char **next)
 static int in(long sessions, size_t max_mib)
 {
 	static const long points[] = { 1, 1000, 10000 };
+	static uint64_t ns[FILES];
 	struct memfd_case cases[8];
 	uint64_t t, ticks;
 	char name[64], op[96];
@@ -319,8 +383,10 @@ static int in(long sessions, size_t max_mib)
 		die("open /dev/liveupdate");
 	result("first_open_deserialize", now_ns() - t);
 
-	/* The end of the blackout: the first memfd back. */
-	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "mem-4k");
+	/* The end of the blackout: the first memfd back. It also warms the paths up. */
+	ncases = memfd_cases(max_mib, cases);
+	case_session(name, sizeof(name), &cases[0], 0);
+	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
 	close(retrieve(sfd, 1));
 	ticks = tsc();
 	printf("BENCH-TSC retrieved %llu\n", (unsigned long long)ticks);
@@ -331,42 +397,60 @@ static int in(long sessions, size_t max_mib)
 	for (unsigned int p = 0; p < sizeof(points) / sizeof(points[0]); p++) {
 		if (points[p] > sessions)
 			break;
-		t = now_ns();
 		for (long i = points[p]; i < points[p] + BATCH; i++) {
 			snprintf(name, sizeof(name), "bench-%06ld", i);
+			t = now_ns();
 			session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+			ns[i - points[p]] = now_ns() - t;
 		}
 		snprintf(op, sizeof(op), "retrieve_session@%ld", points[p]);
-		result(op, (now_ns() - t) / BATCH);
+		median(op, ns, BATCH);
 	}
 
 	/* RETRIEVE_FD of each memfd, then FINISH of its session (nothing left to discard). */
-	ncases = memfd_cases(max_mib, cases);
-	for (int i = 1; i < ncases; i++) {
-		snprintf(name, sizeof(name), "mem-%s", cases[i].name);
+	for (int i = 0; i < ncases; i++) {
+		uint64_t fin[MAX_REPS];
+		int n = 0;
+
+		for (int r = i == 0; r < cases[i].reps; r++) {
+			case_session(name, sizeof(name), &cases[i], r);
+			sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+			t = now_ns();
+			close(retrieve(sfd, 1));
+			ns[n] = now_ns() - t;
+			if (i == 1) {
+				t = now_ns();
+				finish(sfd);
+				fin[n] = now_ns() - t;
+			}
+			n++;
+			close(sfd);
+		}
+		snprintf(op, sizeof(op), "retrieve_fd:%s", cases[i].name);
+		median(op, ns, n);
+		if (i == 1)
+			median("finish_all_retrieved", fin, n);
+	}
+	for (int r = 0; r < MAX_REPS; r++) {
+		snprintf(name, sizeof(name), "discard-1m-%d", r);
 		sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
 		t = now_ns();
-		close(retrieve(sfd, 1));
-		snprintf(op, sizeof(op), "retrieve_fd:%s", cases[i].name);
-		result(op, now_ns() - t);
-		if (i == 1) {
-			t = now_ns();
-			finish(sfd);
-			result("finish_all_retrieved", now_ns() - t);
-		}
-		close(sfd);
+		finish(sfd);
+		ns[r] = now_ns() - t;
 	}
-	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "discard-1m");
-	t = now_ns();
-	finish(sfd);
-	result("finish_discarding_1m_memfd", now_ns() - t);
+	median("finish_discarding_1m_memfd", ns, MAX_REPS);
 
 	/* 500 files: half retrieved, all finished. */
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "files-500");
-	t = now_ns();
-	for (int i = 0; i < FILES / 2; i++)
-		close(retrieve(sfd, 1000 + i));
-	result("retrieve_fd_of_500", (now_ns() - t) / (FILES / 2));
+	for (int i = 0; i < FILES / 2; i++) {
+		int fd;
+
+		t = now_ns();
+		fd = retrieve(sfd, 1000 + i);
+		ns[i] = now_ns() - t;
+		close(fd);
+	}
+	median("retrieve_fd_of_500", ns, FILES / 2);
 	t = now_ns();
 	finish(sfd);
 	result("finish_500_files_250_unretrieved", now_ns() - t);
