@@ -531,6 +531,7 @@ def memfd_tests(variant, k, bins, vmopts=None):
         memfd_set_test(f"{variant}/memfd-set-{big}", k, k, big, vmopts),
         memfd_holes_test(f"{variant}/memfd-holes-4g", k, k, 4, vmopts),
         memfd_thp_test(f"{variant}/memfd-thp-past-eof", k, k, vmopts),
+        memfd_swap_test(f"{variant}/memfd-swapped-out", k, k, vmopts),
         memfd_cycle_test(f"{variant}/memfd-three-updates", [k, k, k, k], 64, vmopts),
         Test(
             name=f"{variant}/memfd-discard-returns-memory",
@@ -584,6 +585,33 @@ def memfd_thp_test(name, first, second, vmopts=None):
                 (r"memfd in 2 MiB folios checksum .* 0 bad words: ok", "every byte back"),
                 (r"ShmemHugePages after retrieve 6144 kB \(want 6144\): ok", "folios still 2 MiB"),
                 (r"luo-memfd: memfd in 2 MiB folios verified", "every check held")]),
+        ],
+        timeout=300,
+        **(vmopts or {}),
+    )
+
+
+# A swap device for the guest: zram, compressed in memory (no disk needed).
+SWAP_ON = ("echo 64M > /sys/block/zram0/disksize && mkswap /dev/zram0 >/dev/null && "
+           "swapon /dev/zram0 && ")
+
+
+def memfd_swap_test(name, first, second, vmopts=None):
+    """A memfd half pushed out to swap: PRESERVE_FD reads the swapped folios back in (swap
+    empties again), and the next kernel has every byte, the hole at the end reading zeros."""
+    return Test(
+        name=name,
+        stages=[
+            vm.Stage(first, SWAP_ON + "luo-memfd swap-1 32\n", [
+                (r"swap holds \d+ kB of the memfd's 16384 kB pushed out: ok",
+                 "half the memfd went to swap"),
+                (r"after PRESERVE_FD swap holds \d+ kB: read back in: ok",
+                 "PRESERVE_FD read it back in"),
+                (r"luo-memfd: preserved a memfd that was half in swap", "preserved")]),
+            vm.Stage(second, "luo-memfd swap-2 32\n", [
+                (r"memfd once in swap: 24 MiB written, 8 MiB of hole, 0 bad words: ok",
+                 "every byte back"),
+                (r"luo-memfd: memfd once in swap verified", "every check held")]),
         ],
         timeout=300,
         **(vmopts or {}),
@@ -686,6 +714,7 @@ def all_scenarios(env):
         tests.append(memfd_holes_test("rust/memfd-holes-64g", k, k, 64))
     if "c" in env.kernels:
         tests.append(memfd_thp_test("c/memfd-thp-past-eof", env.kernels["c"], env.kernels["c"]))
+        tests.append(memfd_swap_test("c/memfd-swapped-out", env.kernels["c"], env.kernels["c"]))
     # Sessions across kexec: the same scenarios on the C reference show the expectations
     # are 7.3's; the duplicate-at-51 case panics the C kernel (SPEC 10.4 item 1) and
     # runs on the Rust core only.
@@ -734,6 +763,8 @@ def all_scenarios(env):
         tests.append(memfd_holes_test("cross/rust-to-c-memfd-holes-4g", r, c, 4))
         tests.append(memfd_thp_test("cross/c-to-rust-memfd-thp-past-eof", c, r))
         tests.append(memfd_thp_test("cross/rust-to-c-memfd-thp-past-eof", r, c))
+        tests.append(memfd_swap_test("cross/c-to-rust-memfd-swapped-out", c, r))
+        tests.append(memfd_swap_test("cross/rust-to-c-memfd-swapped-out", r, c))
         # A memfd one implementation preserved and the other discards at FINISH.
         for name, first, second in (("c-to-rust", c, r), ("rust-to-c", r, c)):
             tests.append(Test(

@@ -32,6 +32,13 @@
  *                         held in three 2 MiB folios, the last reaching
  *                         past the end of the file; after the update
  *                         every byte is back, still in 2 MiB folios.
+ *   luo-memfd swap-1 MIB / swap-2 MIB
+ *                         a MIB MiB memfd whose first half is written and
+ *                         then pushed out to swap (MADV_PAGEOUT; the stage
+ *                         script set up a swap device), the next quarter
+ *                         written and resident, the last quarter a hole:
+ *                         PRESERVE_FD must read the swapped half back in,
+ *                         and after the update every byte is there.
  *
  * Every check prints what it found; the exit status is 0 only if all held.
  */
@@ -552,6 +559,65 @@ static int thp(int luo, int stage)
 	return 0;
 }
 
+#define SWAP_SEED 40
+
+/* Swap in use, in kB. */
+static long swap_used_kib(void)
+{
+	return meminfo_kib("SwapTotal") - meminfo_kib("SwapFree");
+}
+
+static int swap(int luo, int stage, size_t mib)
+{
+	size_t len = mib * MIB, written = len / 4 * 3, out = len / 2, bad = 0;
+	long pushed, left;
+	char msg[200];
+	uint64_t *w;
+	int sfd, fd;
+
+	if (stage == 1) {
+		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-swap");
+		fd = memfd_create("swap", 0);
+		if (sfd < 0 || fd < 0 || ftruncate(fd, len))
+			die("session/memfd_create/ftruncate");
+		w = map(fd, len, PROT_READ | PROT_WRITE);
+		for (size_t i = 0; i < written / 8; i++)
+			w[i] = pattern(SWAP_SEED, i);
+		if (madvise(w, out, MADV_PAGEOUT))
+			die("madvise(MADV_PAGEOUT)");
+		munmap(w, len);
+		pushed = swap_used_kib();
+		snprintf(msg, sizeof(msg), "swap holds %ld kB of the memfd's %zu kB pushed out",
+			 pushed, out / 1024);
+		check(pushed >= (long)(out / 1024) * 9 / 10, msg);
+		preserve(sfd, fd, 1);
+		left = swap_used_kib();
+		snprintf(msg, sizeof(msg), "after PRESERVE_FD swap holds %ld kB: read back in", left);
+		check(left < 1024, msg);
+		if (failures)
+			return 1;
+		printf("luo-memfd: preserved a memfd that was half in swap\n");
+		hold_until_kexec();
+		return 0;
+	}
+	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-swap");
+	if (sfd < 0)
+		die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
+	fd = retrieve(sfd, 1);
+	w = map(fd, len, PROT_READ);
+	for (size_t i = 0; i < len / 8; i++)
+		bad += w[i] != (i < written / 8 ? pattern(SWAP_SEED, i) : 0);
+	munmap(w, len);
+	snprintf(msg, sizeof(msg), "memfd once in swap: %zu MiB written, %zu MiB of hole, "
+		 "%zu bad words", written / MIB, (len - written) / MIB, bad);
+	check(!bad, msg);
+	finish(sfd);
+	if (failures)
+		return 1;
+	printf("luo-memfd: memfd once in swap verified\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -576,7 +642,9 @@ int main(int argc, char **argv)
 		return holes(luo, mode[6] - '0', mib);
 	if (!strcmp(mode, "thp-1") || !strcmp(mode, "thp-2"))
 		return thp(luo, mode[4] - '0');
+	if (!strcmp(mode, "swap-1") || !strcmp(mode, "swap-2"))
+		return swap(luo, mode[5] - '0', mib);
 	fprintf(stderr, "usage: luo-memfd set-1|set-2|discard-1|discard-2 MIB | cycle GEN MIB [last]"
-		" | holes-1|holes-2 GIB | thp-1|thp-2\n");
+		" | holes-1|holes-2 GIB | thp-1|thp-2 | swap-1|swap-2 MIB\n");
 	return 2;
 }
