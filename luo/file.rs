@@ -52,7 +52,7 @@ static PRESERVED: SetOnce<Pin<KBox<PreservedIds>>> = SetOnce::new();
 /// The ids of preserved files, as a set.
 type PreservedIds = Mutex<RBTree<usize, ()>>;
 
-/// Creates the registry of preserved files; called once at late init.
+/// Creates the registry of preserved files; called once at early init.
 pub(crate) fn init() -> Result {
     let ids = KBox::pin_init(new_mutex!(RBTree::new()), GFP_KERNEL)?;
     if !PRESERVED.populate(ids) {

@@ -342,7 +342,7 @@ static KNOWN: SetOnce<Pin<KBox<FlbTable>>> = SetOnce::new();
 /// The state of every FLB the core has seen.
 type FlbTable = Mutex<KVec<Arc<Flb>>>;
 
-/// Creates the table of FLBs; called once at late init.
+/// Creates the table of FLBs; called once at early init.
 pub(crate) fn init() -> Result {
     let table = KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?;
     if !KNOWN.populate(table) {

@@ -358,7 +358,7 @@ impl Registered {
 /// The handlers and FLBs registered through the C API.
 static REGISTRY: SetOnce<Pin<KBox<RwSemaphore<Registered>>>> = SetOnce::new();
 
-/// Creates the registry; called once at late init, before live update is enabled.
+/// Creates the registry; called once at early init, before live update is enabled.
 pub(crate) fn init() -> Result {
     let set = KBox::pin_init(new_rwsem!(Registered::new()), GFP_KERNEL)?;
     if !REGISTRY.populate(set) {

@@ -7,8 +7,8 @@
 //! `kernel/kexec_core.c` link against it exactly as they link against the C core. The
 //! `CONFIG_LIVEUPDATE_CORE_RUST` choice selects it instead of the C files.
 //!
-//! Boot-time hooks that `module!` cannot express (an early parameter and a late initcall) live
-//! in `luo_shim.c` and call into [`state`].
+//! Boot-time hooks that `module!` cannot express (an early parameter, an early and a late
+//! initcall) live in `luo_shim.c` and call into [`state`].
 //!
 //! [`include/linux/liveupdate.h`]: srctree/include/linux/liveupdate.h
 

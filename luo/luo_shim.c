@@ -40,7 +40,7 @@ early_initcall(luo_rs_early_startup);
 
 static int __init luo_rs_late_startup(void)
 {
-	return luo_rs_late_init(kho_is_enabled());
+	return luo_rs_late_init();
 }
 late_initcall(luo_rs_late_startup);
 

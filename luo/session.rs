@@ -236,7 +236,8 @@ pub(crate) struct Registry {
     deserialized: Mutex<Option<Result>>,
 }
 
-/// The registry, created at late init when live update is enabled.
+/// The registry, created at late init when live update is enabled (it holds the outgoing
+/// handover root, which needs KHO up).
 static REGISTRY: SetOnce<Pin<KBox<Registry>>> = SetOnce::new();
 
 /// Creates the session registry; called once at late init.

@@ -262,7 +262,7 @@ impl Flb for TestFlb {
 static HANDLER: SetOnce<Pin<KBox<Registration<TestHandler>>>> = SetOnce::new();
 static FLB: SetOnce<Pin<KBox<FlbRegistration<TestFlb>>>> = SetOnce::new();
 
-/// Registers the handler, its FLB and `/dev/luo_test`; called at late init.
+/// Registers the handler, its FLB and `/dev/luo_test`; called at device init.
 #[export]
 pub extern "C" fn luo_test_init() -> c_int {
     match init() {

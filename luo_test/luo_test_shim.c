@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The luo-rs test file handler registers at late_initcall, like the memfd
- * handler: live update is settled by then (with either core). Rust's module!
- * only offers the device initcall level for built-in code, so this shim
- * provides the initcall.
+ * The luo-rs test file handler registers at device_initcall, before the
+ * cores' late initcalls, as the in-flight IOMMU, VFIO and guest_memfd
+ * handlers do: the C core settles liveupdate_enabled() at early boot, so a
+ * core that settles it later would refuse this handler, and every test that
+ * uses it would fail. (The memfd handlers register at late_initcall.)
  *
  * "luo_test=off" on the command line keeps the handler from registering, so
  * a test can boot a kernel that lacks the handler its predecessor used.
@@ -22,8 +23,8 @@ static int __init luo_test_param(char *buf)
 }
 early_param("luo_test", luo_test_param);
 
-static int __init luo_test_late_init(void)
+static int __init luo_test_device_init(void)
 {
 	return luo_test_enabled ? luo_test_init() : 0;
 }
-late_initcall(luo_test_late_init);
+device_initcall(luo_test_device_init);
