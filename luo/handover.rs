@@ -169,13 +169,28 @@ fn decode_sessions(chain: &InChain, sessions: &mut KVec<SessionRecord>) -> Resul
         let record = abi::decode_session(e).inspect_err(|m| {
             pr_err!("Malformed session entry in the handover data: {}\n", m);
         })?;
-        if sessions.iter().any(|s| s.name == record.name) {
-            pr_err!("Duplicate session name in the handover data\n");
-            return Err(EINVAL);
-        }
         sessions.push(record, GFP_KERNEL)?;
         Ok(())
-    })
+    })?;
+    check_unique_names(sessions)
+}
+
+/// Refuses handover data that names two sessions alike.
+///
+/// Sorting references to the names keeps this O(n log n) at early boot: the previous kernel
+/// may hand over hundreds of thousands of sessions, and comparing each with all before it
+/// grows with the square of their number.
+pub(crate) fn check_unique_names(sessions: &[SessionRecord]) -> Result {
+    let mut names = KVec::with_capacity(sessions.len(), GFP_KERNEL)?;
+    for s in sessions {
+        names.push(&s.name, GFP_KERNEL)?;
+    }
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        pr_err!("Duplicate session name in the handover data\n");
+        return Err(EINVAL);
+    }
+    Ok(())
 }
 
 /// This kernel's root for the next live update, and the FLB page it points to.
