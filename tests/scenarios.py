@@ -229,9 +229,11 @@ def harness_self_tests(kernel, bins):
     ]
 
 
-# The Rust core's KUnit suites (luo/kunit.rs); each must report at least one case.
-KUNIT_SUITES = ("luo_rs_abi", "luo_rs_session", "luo_rs_chain", "luo_rs_handler", "luo_rs_handler_api",
-                "luo_rs_memfd_abi")
+# The KUnit suites of luo-rs (luo/kunit.rs, luo_memfd/kunit.rs, luo_test/luo_test.rs) and the
+# number of cases each has: a suite whose init fails reports no case, and a case that is lost
+# reports nothing, so the counts are pinned.
+KUNIT_SUITES = {"luo_rs_abi": 14, "luo_rs_session": 2, "luo_rs_chain": 3, "luo_rs_handler": 3,
+                "luo_rs_handler_api": 3, "luo_rs_memfd_abi": 6}
 
 
 def count_kunit(test, out):
@@ -242,6 +244,10 @@ def count_kunit(test, out):
     missing = [s for s in KUNIT_SUITES if s not in suites]
     if missing:
         problems.append(f"KUnit suites missing from the boot log: {', '.join(missing)}")
+    for suite, expected in KUNIT_SUITES.items():
+        seen = sum(1 for name, _ in results if name.startswith(suite + "."))
+        if suite in suites and seen != expected:
+            problems.append(f"KUnit suite {suite} reported {seen} cases, expected {expected}")
     if problems:
         rows.append((test.name, "fail", "\n".join(problems)))
     return rows
