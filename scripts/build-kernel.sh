@@ -13,11 +13,12 @@ variant=${1:?usage: build-kernel.sh VARIANT (for example c, rust, rust-debug)}
 tree=$(kernel_tree)
 out=$(build_dir "$variant")
 # A new variant starts from the build of a sibling built with the same
-# compiler (the first fragment and the debug/clippy kind match): kbuild
-# then recompiles only what the differing options touch, instead of the
-# whole kernel.
+# C compiler (the first fragment and the debug kind match): kbuild then
+# recompiles only what the differing options touch, instead of the whole
+# kernel. The clippy variant differs from its sibling only in the Rust
+# toolchain, so it recompiles the Rust code and reuses every C object.
 if [ ! -f "$out/.config" ]; then
-	kind=$(tr - '\n' <<<"$variant" | grep -xE 'debug|clippy' || true)
+	kind=$(tr - '\n' <<<"$variant" | grep -xE 'debug' || true)
 	for sib in "$(cut -d- -f1 <<<"$variant")" c rust; do
 		sdir=$(build_dir "${sib}${kind:+-$kind}")
 		if [ "$sdir" != "$out" ] && [ -f "$sdir/vmlinux" ]; then

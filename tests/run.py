@@ -206,10 +206,12 @@ def main():
     tally = Tally()
     host_tests(tally, args.only)
     rustfmt_check(tally, args.only)
-    clippy_check(tally, args.only)
     cargo_tests(tally, args.only)
 
     env = scenarios.Environment.prepare(args.only)
+    # After the kernels: the lint build starts from the product's build and recompiles only
+    # the Rust code (scripts/build-kernel.sh), not the whole kernel.
+    clippy_check(tally, args.only)
     for scn in scenarios.all_scenarios(env) if env else []:
         if not any(fnmatch.fnmatch(n, args.only) for n in [scn.name] + scn.result_names()):
             continue
