@@ -193,8 +193,6 @@ static int set1(int luo, size_t mib)
 	char msg[160];
 
 	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-set");
-	if (sfd < 0)
-		die("LIVEUPDATE_IOCTL_CREATE_SESSION");
 
 	big = filled("big", len, 1, 0);
 	if (lseek(big, POS, SEEK_SET) != POS)
@@ -276,8 +274,6 @@ static int set2(int luo, size_t mib)
 	off_t pos;
 
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-set");
-	if (sfd < 0)
-		die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
 
 	fd = retrieve(sfd, 1);
 	verify_filled(fd, mib * MIB, 1, "big memfd");
@@ -334,8 +330,6 @@ static int cycle(int luo, int gen, size_t mib, int last)
 		fd = filled("cycle", len, 7, 0);
 	} else {
 		sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-cycle");
-		if (sfd < 0)
-			die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
 		fd = retrieve(sfd, 7);
 		snprintf(msg, sizeof(msg), "generation %d", gen);
 		verify_filled(fd, len, 7, msg);
@@ -348,8 +342,6 @@ static int cycle(int luo, int gen, size_t mib, int last)
 			return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-cycle");
-	if (sfd < 0)
-		die("LIVEUPDATE_IOCTL_CREATE_SESSION");
 	preserve(sfd, fd, 7);
 	printf("luo-memfd: generation %d preserved\n", gen);
 	hold_until_kexec();
@@ -384,8 +376,6 @@ static int discard(int luo, int stage, size_t mib)
 
 	if (stage == 1) {
 		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-discard");
-		if (sfd < 0)
-			die("LIVEUPDATE_IOCTL_CREATE_SESSION");
 		fd = filled("discard", mib * MIB, 5, 0);
 		preserve(sfd, fd, 5);
 		close(fd);
@@ -394,8 +384,6 @@ static int discard(int luo, int stage, size_t mib)
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-discard");
-	if (sfd < 0)
-		die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
 	before = mem_free_kib();
 	finish(sfd);
 	after = mem_free_kib();
@@ -430,8 +418,8 @@ static int holes(int luo, int stage, size_t gib)
 	if (stage == 1) {
 		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-holes");
 		fd = memfd_create("holes", 0);
-		if (sfd < 0 || fd < 0 || ftruncate(fd, len))
-			die("session/memfd_create/ftruncate");
+		if (fd < 0 || ftruncate(fd, len))
+			die("memfd_create/ftruncate");
 		for (int i = 0; i < 3; i++) {
 			fill_page(w, i);
 			if (pwrite(fd, w, PAGE, hole_page(len, i)) != (ssize_t)PAGE)
@@ -454,8 +442,6 @@ static int holes(int luo, int stage, size_t gib)
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-holes");
-	if (sfd < 0)
-		die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
 	fd = retrieve(sfd, 1);
 	if (fstat(fd, &st))
 		die("fstat");
@@ -520,8 +506,6 @@ static int thp(int luo, int stage)
 		uint64_t w[PAGE / 8];
 
 		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-thp");
-		if (sfd < 0)
-			die("LIVEUPDATE_IOCTL_CREATE_SESSION");
 		thp_mode("always");
 		fd = memfd_create("thp", 0);
 		if (fd < 0 || ftruncate(fd, THP_LEN))
@@ -545,8 +529,6 @@ static int thp(int luo, int stage)
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-thp");
-	if (sfd < 0)
-		die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
 	fd = retrieve(sfd, 1);
 	verify_filled(fd, THP_LEN, 30, "memfd in 2 MiB folios");
 	huge = meminfo_kib("ShmemHugePages");
@@ -578,8 +560,8 @@ static int swap(int luo, int stage, size_t mib)
 	if (stage == 1) {
 		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-swap");
 		fd = memfd_create("swap", 0);
-		if (sfd < 0 || fd < 0 || ftruncate(fd, len))
-			die("session/memfd_create/ftruncate");
+		if (fd < 0 || ftruncate(fd, len))
+			die("memfd_create/ftruncate");
 		w = map(fd, len, PROT_READ | PROT_WRITE);
 		for (size_t i = 0; i < written / 8; i++)
 			w[i] = pattern(SWAP_SEED, i);
@@ -601,8 +583,6 @@ static int swap(int luo, int stage, size_t mib)
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-swap");
-	if (sfd < 0)
-		die("LIVEUPDATE_IOCTL_RETRIEVE_SESSION");
 	fd = retrieve(sfd, 1);
 	w = map(fd, len, PROT_READ);
 	for (size_t i = 0; i < len / 8; i++)
