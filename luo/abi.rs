@@ -140,7 +140,7 @@ pub(crate) enum Malformed {
     RootTooSmall(usize),
     /// The root is not "luo-v5".
     Incompatible,
-    /// A block holds no entry or more than fit.
+    /// A block claims more entries than fit.
     BlockCount(u64),
     /// An entry has the wrong size.
     EntrySize(usize),
@@ -228,20 +228,22 @@ pub(crate) fn encode_root(blob: &mut [u8], liveupdate_num: u64, flbs_pa: u64) {
     put_u64(blob, root::FLBS_PA, flbs_pa);
 }
 
-/// Decodes a block header and checks its entry count, as the C reader does.
+/// Decodes a block header and checks its entry count.
 ///
-/// Returns `(next, count)`.
+/// Returns `(next, count)`. Unlike the C reader, a block with no entry is accepted: it carries
+/// nothing, and a stock 7.3 C kernel writes one after a refused duplicate `CREATE_SESSION` at a
+/// multiple of 51 sessions (SPEC 10.4 item 1); refusing it would lose every session.
 ///
 /// # Errors
 ///
-/// If the block holds no entry or more than fit.
+/// If the block claims more entries than fit.
 pub(crate) fn decode_block(
     page: &[u8; BLOCK_SIZE],
     entry_size: usize,
 ) -> Result<(u64, usize), Malformed> {
     let next = get_u64(page, block::NEXT);
     let count = get_u64(page, block::COUNT);
-    if count == 0 || count > per_block(entry_size).get() as u64 {
+    if count > per_block(entry_size).get() as u64 {
         return Err(Malformed::BlockCount(count));
     }
     Ok((next, count as usize))

@@ -107,7 +107,7 @@ impl OutChain {
     /// entries).
     ///
     /// The chain must have room (see [`OutChain::grow`]); blocks beyond what `count` needs are
-    /// released first, because a reader rejects a block without entries.
+    /// released first, because the C reader rejects a block without entries.
     ///
     /// # Errors
     ///
@@ -160,8 +160,9 @@ pub(crate) struct InChain {
 impl InChain {
     /// Restores and checks the chain that starts at `head` (0: an empty chain).
     ///
-    /// Every block must be a page the previous kernel preserved, hold between one and
-    /// `per_block` entries, and appear once; the chain has at most [`MAX_BLOCKS`] blocks.
+    /// Every block must be a page the previous kernel preserved, hold at most `per_block`
+    /// entries, and appear once; the chain has at most [`MAX_BLOCKS`] blocks. A block without
+    /// entries carries nothing and is skipped (see [`abi::decode_block`]).
     ///
     /// # Errors
     ///
@@ -179,6 +180,14 @@ impl InChain {
                 chain.leak();
                 return Err(e);
             }
+        }
+        let empty = chain.blocks.iter().filter(|(_, n)| *n == 0).count();
+        if empty != 0 {
+            pr_info!(
+                "Chain at {:#x}: {} block(s) without entries skipped\n",
+                head,
+                empty
+            );
         }
         Ok(chain)
     }
