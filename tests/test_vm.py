@@ -3,6 +3,7 @@
 
 import unittest
 
+import scenarios
 import vm
 
 BOOT = "[    0.000000] Linux version 7.3.4 (root@host) #1 SMP\n"
@@ -123,6 +124,34 @@ class KtapTest(unittest.TestCase):
         results, plan = vm.ktap_results(text)
         self.assertEqual(plan, 3)
         self.assertEqual(results, [("dev.a", "pass"), ("dev.b", "fail"), ("dev.c", "skip")])
+
+
+class CountKtapTest(unittest.TestCase):
+    """On a kernel with LUO, skips and empty plans are failures, and the count is pinned."""
+
+    def outcome(self, text):
+        return vm.Outcome("t", True, [], text, 0.0)
+
+    def rows(self, text, expected=3):
+        test = scenarios.Test(name="t", stages=[vm.Stage("bzImage", "true\n")])
+        return scenarios.count_ktap(expected)(test, self.outcome(text))
+
+    def test_all_pass(self):
+        rows = self.rows("1..3\nok 1 a\nok 2 b\nok 3 c\n")
+        self.assertEqual([r[1] for r in rows], ["pass"] * 3)
+
+    def test_skips_fail(self):
+        # What upstream's liveupdate test prints without /dev/liveupdate.
+        rows = self.rows("1..3\nok 1 a # SKIP no dev\nok 2 b # SKIP no dev\nok 3 c # SKIP x\n")
+        self.assertEqual([r[1] for r in rows], ["fail"] * 3)
+
+    def test_empty_plan_fails(self):
+        rows = self.rows("1..0 # SKIP cannot open /dev/liveupdate\n")
+        self.assertEqual([r[1] for r in rows], ["fail"])
+
+    def test_missing_results_fail(self):
+        rows = self.rows("1..2\nok 1 a\nok 2 b\n")
+        self.assertIn("fail", [r[1] for r in rows])
 
 
 if __name__ == "__main__":
