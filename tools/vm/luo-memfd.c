@@ -16,8 +16,9 @@
  *                         checksum, size, position and seals; finish.
  *   luo-memfd cycle G MIB generation G of a memfd carried through several
  *                         updates: G=1 creates it; later generations
- *                         retrieve, verify, finish and preserve the same
- *                         file again (unless "last" follows).
+ *                         retrieve, verify, finish, overwrite it with their
+ *                         own data set and preserve the same file again
+ *                         (unless "last" follows).
  *   luo-memfd discard-1 MIB / discard-2 MIB
  *                         a memfd that is never retrieved: after FINISH,
  *                         MemFree must grow by at least 90% of its size.
@@ -132,17 +133,23 @@ static uint64_t *map(int fd, size_t len, int prot)
 }
 
 /* A memfd of `len` bytes holding data set `seed`. */
-static int filled(const char *name, size_t len, uint64_t seed, unsigned int flags)
+/* Writes data set `seed` over the first `len` bytes of memfd `fd`. */
+static void fill(int fd, size_t len, uint64_t seed)
 {
-	int fd = memfd_create(name, flags);
-	uint64_t *w;
+	uint64_t *w = map(fd, len, PROT_READ | PROT_WRITE);
 
-	if (fd < 0 || ftruncate(fd, len))
-		die("memfd_create/ftruncate");
-	w = map(fd, len, PROT_READ | PROT_WRITE);
 	for (size_t i = 0; i < len / 8; i++)
 		w[i] = pattern(seed, i);
 	munmap(w, len);
+}
+
+static int filled(const char *name, size_t len, uint64_t seed, unsigned int flags)
+{
+	int fd = memfd_create(name, flags);
+
+	if (fd < 0 || ftruncate(fd, len))
+		die("memfd_create/ftruncate");
+	fill(fd, len, seed);
 	return fd;
 }
 
@@ -320,19 +327,25 @@ static int set2(int luo, size_t mib)
 	return 0;
 }
 
+#define CYCLE_SEED 100
+
 static int cycle(int luo, int gen, size_t mib, int last)
 {
 	size_t len = mib * MIB;
 	int sfd, fd;
 	char msg[80];
 
+	/*
+	 * Each generation writes its own data set (seed CYCLE_SEED + gen), so a kernel that
+	 * handed over the data of an earlier update fails the check.
+	 */
 	if (gen == 1) {
-		fd = filled("cycle", len, 7, 0);
+		fd = filled("cycle", len, CYCLE_SEED + gen, 0);
 	} else {
 		sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-cycle");
 		fd = retrieve(sfd, 7);
 		snprintf(msg, sizeof(msg), "generation %d", gen);
-		verify_filled(fd, len, 7, msg);
+		verify_filled(fd, len, CYCLE_SEED + gen - 1, msg);
 		finish(sfd);
 		close(sfd);
 		if (failures)
@@ -340,6 +353,7 @@ static int cycle(int luo, int gen, size_t mib, int last)
 		printf("luo-memfd: generation %d verified\n", gen);
 		if (last)
 			return 0;
+		fill(fd, len, CYCLE_SEED + gen);
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-cycle");
 	preserve(sfd, fd, 7);
