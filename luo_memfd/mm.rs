@@ -23,6 +23,7 @@ use kernel::{
         to_result, //
     },
     fs::File,
+    kho,
     page::PAGE_SHIFT,
     prelude::*,
     sync::aref::ARef, //
@@ -400,11 +401,12 @@ pub(crate) struct RestoredFolio {
 impl RestoredFolio {
     /// Takes the folio at page frame `pfn`, if the previous kernel preserved one there.
     pub(crate) fn restore(pfn: u64) -> Option<Self> {
-        if pfn == 0 || pfn >> (64 - PAGE_SHIFT) != 0 {
+        if pfn == 0 || pfn >> (64 - PAGE_SHIFT) != 0 || !kho::is_preserved(pfn << PAGE_SHIFT)
+        {
             return None;
         }
-        // SAFETY: KHO checks the address against its own records (the folio's magic) and
-        // returns NULL if nothing was preserved there, or if it was restored already.
+        // SAFETY: A folio was preserved at the address and not restored yet; KHO checks it
+        // again and returns NULL if it cannot restore it.
         let folio = unsafe { bindings::kho_restore_folio(pfn << PAGE_SHIFT) };
         // INVARIANT: A restored folio; KHO hands it over with one reference.
         NonNull::new(folio).map(|folio| Self { folio })

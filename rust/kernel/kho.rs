@@ -126,21 +126,31 @@ unsafe impl Send for RestoredPage {}
 // SAFETY: Shared references only give read access to the page.
 unsafe impl Sync for RestoredPage {}
 
+/// Returns true if `phys` starts memory the previous kernel preserved and no one restored yet.
+///
+/// Addresses read from the previous kernel's data are untrusted: test them here before
+/// restoring, because KHO's restore functions warn about an address they do not know.
+pub fn is_preserved(phys: PhysAddr) -> bool {
+    // SAFETY: `kho_is_preserved()` accepts any address; it only reads the `struct page` of an
+    // online page frame.
+    unsafe { bindings::kho_is_preserved(phys) }
+}
+
 impl RestoredPage {
     /// Takes ownership of the page at `phys`, which the previous kernel preserved.
     ///
-    /// A page can be restored once; the previous kernel's data should say where each page is
-    /// only once, and the caller must check that before calling (KHO warns otherwise).
+    /// A page can be restored once; a second attempt, like any address the previous kernel did
+    /// not preserve, is refused without a warning.
     ///
     /// # Errors
     ///
     /// `EINVAL` if `phys` is not page aligned, or is not a preserved page, or was preserved as
     /// a larger folio (which is then kept from the allocator, not freed).
     pub fn restore(phys: PhysAddr) -> Result<Self> {
-        if phys == 0 || phys % PAGE_SIZE as u64 != 0 {
+        if phys == 0 || phys % PAGE_SIZE as u64 != 0 || !is_preserved(phys) {
             return Err(EINVAL);
         }
-        // SAFETY: `kho_restore_folio()` validates `phys` against KHO's own records.
+        // SAFETY: `phys` is preserved memory; `kho_restore_folio()` checks it again.
         let folio = NonNull::new(unsafe { bindings::kho_restore_folio(phys) }).ok_or(EINVAL)?;
         // SAFETY: `folio` was just restored and is valid.
         if unsafe { bindings::folio_order(folio.as_ptr()) } != 0 {
@@ -339,6 +349,7 @@ impl RestoredVmalloc {
             || desc.total_pages == 0
             || desc.flags & !VMALLOC_KNOWN_FLAGS != 0
             || u32::from(desc.order) > bindings::MAX_PAGE_ORDER
+            || !is_preserved(desc.first)
         {
             return Err(EINVAL);
         }
