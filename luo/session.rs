@@ -19,7 +19,8 @@ use kernel::{
     fs::{
         anon_inode::{
             self,
-            AnonInodeFile, //
+            AnonInodeFile,
+            AnonInodeFops, //
         },
         file::{
             flags::{
@@ -359,9 +360,15 @@ const SESSION_OPS: [(u32, Applies); 4] = [
     (uapi::SESSION_GET_NAME, Applies::All),
 ];
 
+static SESSION_FOPS: AnonInodeFops<SessionFile> = AnonInodeFops::new();
+
 #[vtable]
 impl AnonInodeFile for SessionFile {
     type Ptr = Arc<Session>;
+
+    fn fops() -> &'static AnonInodeFops<Self> {
+        &SESSION_FOPS
+    }
 
     fn release(session: Arc<Session>, _file: &File) {
         let Ok(reg) = registry() else { return };

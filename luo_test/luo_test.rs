@@ -17,7 +17,8 @@ use kernel::{
     fs::{
         anon_inode::{
             self,
-            AnonInodeFile, //
+            AnonInodeFile,
+            AnonInodeFops, //
         },
         file::{
             flags::{
@@ -109,9 +110,15 @@ impl TestFile {
 /// The operations of test files.
 struct TestFileOps;
 
+static TEST_FILE_FOPS: AnonInodeFops<TestFileOps> = AnonInodeFops::new();
+
 #[vtable]
 impl AnonInodeFile for TestFileOps {
     type Ptr = Arc<TestFile>;
+
+    fn fops() -> &'static AnonInodeFops<Self> {
+        &TEST_FILE_FOPS
+    }
 
     fn ioctl(this: ArcBorrow<'_, TestFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {

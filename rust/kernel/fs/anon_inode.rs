@@ -27,9 +27,14 @@ use core::{
 
 /// The operations of an anonymous-inode file whose private data is a `Self::Ptr`.
 #[vtable]
-pub trait AnonInodeFile: Sized {
+pub trait AnonInodeFile: Sized + 'static {
     /// How the object behind the file is owned.
     type Ptr: ForeignOwnable + Send + Sync;
+
+    /// The file operations of this kind of file: a `static` declared next to the
+    /// implementation, whose address [`borrow`] compares to recognise the files [`create`]
+    /// made for `Self`.
+    fn fops() -> &'static AnonInodeFops<Self>;
 
     /// Called when the last reference to the file is dropped; consumes the object.
     fn release(data: Self::Ptr, _file: &File) {
@@ -57,13 +62,13 @@ pub trait AnonInodeFile: Sized {
 /// Returns the error of `anon_inode_getfile()` (for example `ENOMEM`); `data` is dropped then.
 pub fn create<T: AnonInodeFile>(name: &CStr, data: T::Ptr, flags: u32) -> Result<ARef<File>> {
     let private = data.into_foreign();
-    // SAFETY: `name` is a valid NUL-terminated string, the vtable is a static that lives for
-    // ever, and `private` came from `into_foreign()`; on success the file owns it, and the
+    // SAFETY: `name` is a valid NUL-terminated string, the operations are a static that lives
+    // for ever, and `private` came from `into_foreign()`; on success the file owns it, and the
     // vtable's `release` gives it back with `from_foreign()`.
     let raw = unsafe {
         bindings::anon_inode_getfile(
             name.as_char_ptr(),
-            AnonInodeVTable::<T>::build(),
+            &T::fops().ops,
             private.cast(),
             flags as c_int,
         )
@@ -90,7 +95,7 @@ pub fn create<T: AnonInodeFile>(name: &CStr, data: T::Ptr, flags: u32) -> Result
 pub fn borrow<T: AnonInodeFile>(file: &File) -> Option<<T::Ptr as ForeignOwnable>::Borrowed<'_>> {
     // SAFETY: `file` is a live file; `f_op` does not change after the file is opened.
     let fops = unsafe { (*file.as_ptr()).f_op };
-    if !core::ptr::eq(fops, AnonInodeVTable::<T>::build()) {
+    if !core::ptr::eq(fops, &T::fops().ops) {
         return None;
     }
     // SAFETY: The file was made by `create` for `T`, so until its release (which cannot
@@ -98,7 +103,32 @@ pub fn borrow<T: AnonInodeFile>(file: &File) -> Option<<T::Ptr as ForeignOwnable
     Some(unsafe { T::Ptr::borrow((*file.as_ptr()).private_data) })
 }
 
-/// The `file_operations` of files created by [`create`] for `T`.
+/// The `file_operations` of the files [`create`] makes for `T`.
+///
+/// Declare one `static` of it for each implementation of [`AnonInodeFile`] and return it from
+/// [`AnonInodeFile::fops`]. A static has exactly one address; the address of a constant (as in
+/// `&CONST`) may differ between uses, so it cannot identify a kind of file.
+pub struct AnonInodeFops<T: AnonInodeFile> {
+    ops: bindings::file_operations,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The operations are never changed after construction; the C side only reads them,
+// from any CPU.
+unsafe impl<T: AnonInodeFile> Sync for AnonInodeFops<T> {}
+
+impl<T: AnonInodeFile> AnonInodeFops<T> {
+    /// The operations for `T`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Self {
+            ops: AnonInodeVTable::<T>::VTABLE,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// The operation callbacks of files created by [`create`] for `T`.
 struct AnonInodeVTable<T: AnonInodeFile>(PhantomData<T>);
 
 impl<T: AnonInodeFile> AnonInodeVTable<T> {
@@ -141,8 +171,4 @@ impl<T: AnonInodeFile> AnonInodeVTable<T> {
         owner: this_module::<T::OwnerModule>().as_ptr(),
         ..pin_init::zeroed()
     };
-
-    const fn build() -> &'static bindings::file_operations {
-        &Self::VTABLE
-    }
 }
