@@ -409,10 +409,13 @@ impl AnonInodeFile for SessionFile {
         if cmd != expected {
             return Err(ENOTTY);
         }
-        let retrieved = session.state.lock().retrieved;
+        // A session file exists only for an outgoing session or for an incoming one that was
+        // retrieved (the flag is set before its file is installed), so the immutable
+        // `incoming` tells them apart without the session mutex: GET_NAME does not wait
+        // behind a long PRESERVE_FD.
         let allowed = match applies {
-            Applies::Incoming => retrieved,
-            Applies::Outgoing => !retrieved,
+            Applies::Incoming => session.incoming,
+            Applies::Outgoing => !session.incoming,
             Applies::All => true,
         };
         if !allowed {
