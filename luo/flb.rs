@@ -360,13 +360,20 @@ pub(crate) fn init() -> Result {
 ///
 /// # Errors
 ///
-/// `EINVAL` for a null FLB or one missing an operation; `ENOMEM`; `EOPNOTSUPP` before init.
+/// `EINVAL` for a null FLB, one without a compatible string or missing an operation; `ENOMEM`;
+/// `EOPNOTSUPP` before init.
 pub(crate) unsafe fn lookup(flb: *mut bindings::liveupdate_flb) -> Result<Arc<Flb>> {
     let ptr = NonNull::new(flb).ok_or(EINVAL)?;
     let table = KNOWN.as_ref().ok_or(EOPNOTSUPP)?;
     let mut known = table.lock();
     if let Some(f) = known.iter().find(|f| f.is(flb)) {
         return Ok(f.clone());
+    }
+    // SAFETY: `ptr` is valid by the caller's guarantee.
+    if unsafe { compatible(ptr) }.is_empty() {
+        // The C core accepts it, and writes an entry that the reader here refuses.
+        pr_err!("An FLB needs a compatible string\n");
+        return Err(EINVAL);
     }
     // SAFETY: `ptr` is valid by the caller's guarantee.
     let ops = unsafe { (*ptr.as_ptr()).ops };

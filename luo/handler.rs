@@ -105,8 +105,9 @@ impl Handler {
     ///
     /// # Errors
     ///
-    /// `EINVAL` if the handler or its table is missing, or a required operation is (`preserve`,
-    /// `unpreserve`, `retrieve`, `finish`, `can_preserve`).
+    /// `EINVAL` if the handler or its table is missing, a required operation is (`preserve`,
+    /// `unpreserve`, `retrieve`, `finish`, `can_preserve`), or the compatible string is empty
+    /// (the C core accepts one, and writes handover data its reader here refuses).
     pub(crate) unsafe fn new(fh: *mut bindings::liveupdate_file_handler) -> Result<Self> {
         let ptr = NonNull::new(fh).ok_or(EINVAL)?;
         // SAFETY: `ptr` is valid by the caller's guarantee.
@@ -122,7 +123,11 @@ impl Handler {
             return Err(EINVAL);
         }
         // INVARIANT: Checked above; validity is the caller's guarantee.
-        Ok(Self { ptr })
+        let handler = Self { ptr };
+        if handler.compatible().is_empty() {
+            return Err(EINVAL);
+        }
+        Ok(handler)
     }
 
     fn ops(&self) -> &bindings::liveupdate_file_ops {

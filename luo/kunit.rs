@@ -437,6 +437,11 @@ mod handler_tests {
         let mut no_ops = bindings::liveupdate_file_handler::default();
         // SAFETY: `no_ops` outlives the check; its null table is refused.
         assert_eq!(unsafe { Handler::new(&mut no_ops) }.err(), Some(EINVAL));
+        // An empty compatible string would be written and then refused by the next kernel.
+        let complete = ops(true);
+        let mut unnamed = handler(&complete, b"");
+        // SAFETY: `unnamed` and its table outlive the check.
+        assert_eq!(unsafe { Handler::new(&mut unnamed) }.err(), Some(EINVAL));
         Ok(())
     }
 

@@ -358,6 +358,10 @@ mod tests {
         drop(register(longest)?);
         let too_long = c"luo-rs-kunit-01234567890123456789012345678901234";
         assert_eq!(register(too_long).err(), Some(EINVAL));
+        // An empty string would be written, and no next kernel could match it.
+        assert_eq!(register(c"").err(), Some(EINVAL));
+        let unnamed = KBox::pin_init(FlbRegistration::new(c"", TestFlb), GFP_KERNEL);
+        assert_eq!(unnamed.err(), Some(EINVAL));
         Ok(())
     }
 

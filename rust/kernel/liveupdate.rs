@@ -90,10 +90,11 @@ impl RetrieveStatus {
 ///
 /// # Errors
 ///
-/// `EINVAL` if `name` and its NUL do not fit.
+/// `EINVAL` if `name` is empty (the next kernel could not match it) or it and its NUL do not
+/// fit.
 unsafe fn write_compatible(dst: *mut [c_char; COMPAT_LENGTH], name: &CStr) -> Result {
     let name = name.to_bytes_with_nul();
-    if name.len() > COMPAT_LENGTH {
+    if name.len() <= 1 || name.len() > COMPAT_LENGTH {
         return Err(EINVAL);
     }
     // SAFETY: `dst` is valid for writes of `COMPAT_LENGTH` bytes, at least `name.len()`, and
@@ -191,7 +192,7 @@ impl<T: FileHandler> Registration<T> {
     ///
     /// # Errors
     ///
-    /// `EINVAL` if `compatible` does not fit 47 bytes; the orchestrator's errors:
+    /// `EINVAL` if `compatible` is empty or does not fit 47 bytes; the orchestrator's errors:
     /// `EOPNOTSUPP` if live update is off, `EEXIST` if the string is taken.
     pub fn new(compatible: &'static CStr, handler: T) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
@@ -483,7 +484,7 @@ impl<T: Flb> FlbRegistration<T> {
     ///
     /// # Errors
     ///
-    /// `EINVAL` if `compatible` does not fit 47 bytes.
+    /// `EINVAL` if `compatible` is empty or does not fit 47 bytes.
     pub fn new(compatible: &'static CStr, inner: T) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             inner,
