@@ -413,31 +413,55 @@ pub(crate) struct FlbRecord {
     pub(crate) file_count: u64,
 }
 
-/// Decodes the FLB page.
+/// Checks the FLB page without allocating and returns its number of entries.
 ///
 /// # Errors
 ///
 /// If the header does not describe one page with at most 63 entries, an entry's name is
-/// malformed or two entries share a name; `ENOMEM` is reported as an empty result is not.
-pub(crate) fn decode_flbs(page: &[u8; BLOCK_SIZE], out: &mut KVec<FlbRecord>) -> Result {
+/// malformed or two entries share a name.
+pub(crate) fn check_flbs(page: &[u8; BLOCK_SIZE]) -> Result<usize, Malformed> {
     let pgcnt = get_u64(page, flb::PGCNT);
     let count = get_u64(page, flb::COUNT);
     if pgcnt != 1 || count > flb::MAX as u64 {
-        return Err(Malformed::FlbHeader { pgcnt, count }.into());
+        return Err(Malformed::FlbHeader { pgcnt, count });
     }
-    out.reserve(count as usize, GFP_KERNEL)?;
-    for i in 0..count as usize {
-        let start = flb::HEADER + i * flb::SIZE;
-        let e = page.get(start..start + flb::SIZE).ok_or(EINVAL)?;
-        let record = FlbRecord {
-            name: Compatible::decode(e.get(flb::NAME..).unwrap_or(&[]))?,
-            data: get_u64(e, flb::DATA),
-            file_count: get_u64(e, flb::FILE_COUNT),
-        };
-        if out.iter().any(|r| r.name == record.name) {
-            return Err(Malformed::DuplicateFlb.into());
+    let count = count as usize;
+    for i in 0..count {
+        let name = Compatible::decode(flb_entry(page, i).get(flb::NAME..).unwrap_or(&[]))?;
+        for j in 0..i {
+            if flb_entry(page, j).get(flb::NAME..flb::NAME + COMPAT_LENGTH) == Some(&name.0[..]) {
+                return Err(Malformed::DuplicateFlb);
+            }
         }
-        out.push(record, GFP_KERNEL)?;
+    }
+    Ok(count)
+}
+
+/// The FLB entry at `index` (empty if it does not fit).
+fn flb_entry(page: &[u8; BLOCK_SIZE], index: usize) -> &[u8] {
+    let start = index.saturating_mul(flb::SIZE).saturating_add(flb::HEADER);
+    page.get(start..start.saturating_add(flb::SIZE))
+        .unwrap_or(&[])
+}
+
+/// Decodes the FLB page.
+///
+/// # Errors
+///
+/// `EINVAL` if [`check_flbs`] refuses the page, `ENOMEM`.
+pub(crate) fn decode_flbs(page: &[u8; BLOCK_SIZE], out: &mut KVec<FlbRecord>) -> Result {
+    let count = check_flbs(page)?;
+    out.reserve(count, GFP_KERNEL)?;
+    for i in 0..count {
+        let e = flb_entry(page, i);
+        out.push(
+            FlbRecord {
+                name: Compatible::decode(e.get(flb::NAME..).unwrap_or(&[]))?,
+                data: get_u64(e, flb::DATA),
+                file_count: get_u64(e, flb::FILE_COUNT),
+            },
+            GFP_KERNEL,
+        )?;
     }
     Ok(())
 }

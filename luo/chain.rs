@@ -17,6 +17,11 @@ use kernel::{
     prelude::*, //
 };
 
+use kernel::sync::atomic::{
+    Atomic,
+    Relaxed, //
+};
+
 use core::num::NonZeroUsize;
 
 use crate::abi::{
@@ -26,6 +31,21 @@ use crate::abi::{
     BLOCK_SIZE,
     MAX_BLOCKS, //
 };
+
+/// Pages of the previous kernel this boot keeps from the allocator for good.
+static KEPT: Atomic<usize> = Atomic::new(0);
+
+/// Keeps `page`, found unusable or not needed, from the allocator for the rest of this boot,
+/// so that no data of the previous kernel reaches another user, and counts it.
+pub(crate) fn keep(page: RestoredPage) {
+    page.leak();
+    KEPT.add(1, Relaxed);
+}
+
+/// Pages kept by [`keep`] so far.
+pub(crate) fn kept() -> usize {
+    KEPT.load(Relaxed)
+}
 
 /// An outgoing chain with room for a number of entries.
 pub(crate) struct OutChain {
@@ -77,15 +97,27 @@ impl OutChain {
     }
 
     /// Number of blocks.
-    #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
+    #[cfg(any(
+        CONFIG_LIVEUPDATE_RUST_KUNIT_TEST,
+        CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST
+    ))]
     pub(crate) fn blocks(&self) -> usize {
         self.blocks.len()
     }
 
     /// Physical address of block `i` (0 if there is none).
-    #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
+    #[cfg(any(
+        CONFIG_LIVEUPDATE_RUST_KUNIT_TEST,
+        CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST
+    ))]
     pub(crate) fn phys(&self, i: usize) -> u64 {
         self.blocks.get(i).map_or(0, |p| p.phys())
+    }
+
+    /// Contents of block `i`, for the corruption tests.
+    #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+    pub(crate) fn block_mut(&mut self, i: usize) -> Option<&mut [u8; abi::BLOCK_SIZE]> {
+        self.blocks.get_mut(i).map(|p| p.bytes_mut())
     }
 
     /// Contents of block `i`.
@@ -212,16 +244,16 @@ impl InChain {
             Ok(v) => v,
             Err(m) => {
                 pr_warn!("{}\n", m);
-                page.leak();
+                keep(page);
                 return Err(m.into());
             }
         };
         if self.blocks.reserve(1, GFP_KERNEL).is_err() {
-            page.leak();
+            keep(page);
             return Err(ENOMEM);
         }
         if let Err(PushError((page, _))) = self.blocks.push_within_capacity((page, count)) {
-            page.leak();
+            keep(page);
             return Err(ENOMEM);
         }
         Ok(next)
@@ -230,7 +262,7 @@ impl InChain {
     /// Keeps every block from the allocator for good.
     fn leak(&mut self) {
         while let Some((page, _)) = self.blocks.pop() {
-            page.leak();
+            keep(page);
         }
     }
 

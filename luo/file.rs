@@ -34,6 +34,7 @@ use crate::{
         Malformed, //
     },
     chain::{
+        self,
         InChain,
         OutChain, //
     },
@@ -129,6 +130,18 @@ impl FileSet {
             files: KVec::new(),
             chain: OutChain::new(abi::file::SIZE),
         }
+    }
+
+    /// Number of files.
+    #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+    pub(crate) fn count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// The outgoing chain, for the corruption tests.
+    #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+    pub(crate) fn chain_mut(&mut self) -> &mut OutChain {
+        &mut self.chain
     }
 
     /// `PRESERVE_FD`: preserves the file behind `fd` under `token`.
@@ -363,6 +376,10 @@ impl FileSet {
         if let Err(e) = result {
             if e == EINVAL {
                 chain.abandon();
+                pr_warn!(
+                    "{} page(s) of the previous kernel kept from the allocator so far\n",
+                    chain::kept()
+                );
             }
             return Err(e);
         }

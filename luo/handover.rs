@@ -32,7 +32,11 @@ use crate::{
         FlbRecord,
         SessionRecord, //
     },
-    chain::InChain, //
+    chain::{
+        keep,
+        kept,
+        InChain, //
+    },
 };
 
 /// What the previous kernel handed over, decoded.
@@ -79,7 +83,11 @@ pub(crate) fn early_init() {
                 "The incoming tree failed to initialize properly [{:?}], disabling live update\n",
                 e
             );
-            pr_err!("luo-rs: the preserved memory stays reserved; this boot continues\n");
+            pr_err!(
+                "luo-rs: {} page(s) of it kept from the allocator, the rest stays reserved; \
+                 this boot continues\n",
+                kept()
+            );
         }
     }
 }
@@ -101,7 +109,7 @@ fn read_incoming() -> Result<Option<Incoming>> {
         Ok(root) => root,
         Err(m) => {
             pr_err!("{}\n", m);
-            root_page.leak();
+            keep(root_page);
             return Err(m.into());
         }
     };
@@ -109,20 +117,28 @@ fn read_incoming() -> Result<Option<Incoming>> {
         "Retrieved live update data, liveupdate number: {}\n",
         root.liveupdate_num
     );
-    let sessions = match read_sessions(root.sessions_pa) {
-        Ok(sessions) => sessions,
+    // Every page stays restored until all of the data is found good: on any refusal, each
+    // page reached so far is kept from the allocator for good, so nothing of the previous
+    // kernel reaches another user.
+    let chain = match InChain::restore(root.sessions_pa, abi::session::SIZE) {
+        Ok(chain) => chain,
         Err(e) => {
-            root_page.leak();
+            keep(root_page);
             return Err(e);
         }
     };
-    let flbs = match read_flbs(root.flbs_pa) {
+    let mut sessions = KVec::new();
+    let flbs = decode_sessions(&chain, &mut sessions).and_then(|()| read_flbs(root.flbs_pa));
+    let flbs = match flbs {
         Ok(flbs) => flbs,
         Err(e) => {
-            root_page.leak();
+            chain.abandon();
+            keep(root_page);
             return Err(e);
         }
     };
+    // The records are copied out; the pages go back to the allocator.
+    drop(chain);
     drop(root_page);
     Ok(Some(Incoming {
         liveupdate_num: root.liveupdate_num,
@@ -131,8 +147,8 @@ fn read_incoming() -> Result<Option<Incoming>> {
     }))
 }
 
-/// Reads the FLB page; it is released once its entries are copied (the C core never releases
-/// it).
+/// Reads the FLB page and copies its entries; the page is released once they are copied
+/// (the C core never releases it) and kept from the allocator for good if it is malformed.
 fn read_flbs(pa: u64) -> Result<Option<KVec<FlbRecord>>> {
     if pa == 0 {
         return Ok(None);
@@ -143,24 +159,14 @@ fn read_flbs(pa: u64) -> Result<Option<KVec<FlbRecord>>> {
             pa
         );
     })?;
+    if let Err(m) = abi::check_flbs(page.bytes()) {
+        pr_err!("Malformed FLB page in the handover data: {}\n", m);
+        keep(page);
+        return Err(m.into());
+    }
     let mut flbs = KVec::new();
-    if let Err(e) = abi::decode_flbs(page.bytes(), &mut flbs) {
-        pr_err!("Malformed FLB page in the handover data\n");
-        page.leak();
-        return Err(e);
-    }
+    abi::decode_flbs(page.bytes(), &mut flbs)?;
     Ok(Some(flbs))
-}
-
-fn read_sessions(head: u64) -> Result<KVec<SessionRecord>> {
-    let chain = InChain::restore(head, abi::session::SIZE)?;
-    let mut sessions = KVec::new();
-    if let Err(e) = decode_sessions(&chain, &mut sessions) {
-        chain.abandon();
-        return Err(e);
-    }
-    // The records are copied out; the blocks go back to the allocator with `chain`.
-    Ok(sessions)
 }
 
 fn decode_sessions(chain: &InChain, sessions: &mut KVec<SessionRecord>) -> Result {
@@ -217,6 +223,12 @@ impl Outgoing {
     /// Called with the session registry frozen for the kexec.
     pub(crate) fn set_sessions(&mut self, head: u64) {
         abi::put_u64(self.root.bytes_mut(), abi::root::SESSIONS_PA, head);
+    }
+
+    /// The root, for the corruption tests.
+    #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+    pub(crate) fn root_mut(&mut self) -> &mut [u8; abi::BLOCK_SIZE] {
+        self.root.bytes_mut()
     }
 
     /// The FLB page, to be written at the kexec.

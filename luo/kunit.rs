@@ -220,13 +220,24 @@ mod abi_tests {
         // The C reader trusts the count; here 63 entries at most fit and are accepted.
         abi::put_u64(&mut page, abi::flb::PGCNT, 1);
         abi::put_u64(&mut page, abi::flb::COUNT, 64);
+        assert_eq!(
+            abi::check_flbs(&page).err(),
+            Some(Malformed::FlbHeader {
+                pgcnt: 1,
+                count: 64
+            })
+        );
         assert_eq!(abi::decode_flbs(&page, &mut out).err(), Some(EINVAL));
         abi::put_u64(&mut page, abi::flb::PGCNT, 2);
         abi::put_u64(&mut page, abi::flb::COUNT, 0);
         assert_eq!(abi::decode_flbs(&page, &mut out).err(), Some(EINVAL));
         let same = [(&b"flb-a"[..], 1u64, 1u64), (&b"flb-a"[..], 2, 1)];
         abi::encode_flbs(&mut page, same.iter().copied());
+        assert_eq!(abi::check_flbs(&page).err(), Some(Malformed::DuplicateFlb));
         assert_eq!(abi::decode_flbs(&page, &mut out).err(), Some(EINVAL));
+        // An empty name is malformed too.
+        abi::put_u64(&mut page, abi::flb::HEADER, 0);
+        assert_eq!(abi::check_flbs(&page).err(), Some(Malformed::Compatible));
         abi::encode_flbs(&mut page, core::iter::empty());
         assert!(abi::decode_flbs(&page, &mut out).is_ok());
     }

@@ -15,6 +15,8 @@
 mod abi;
 pub mod api;
 mod chain;
+#[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+pub mod corrupt;
 mod device;
 mod file;
 mod flb;

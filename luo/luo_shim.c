@@ -32,6 +32,16 @@ static int __init luo_rs_early_param(char *buf)
 }
 early_param("liveupdate", luo_rs_early_param);
 
+#ifdef CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST
+/* Test builds only: damage the handover data written at the next kexec. */
+static int __init luo_rs_corrupt_param(char *buf)
+{
+	luo_rs_corrupt_request(buf);
+	return 1;
+}
+__setup("luo_rs_corrupt=", luo_rs_corrupt_param);
+#endif
+
 static int __init luo_rs_early_startup(void)
 {
 	return luo_rs_early_init(kho_is_enabled());

@@ -15,6 +15,7 @@ struct module;
 int luo_rs_early_init(bool kho_enabled);
 void luo_rs_request(bool enable);
 int luo_rs_late_init(void);
+void luo_rs_corrupt_request(const char *name);
 
 /* C helpers the Rust core calls (inline or config-dependent in C). */
 bool luo_rs_module_get(struct module *owner);

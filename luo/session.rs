@@ -530,6 +530,20 @@ pub(crate) fn serialize() -> Result {
         let mut handover = reg.handover.lock();
         handover.set_sessions(head);
         flb::serialize(&handlers.read().flbs, handover.flbs_mut());
+        #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+        {
+            let with_files = sessions
+                .values()
+                .enumerate()
+                .map(|(i, s)| (i, s.state.lock()))
+                .find(|(_, st)| st.files.count() != 0);
+            match with_files {
+                Some((i, mut st)) => {
+                    crate::corrupt::apply(&mut handover, chain, *count, Some((i, &mut st.files)))
+                }
+                None => crate::corrupt::apply(&mut handover, chain, *count, None),
+            }
+        }
     }
     serialize.hold_forever();
     Ok(())

@@ -675,6 +675,79 @@ def empty_block_rescued(c, r):
     return t
 
 
+# Classes of luo_rs_corrupt= (luo/corrupt.rs) and what the next kernel must log. Those marked
+# early are refused at the early initcall (no /dev/liveupdate this boot); the others at the
+# first open of /dev/liveupdate, which then fails with EIO.
+CORRUPTIONS = [
+    # (class, refused early, what the log says, pages of the previous kernel kept for good)
+    ("root-version", True, r"LUO state is incompatible with 'luo-v5'", 1),
+    ("sessions-outside-memory", True,
+     r"Block 0x400000000000 is not a page preserved by the previous kernel", 1),
+    ("sessions-misaligned", True, r"Block 0x[0-9a-f]+040 is not a page preserved", 1),
+    ("sessions-not-preserved", True, r"Block 0x[0-9a-f]+000 is not a page preserved", 1),
+    ("block-count", True, r"Block contains invalid entry count: 52", 2),
+    ("block-cycle", True, r"Block set is corrupted: block 0x[0-9a-f]+ appears twice", 3),
+    ("duplicate-name", True, r"Duplicate session name in the handover data", 3),
+    ("unterminated-name", True,
+     r"Malformed session entry in the handover data: Session name is empty or not "
+     r"NUL-terminated", 3),
+    ("file-set-inconsistent", True,
+     r"Malformed session entry in the handover data: Session file set is inconsistent", 3),
+    # The session blocks read before the FLB page are kept too.
+    ("flb-count", True,
+     r"Malformed FLB page in the handover data: FLB header is invalid: pgcnt 1, count 64", 4),
+    ("duplicate-flb", True,
+     r"Malformed FLB page in the handover data: FLB name appears twice", 4),
+    ("file-count", False, r"File count mismatch: expected 3, found 2", 1),
+    ("duplicate-token", False, r"Token 0x[0-9a-f]+ appears twice in a session", 1),
+    ("empty-compatible", False,
+     r"Malformed file entry in the handover data: Compatible string is empty or not "
+     r"NUL-terminated", 1),
+]
+
+# After a refusal the machine must still work: 256 MiB of page cache written and freed.
+USABLE = ("dd if=/dev/zero of=/tmp/fill bs=1M count=256 2>/dev/null && rm /tmp/fill "
+          "&& echo 'machine usable: 256 MiB written and freed'\n")
+
+
+def corrupted_handover_test(variant, k, bins, corruption, vmopts=None):
+    """The Rust core writes damaged handover data (one class, test build only); the next
+    kernel refuses it with a log line and no splat, even under panic_on_warn, and boots on."""
+    name, early, reason, kept = corruption
+    if early:
+        script = "test ! -e /dev/liveupdate && echo 'no /dev/liveupdate'\n" + USABLE
+        expect = [(reason, "the damage is named in the log"),
+                  (r"The incoming tree failed to initialize properly", "refusal logged"),
+                  (rf"luo-rs: {kept} page\(s\) of it kept from the allocator",
+                   "every page read so far is kept from the allocator"),
+                  (r"live update disabled for this boot", "live update off, boot goes on"),
+                  (r"^no /dev/liveupdate$", "no device this boot")]
+    else:
+        script = ("if (exec 3<>/dev/liveupdate) 2>/tmp/err; then echo 'open succeeded'; exit 1; fi\n"
+                  "echo \"first open refused: $(sed 's/.*: //' /tmp/err)\"\n" + USABLE)
+        expect = [(reason, "the damage is named in the log"),
+                  (r"Failed to deserialize files for session \[tf-0\]", "session named"),
+                  (r"^first open refused: Input/output error$", "the first open fails: EIO"),
+                  (rf"{kept} page\(s\) of the previous kernel kept from the allocator",
+                   "the file blocks are kept from the allocator")]
+    expect.append((r"^machine usable: 256 MiB written and freed$", "machine usable"))
+    opts = dict(vmopts or {})
+    opts["cmdline"] = (opts.get("cmdline", "liveupdate=on")
+                       + f" panic_on_warn=1 luo_rs_corrupt={name}")
+    return Test(
+        name=f"{variant}/corrupt-{name}",
+        stages=[
+            # 60 sessions of 2 test files: two session blocks, files, the test FLB.
+            vm.Stage(k, "luo-test-files preserve 60 2\n", [
+                (r"handover data corrupted as asked", "the damage was written")]),
+            vm.Stage(k, script, expect),
+        ],
+        binaries=bins,
+        timeout=240,
+        **opts,
+    )
+
+
 def all_scenarios(env):
     bins = env.binaries
     tests = harness_self_tests(next(iter(env.kernels.values())), bins)
@@ -707,6 +780,17 @@ def all_scenarios(env):
             tests += rust_core_tests(variant, env.kernels[variant], bins)
             tests += memfd_tests(variant, env.kernels[variant], bins,
                                  DEBUG_VM if variant.endswith("-debug") else None)
+    # Damaged handover data, every class on the product; on the debug build one class of each
+    # place the damage is found (root, chain, session, FLB page, file set at the first open).
+    if "rust" in env.kernels:
+        tests += [corrupted_handover_test("rust", env.kernels["rust"], bins, c)
+                  for c in CORRUPTIONS]
+    if "rust-debug" in env.kernels:
+        debug_classes = ("sessions-not-preserved", "block-cycle", "duplicate-name",
+                         "duplicate-flb", "duplicate-token")
+        tests += [corrupted_handover_test("rust-debug", env.kernels["rust-debug"], bins, c,
+                                          DEBUG_VM)
+                  for c in CORRUPTIONS if c[0] in debug_classes]
     # The mixed combinations: each core with the other memfd handler.
     for variant in ("rust-cmemfd", "c-rmemfd"):
         if variant in env.kernels:
