@@ -97,19 +97,13 @@ impl OutChain {
     }
 
     /// Number of blocks.
-    #[cfg(any(
-        CONFIG_LIVEUPDATE_RUST_KUNIT_TEST,
-        CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST
-    ))]
+    #[cfg(any(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST, CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST))]
     pub(crate) fn blocks(&self) -> usize {
         self.blocks.len()
     }
 
     /// Physical address of block `i` (0 if there is none).
-    #[cfg(any(
-        CONFIG_LIVEUPDATE_RUST_KUNIT_TEST,
-        CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST
-    ))]
+    #[cfg(any(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST, CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST))]
     pub(crate) fn phys(&self, i: usize) -> u64 {
         self.blocks.get(i).map_or(0, |p| p.phys())
     }

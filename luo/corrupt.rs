@@ -83,12 +83,16 @@ const CLASSES: [(&[u8], Class); 14] = [
 static CHOSEN: SetOnce<Class> = SetOnce::new();
 
 /// Records `luo_rs_corrupt=` from the command line.
+///
+/// # Safety
+///
+/// `name` is null or a NUL-terminated string that is valid for the duration of the call.
 #[export]
-pub extern "C" fn luo_rs_corrupt_request(name: *const c_char) {
+pub unsafe extern "C" fn luo_rs_corrupt_request(name: *const c_char) {
     if name.is_null() {
         return;
     }
-    // SAFETY: The boot parameter code passes a NUL-terminated string that outlives this call.
+    // SAFETY: A NUL-terminated string valid for the call, by the caller's guarantee.
     let name = unsafe { CStr::from_char_ptr(name) };
     match CLASSES.iter().find(|(n, _)| *n == name.to_bytes()) {
         Some((n, class)) => {
@@ -143,16 +147,18 @@ pub(crate) fn apply(
                 true
             })
         }
-        Class::DuplicateName => count >= 2 && {
-            let mut name = [0u8; 64];
-            if let Some(e) = session_entry(sessions, 0) {
-                name.iter_mut().zip(e.iter()).for_each(|(d, s)| *d = *s);
+        Class::DuplicateName => {
+            count >= 2 && {
+                let mut name = [0u8; 64];
+                if let Some(e) = session_entry(sessions, 0) {
+                    name.iter_mut().zip(e.iter()).for_each(|(d, s)| *d = *s);
+                }
+                session_entry(sessions, 1).is_some_and(|e| {
+                    e.iter_mut().zip(name.iter()).for_each(|(d, s)| *d = *s);
+                    true
+                })
             }
-            session_entry(sessions, 1).is_some_and(|e| {
-                e.iter_mut().zip(name.iter()).for_each(|(d, s)| *d = *s);
-                true
-            })
-        },
+        }
         Class::UnterminatedName => session_entry(sessions, 0).is_some_and(|e| {
             e.iter_mut().take(64).for_each(|b| *b = b'x');
             true

@@ -94,7 +94,10 @@ mod abi_tests {
     #[test]
     fn block_counts_are_checked() -> Result {
         // An empty block carries nothing and is accepted (a C kernel writes one).
-        assert_eq!(abi::decode_block(&*block(0, 0)?, abi::session::SIZE)?, (0, 0));
+        assert_eq!(
+            abi::decode_block(&*block(0, 0)?, abi::session::SIZE)?,
+            (0, 0)
+        );
         assert_eq!(
             abi::decode_block(&*block(0, 52)?, abi::session::SIZE).err(),
             Some(Malformed::BlockCount(52))

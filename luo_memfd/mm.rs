@@ -401,8 +401,7 @@ pub(crate) struct RestoredFolio {
 impl RestoredFolio {
     /// Takes the folio at page frame `pfn`, if the previous kernel preserved one there.
     pub(crate) fn restore(pfn: u64) -> Option<Self> {
-        if pfn == 0 || pfn >> (64 - PAGE_SHIFT) != 0 || !kho::is_preserved(pfn << PAGE_SHIFT)
-        {
+        if pfn == 0 || pfn >> (64 - PAGE_SHIFT) != 0 || !kho::is_preserved(pfn << PAGE_SHIFT) {
             return None;
         }
         // SAFETY: A folio was preserved at the address and not restored yet; KHO checks it
