@@ -14,7 +14,8 @@ use kernel::{
     kho::{
         self,
         PreservedPage,
-        RestoredPage, //
+        RestoredPage,
+        Subtree, //
     },
     prelude::*,
     sync::{
@@ -201,7 +202,7 @@ pub(crate) fn check_unique_names(sessions: &[SessionRecord]) -> Result {
 
 /// This kernel's root for the next live update, and the FLB page it points to.
 pub(crate) struct Outgoing {
-    root: PreservedPage,
+    root: Subtree,
     flbs: PreservedPage,
 }
 
@@ -214,7 +215,7 @@ impl Outgoing {
         abi::put_u64(flbs.bytes_mut(), abi::flb::COUNT, 0);
         let mut root = PreservedPage::new()?;
         abi::encode_root(root.bytes_mut(), num, flbs.phys());
-        kho::add_subtree(abi::KHO_ENTRY_NAME, &root, abi::root::SIZE)?;
+        let root = Subtree::new(abi::KHO_ENTRY_NAME, root, abi::root::SIZE)?;
         Ok(Self { root, flbs })
     }
 
@@ -234,11 +235,5 @@ impl Outgoing {
     /// The FLB page, to be written at the kexec.
     pub(crate) fn flbs_mut(&mut self) -> &mut [u8; abi::BLOCK_SIZE] {
         self.flbs.bytes_mut()
-    }
-}
-
-impl Drop for Outgoing {
-    fn drop(&mut self) {
-        kho::remove_subtree(&self.root);
     }
 }

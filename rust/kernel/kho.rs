@@ -181,22 +181,47 @@ impl Drop for RestoredPage {
     }
 }
 
-/// Registers `page` under `name` in the handover data, where the next kernel looks it up with
-/// [`retrieve_subtree`]. `size` is the length of the structure at the start of the page.
+/// A preserved page registered with KHO under a name, where the next kernel looks it up with
+/// [`retrieve_subtree`].
 ///
-/// # Errors
-///
-/// `EEXIST` if `name` is taken, `ENOMEM`, or another KHO error.
-pub fn add_subtree(name: &CStr, page: &PreservedPage, size: usize) -> Result {
-    // SAFETY: `name` is NUL-terminated and `page` is preserved memory of at least `size` bytes;
-    // KHO copies the name and records the address.
-    to_result(unsafe { bindings::kho_add_subtree(name.as_char_ptr(), page.as_ptr().cast(), size) })
+/// The registration owns the page, so the page cannot be freed while KHO records its address:
+/// dropping it withdraws the name first, then frees the page.
+pub struct Subtree {
+    page: PreservedPage,
 }
 
-/// Withdraws a subtree registered with [`add_subtree`], before its page is freed.
-pub fn remove_subtree(page: &PreservedPage) {
-    // SAFETY: KHO looks the blob up by address and ignores one it does not know.
-    unsafe { bindings::kho_remove_subtree(page.as_ptr().cast()) };
+impl Subtree {
+    /// Registers `page` under `name`; `size` is the length of the structure at the start of
+    /// the page. On error the page is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `size` exceeds the page, `EEXIST` if `name` is taken, `ENOMEM`, or another
+    /// KHO error.
+    pub fn new(name: &'static CStr, page: PreservedPage, size: usize) -> Result<Self> {
+        if size > PAGE_SIZE {
+            return Err(EINVAL);
+        }
+        // SAFETY: `name` is NUL-terminated and lives for ever; `page` is preserved memory of at
+        // least `size` bytes, owned by the registration until it withdraws the name.
+        to_result(unsafe {
+            bindings::kho_add_subtree(name.as_char_ptr(), page.as_ptr().cast(), size)
+        })?;
+        Ok(Self { page })
+    }
+
+    /// The contents of the page, for writing.
+    pub fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
+        self.page.bytes_mut()
+    }
+}
+
+impl Drop for Subtree {
+    fn drop(&mut self) {
+        // SAFETY: KHO looks the blob up by address; it was registered in `new`. The page is
+        // freed only after this, when `page` is dropped.
+        unsafe { bindings::kho_remove_subtree(self.page.as_ptr().cast()) };
+    }
 }
 
 /// Looks up the subtree `name` that the previous kernel registered.
