@@ -130,7 +130,13 @@ pub unsafe extern "C" fn liveupdate_register_flb(
     let result = unsafe { flb::lookup(flb) }.and_then(|flb| flb::register(fh, flb));
     match result {
         Ok(()) => 0,
-        Err(e) => e.to_errno(),
+        Err(e) => {
+            // The state `lookup` made must not outlive a failed registration.
+            if let Ok(r) = handler::registry() {
+                flb::forget_idle(&r.read().flbs);
+            }
+            e.to_errno()
+        }
     }
 }
 

@@ -15,6 +15,16 @@
 //!   object still count down, and the FLB's `finish` runs exactly once.
 //! - The count handed to the next kernel is the number of dependent files only; references
 //!   taken with `liveupdate_flb_get_outgoing()` do not leak into it.
+//!
+//! An FLB is known by its address and its compatible string together, and its state is
+//! dropped when it holds nothing and is not registered (after an unlink or a failed
+//! registration), so an FLB later placed at a freed one's address starts afresh.
+//!
+//! Lock order: the handler registry (`handler::registry()`), then the table of known FLBs
+//! (`KNOWN`), then one FLB's `outgoing` or `incoming` mutex. Only [`Flb::is_idle`] looks at
+//! an FLB's mutexes with `KNOWN` held, and it only tries them. An FLB's operations are called
+//! with its own mutex held and may use other FLBs (nested FLBs such as iommufd and iommu):
+//! they take `KNOWN` and the other FLB's mutex, never their own FLB's again.
 
 use core::ptr::NonNull;
 use kernel::{
@@ -86,6 +96,10 @@ struct Incoming {
 #[pin_data]
 pub(crate) struct Flb {
     ptr: NonNull<bindings::liveupdate_flb>,
+    /// The compatible string when the state was created, NUL-padded. With the address it
+    /// identifies the FLB: another FLB later placed at a freed FLB's address has its own
+    /// format, and must not inherit the first one's state.
+    name: [u8; abi::COMPAT_LENGTH],
     #[pin]
     outgoing: Mutex<Outgoing>,
     #[pin]
@@ -100,14 +114,16 @@ unsafe impl Sync for Flb {}
 
 impl Flb {
     fn new(ptr: NonNull<bindings::liveupdate_flb>) -> Result<Arc<Self>> {
-        let record = handover::incoming_flbs().and_then(|flbs| {
-            // SAFETY: `ptr` is valid (checked by the caller, `lookup`).
-            let name = unsafe { compatible(ptr) };
-            flbs.iter().find(|r| r.name.as_bytes() == name).copied()
-        });
+        // SAFETY: `ptr` is valid (checked by the caller, `lookup`).
+        let current = unsafe { compatible(ptr) };
+        let mut name = [0u8; abi::COMPAT_LENGTH];
+        name.iter_mut().zip(current).for_each(|(d, s)| *d = *s);
+        let record = handover::incoming_flbs()
+            .and_then(|flbs| flbs.iter().find(|r| r.name.as_bytes() == current).copied());
         Arc::pin_init(
             pin_init!(Self {
                 ptr,
+                name,
                 outgoing <- new_mutex!(Outgoing {
                     files: 0,
                     refs: 0,
@@ -128,15 +144,22 @@ impl Flb {
         )
     }
 
-    /// True if this is the FLB at `flb`.
+    /// True if this is the state of the FLB at `flb`, which must be valid: the address and the
+    /// compatible string match.
+    fn is_valid_flb(&self, flb: NonNull<bindings::liveupdate_flb>) -> bool {
+        // SAFETY: `flb` is valid by the caller's guarantee.
+        self.is(flb.as_ptr()) && self.compatible() == unsafe { compatible(flb) }
+    }
+
+    /// True if this is the state of the FLB at address `flb`.
     pub(crate) fn is(&self, flb: *const bindings::liveupdate_flb) -> bool {
         core::ptr::eq(self.ptr.as_ptr(), flb)
     }
 
     /// The FLB's compatible string, without its NUL.
     pub(crate) fn compatible(&self) -> &[u8] {
-        // SAFETY: The FLB is valid (type invariant).
-        unsafe { compatible(self.ptr) }
+        let len = self.name.iter().position(|&b| b == 0).unwrap_or(0);
+        self.name.get(..len).unwrap_or(&[])
     }
 
     fn name(&self) -> &kernel::str::BStr {
@@ -159,9 +182,16 @@ impl Flb {
     /// True if the FLB holds no state: nothing preserved or referenced in this kernel, and the
     /// previous kernel's object untouched (a finished or failed one is remembered, so that it
     /// is not retrieved again).
+    ///
+    /// Called with the table of known FLBs locked, so it does not wait for the FLB's own
+    /// mutexes (see the lock order in the module documentation): an FLB in use is not idle.
     fn is_idle(&self) -> bool {
-        let out = self.outgoing.lock();
-        let inc = self.incoming.lock();
+        let Some(out) = self.outgoing.try_lock() else {
+            return false;
+        };
+        let Some(inc) = self.incoming.try_lock() else {
+            return false;
+        };
         let untouched =
             inc.status == 0 && !inc.finished && inc.count == inc.record.map_or(0, |r| r.file_count);
         out.files == 0 && out.refs == 0 && untouched
@@ -366,7 +396,7 @@ pub(crate) unsafe fn lookup(flb: *mut bindings::liveupdate_flb) -> Result<Arc<Fl
     let ptr = NonNull::new(flb).ok_or(EINVAL)?;
     let table = KNOWN.as_ref().ok_or(EOPNOTSUPP)?;
     let mut known = table.lock();
-    if let Some(f) = known.iter().find(|f| f.is(flb)) {
+    if let Some(f) = known.iter().find(|f| f.is_valid_flb(ptr)) {
         return Ok(f.clone());
     }
     // SAFETY: `ptr` is valid by the caller's guarantee.

@@ -379,13 +379,18 @@ mod chain_tests {
 
 #[kunit_tests(luo_rs_handler)]
 mod handler_tests {
-    use crate::handler::{
-        Handler,
-        Registered, //
+    use crate::{
+        flb,
+        handler::{
+            self,
+            Handler,
+            Registered, //
+        },
     };
     use kernel::{
         bindings,
-        prelude::*, //
+        prelude::*,
+        sync::Arc, //
     };
 
     /// A test operation.
@@ -489,6 +494,64 @@ mod handler_tests {
         // SAFETY: `h` and its table outlive the handler.
         let handler = unsafe { Handler::new(&mut h)? };
         assert_eq!(handler.compatible().len(), 47);
+        Ok(())
+    }
+
+    /// A test FLB operation.
+    ///
+    /// # Safety
+    ///
+    /// Any argument; it is not used.
+    unsafe extern "C" fn flb_op(_a: *mut bindings::liveupdate_flb_op_args) -> c_int {
+        0
+    }
+    /// A test FLB operation.
+    ///
+    /// # Safety
+    ///
+    /// Any argument; it is not used.
+    unsafe extern "C" fn flb_void_op(_a: *mut bindings::liveupdate_flb_op_args) {}
+
+    fn name(dst: &mut [c_char; 48], name: &[u8]) {
+        dst.iter_mut().for_each(|d| *d = 0);
+        for (d, s) in dst.iter_mut().zip(name) {
+            *d = *s as c_char;
+        }
+    }
+
+    #[test]
+    fn flbs_are_known_by_address_and_name() -> Result {
+        let ops = bindings::liveupdate_flb_ops {
+            preserve: Some(flb_op),
+            unpreserve: Some(flb_void_op),
+            retrieve: Some(flb_op),
+            finish: Some(flb_void_op),
+            ..Default::default()
+        };
+        let mut raw = bindings::liveupdate_flb {
+            ops: &ops,
+            ..Default::default()
+        };
+        name(&mut raw.compatible, b"luo-rs-kunit-flb-a");
+        // SAFETY: `raw` and its table outlive every use below; no state is left behind.
+        let a = unsafe { flb::lookup(&mut raw) }?;
+        // SAFETY: As above.
+        assert!(Arc::ptr_eq(&a, &unsafe { flb::lookup(&mut raw) }?));
+        // Another format at the same address: new state, not the first one's.
+        name(&mut raw.compatible, b"luo-rs-kunit-flb-b");
+        // SAFETY: As above.
+        let b = unsafe { flb::lookup(&mut raw) }?;
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b.compatible(), b"luo-rs-kunit-flb-b");
+        assert_eq!(a.compatible(), b"luo-rs-kunit-flb-a");
+        // Idle and unregistered: forgotten, so a lookup starts afresh.
+        flb::forget_idle(&handler::registry()?.read().flbs);
+        // SAFETY: As above.
+        let c = unsafe { flb::lookup(&mut raw) }?;
+        assert!(!Arc::ptr_eq(&b, &c));
+        assert_eq!(c.compatible(), b"luo-rs-kunit-flb-b");
+        drop((a, b, c));
+        flb::forget_idle(&handler::registry()?.read().flbs);
         Ok(())
     }
 }
