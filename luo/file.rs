@@ -13,6 +13,7 @@
 //! until the first is undone or, for a retrieved file, finished.
 
 use kernel::{
+    alloc::KVVec,
     fs::{
         File,
         LocalFile, //
@@ -396,17 +397,11 @@ impl FileSet {
             pr_warn!("{}\n", m);
             return Err(m.into());
         }
+        check_entries(chain, found)?;
         self.files.reserve(found, GFP_KERNEL)?;
         let registry = handler::registry()?.read();
         chain.for_each(|e| {
-            let record = abi::decode_file(e).inspect_err(|m| {
-                pr_warn!("Malformed file entry in the handover data: {}\n", m);
-            })?;
-            if self.files.iter().any(|f| f.token == record.token) {
-                let m = Malformed::DuplicateToken(record.token);
-                pr_warn!("{}\n", m);
-                return Err(m.into());
-            }
+            let record = abi::decode_file(e)?;
             let name = record.compatible.as_bytes();
             let (handler, module) = registry
                 .find(name)
@@ -435,6 +430,32 @@ impl FileSet {
             Ok(())
         })
     }
+}
+
+/// Checks every file entry of a chain of `count` entries, and that no token appears twice.
+///
+/// Sorting the tokens keeps this O(n log n): a session may carry hundreds of thousands of
+/// files, and comparing each with all before it grows with the square of their number.
+fn check_entries(chain: &InChain, count: usize) -> Result {
+    let mut tokens = KVVec::with_capacity(count, GFP_KERNEL)?;
+    chain.for_each(|e| {
+        let record = abi::decode_file(e).inspect_err(|m| {
+            pr_warn!("Malformed file entry in the handover data: {}\n", m);
+        })?;
+        tokens.push(record.token, GFP_KERNEL)?;
+        Ok(())
+    })?;
+    tokens.sort_unstable();
+    let duplicate = tokens.windows(2).find_map(|w| match w {
+        [a, b] if a == b => Some(*a),
+        _ => None,
+    });
+    if let Some(token) = duplicate {
+        let m = Malformed::DuplicateToken(token);
+        pr_warn!("{}\n", m);
+        return Err(m.into());
+    }
+    Ok(())
 }
 
 /// Preserves, for a new file, every FLB its handler depends on, in order.
