@@ -4,11 +4,12 @@
 //!
 //! The upstream tests can only preserve memfds, whose handler never fails and never refuses to
 //! finish. This handler preserves small test files that userspace creates through
-//! `/dev/luo_test` and tells, per file, to fail `freeze` or to refuse `finish`, so that the
-//! orchestrator's rollback and refusal paths can be driven from a VM test. Every callback logs
-//! one line (`luo_test: <callback> <value>`) for the tests to count. It also links a test FLB
-//! that nobody asks for in the next kernel, which shows whether the FLB is still finished once
-//! its files are.
+//! `/dev/luo_test` and tells, per file, to fail `freeze`, to refuse `finish` or to fail
+//! `retrieve` in the next kernel, so that the orchestrator's rollback, refusal and error paths
+//! can be driven from a VM test. Every callback logs one line (`luo_test: <callback> <value>`)
+//! for the tests to count. It also links a test FLB that nobody asks for in the next kernel,
+//! which shows whether the FLB is still finished once its files are; on request its `preserve`
+//! fails, or its `retrieve` in the next kernel.
 //!
 //! It works with either orchestrator core; the numbers of the control interface are in
 //! `uapi.h`.
@@ -74,8 +75,15 @@ const IOC: u32 = 0xB7;
 const NEW_FILE: u32 = _IO(IOC, 0);
 const SET_FLAGS: u32 = _IO(IOC, 1);
 const GET_VALUE: u32 = _IO(IOC, 2);
+const SET_FLB_FLAGS: u32 = _IO(IOC, 3);
 const FAIL_FREEZE: u32 = 1 << 0;
 const REFUSE_FINISH: u32 = 1 << 1;
+const FAIL_RETRIEVE: u32 = 1 << 2;
+const FLB_FAIL_PRESERVE: u32 = 1 << 0;
+const FLB_FAIL_RETRIEVE: u32 = 1 << 1;
+
+/// Set in a file's data by `freeze` for `FAIL_RETRIEVE`: the next kernel's `retrieve` fails.
+const RETRIEVE_FAILS: u64 = 1 << 40;
 
 /// Largest value a test file may hold (it is returned as an ioctl result).
 const MAX_VALUE: u64 = i32::MAX as u64;
@@ -124,7 +132,7 @@ impl AnonInodeFile for TestFileOps {
         match cmd {
             SET_FLAGS => {
                 let flags = u32::try_from(arg).map_err(|_| EINVAL)?;
-                if flags & !(FAIL_FREEZE | REFUSE_FINISH) != 0 {
+                if flags & !(FAIL_FREEZE | REFUSE_FINISH | FAIL_RETRIEVE) != 0 {
                     return Err(EINVAL);
                 }
                 this.flags.store(flags, Relaxed);
@@ -148,6 +156,14 @@ impl MiscDevice for TestDevice {
     }
 
     fn ioctl(_device: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        if cmd == SET_FLB_FLAGS {
+            let flags = u32::try_from(arg).map_err(|_| EINVAL)?;
+            if flags & !(FLB_FAIL_PRESERVE | FLB_FAIL_RETRIEVE) != 0 {
+                return Err(EINVAL);
+            }
+            FLB_FLAGS.store(flags, Relaxed);
+            return Ok(0);
+        }
         if cmd != NEW_FILE {
             return Err(ENOTTY);
         }
@@ -196,14 +212,21 @@ impl FileHandler for TestHandler {
             return Err(EAGAIN);
         }
         pr_info!("freeze {}\n", *data);
+        if private.has(FAIL_RETRIEVE) {
+            *data |= RETRIEVE_FAILS;
+        }
         Ok(())
     }
 
     fn unfreeze(&self, _file: &File, data: u64, _private: ArcBorrow<'_, TestFile>) {
-        pr_info!("unfreeze {}\n", data);
+        pr_info!("unfreeze {}\n", data & !RETRIEVE_FAILS);
     }
 
     fn retrieve(&self, data: u64) -> Result<ARef<File>> {
+        if data & RETRIEVE_FAILS != 0 {
+            pr_info!("retrieve {} fails on request\n", data & !RETRIEVE_FAILS);
+            return Err(EIO);
+        }
         // The value comes from the previous kernel: check it as the control interface does.
         if data > MAX_VALUE {
             pr_err!("retrieve: bad value {:#x} from the previous kernel\n", data);
@@ -224,6 +247,7 @@ impl FileHandler for TestHandler {
     }
 
     fn finish(&self, _file: Option<&File>, data: u64, status: RetrieveStatus) {
+        let data = data & !RETRIEVE_FAILS;
         let how = match status {
             RetrieveStatus::Retrieved => "retrieved",
             RetrieveStatus::NotRetrieved => "discarded",
@@ -235,6 +259,11 @@ impl FileHandler for TestHandler {
 
 /// The test FLB's data, checked in the next kernel.
 const FLB_DATA: u64 = 0x1c0ffee5;
+/// The test FLB's data for `FLB_FAIL_RETRIEVE`: the next kernel's `retrieve` fails.
+const FLB_DATA_RETRIEVE_FAILS: u64 = 0x1badf1b;
+
+/// `FLB_FAIL_*` flags set through `/dev/luo_test`.
+static FLB_FLAGS: Atomic<u32> = Atomic::new(0);
 
 /// An FLB the test files depend on; nothing in the next kernel asks for its object, so only
 /// the files' finish can finish it.
@@ -244,7 +273,15 @@ impl Flb for TestFlb {
     type Object = ();
 
     fn preserve(&self) -> Result<(u64, ())> {
+        let flags = FLB_FLAGS.load(Relaxed);
+        if flags & FLB_FAIL_PRESERVE != 0 {
+            pr_info!("flb preserve fails on request\n");
+            return Err(ENOSPC);
+        }
         pr_info!("flb preserve\n");
+        if flags & FLB_FAIL_RETRIEVE != 0 {
+            return Ok((FLB_DATA_RETRIEVE_FAILS, ()));
+        }
         Ok((FLB_DATA, ()))
     }
 
@@ -253,6 +290,10 @@ impl Flb for TestFlb {
     }
 
     fn retrieve(&self, data: u64) -> Result<()> {
+        if data == FLB_DATA_RETRIEVE_FAILS {
+            pr_info!("flb retrieve fails on request\n");
+            return Err(EIO);
+        }
         if data != FLB_DATA {
             pr_err!("flb retrieve: bad data {:#x}\n", data);
             return Err(EINVAL);
@@ -269,10 +310,11 @@ impl Flb for TestFlb {
 static HANDLER: SetOnce<Pin<KBox<Registration<TestHandler>>>> = SetOnce::new();
 static FLB: SetOnce<Pin<KBox<FlbRegistration<TestFlb>>>> = SetOnce::new();
 
-/// Registers the handler, its FLB and `/dev/luo_test`; called at device init.
+/// Registers the handler, its FLB (unless `link_flb` is false) and `/dev/luo_test`; called at
+/// device init.
 #[export]
-pub extern "C" fn luo_test_init() -> c_int {
-    match init() {
+pub extern "C" fn luo_test_init(link_flb: bool) -> c_int {
+    match init(link_flb) {
         Ok(()) => {
             pr_info!("test file handler registered\n");
             0
@@ -286,7 +328,7 @@ pub extern "C" fn luo_test_init() -> c_int {
     }
 }
 
-fn init() -> Result {
+fn init(link_flb: bool) -> Result {
     let handler = KBox::pin_init(
         Registration::new(c"luo-rs-test-v1", TestHandler),
         GFP_KERNEL,
@@ -301,8 +343,12 @@ fn init() -> Result {
     let (Some(handler), Some(flb)) = (HANDLER.as_ref(), FLB.as_ref()) else {
         return Err(EBUSY);
     };
-    // The link lasts as long as the registrations, which are never dropped.
-    core::mem::forget(handler.link_flb(flb)?);
+    if link_flb {
+        // The link lasts as long as the registrations, which are never dropped.
+        core::mem::forget(handler.link_flb(flb)?);
+    } else {
+        pr_info!("test FLB not linked (luo_test_flb=off)\n");
+    }
     let device = KBox::pin_init(
         MiscDeviceRegistration::<TestDevice>::register(MiscDeviceOptions { name: c"luo_test" }),
         GFP_KERNEL,

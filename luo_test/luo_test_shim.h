@@ -7,6 +7,8 @@
 #ifndef _LUO_TEST_SHIM_H
 #define _LUO_TEST_SHIM_H
 
-int luo_test_init(void);
+#include <linux/types.h>
+
+int luo_test_init(bool link_flb);
 
 #endif /* _LUO_TEST_SHIM_H */

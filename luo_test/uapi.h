@@ -16,10 +16,19 @@
 #define LUO_TEST_SET_FLAGS	_IO(LUO_TEST_IOC, 1)
 /* On a test file: returns its value. */
 #define LUO_TEST_GET_VALUE	_IO(LUO_TEST_IOC, 2)
+/* On /dev/luo_test: set the test FLB's behaviour flags (arg). */
+#define LUO_TEST_SET_FLB_FLAGS	_IO(LUO_TEST_IOC, 3)
 
 /* freeze() fails with EAGAIN, which calls the kexec off. */
 #define LUO_TEST_FAIL_FREEZE	(1U << 0)
 /* can_finish() says no while the retrieved file has this flag. */
 #define LUO_TEST_REFUSE_FINISH	(1U << 1)
+/* freeze() marks the data so that retrieve() fails with EIO in the next kernel. */
+#define LUO_TEST_FAIL_RETRIEVE	(1U << 2)
+
+/* The test FLB's preserve() fails with ENOSPC. */
+#define LUO_TEST_FLB_FAIL_PRESERVE	(1U << 0)
+/* The test FLB's data is marked so that its retrieve() fails with EIO in the next kernel. */
+#define LUO_TEST_FLB_FAIL_RETRIEVE	(1U << 1)
 
 #endif /* _LUO_TEST_UAPI_H */
