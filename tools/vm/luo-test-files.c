@@ -21,6 +21,20 @@
  *                     the rest are discarded, and the tokens are gone
  *   refuse            with 2 files in "tf-0": FINISH is refused (EBUSY)
  *                     while one refuses, and nothing is lost
+ *   fail-retrieve     "tf-0" with files 0, 1, 2; file 1's retrieve will
+ *                     fail in the next kernel
+ *   fail-retrieve-verify
+ *                     file 1 fails with EIO, twice (the error is kept);
+ *                     files 0 and 2 arrive; FINISH succeeds
+ *   flb-fail-preserve the test FLB's preserve fails: PRESERVE_FD of file 0
+ *                     in "tf-0" fails with it and leaves nothing; once the
+ *                     FLB works again the same call succeeds
+ *   flb-fail-retrieve "tf-0" with files 0 and 1, whose FLB's retrieve will
+ *                     fail in the next kernel (then: verify 1 2)
+ *   half              after "preserve 2 2": retrieve "tf-0" and its file 0
+ *                     but finish nothing, leave "tf-1" alone, and preserve
+ *                     file 7 in a new session "next" for the next kernel
+ *   after-half        the unfinished sessions are gone; "next" arrives
  *
  * Every check prints one line; a failure prints "luo-test-files: FAIL ..."
  * and exits 1.
@@ -356,6 +370,148 @@ static void do_refuse(void)
 	printf("luo-test-files: FINISH accepted once the handler agreed\n");
 }
 
+static int dev_with_flb_flags(unsigned long flags)
+{
+	int dev = open("/dev/luo_test", O_RDWR);
+
+	if (dev < 0)
+		fail("open /dev/luo_test");
+	if (ioctl(dev, LUO_TEST_SET_FLB_FLAGS, flags))
+		fail("set FLB flags %#lx", flags);
+	return dev;
+}
+
+static int create_tf0(int luo)
+{
+	int sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
+
+	if (sfd < 0)
+		errno = -sfd, fail("create tf-0");
+	return sfd;
+}
+
+static void do_fail_retrieve(void)
+{
+	int luo = open_luo(), dev = dev_with_flb_flags(0), sfd = create_tf0(luo);
+
+	for (unsigned long v = 0; v < 3; v++) {
+		int fd = new_test_file(dev, v);
+
+		if (v == 1 && ioctl(fd, LUO_TEST_SET_FLAGS, (unsigned long)LUO_TEST_FAIL_RETRIEVE))
+			fail("set FAIL_RETRIEVE");
+		errno = -preserve(sfd, fd, v);
+		if (errno)
+			fail("preserve %lu", v);
+		close(fd);
+	}
+	printf("luo-test-files: preserved 3 files, file 1 to fail its retrieve\n");
+	hold_until_kexec();
+}
+
+static void do_fail_retrieve_verify(void)
+{
+	int luo = open_luo(), s = retrieve_session(luo, "tf-0");
+
+	for (unsigned long v = 0; v < 3; v += 2) {
+		int fd = retrieve(s, v);
+
+		if (fd < 0)
+			errno = -fd, fail("retrieve %lu", v);
+		check_value(fd, v);
+		close(fd);
+	}
+	for (int i = 1; i <= 2; i++) {
+		int fd = retrieve(s, 1);
+
+		if (fd != -EIO)
+			errno = fd < 0 ? -fd : 0, fail("retrieve 1 (attempt %d): want EIO", i);
+		printf("luo-test-files: retrieve of file 1, attempt %d: EIO\n", i);
+	}
+	errno = -finish(s);
+	if (errno)
+		fail("finish after a failed retrieve");
+	printf("luo-test-files: FINISH after a failed retrieve succeeded\n");
+}
+
+static void do_flb_fail_preserve(void)
+{
+	int luo = open_luo(), dev = dev_with_flb_flags(LUO_TEST_FLB_FAIL_PRESERVE);
+	int sfd = create_tf0(luo), fd = new_test_file(dev, 0);
+
+	errno = -preserve(sfd, fd, 0);
+	if (errno != ENOSPC)
+		fail("preserve while the FLB fails: want ENOSPC");
+	printf("luo-test-files: PRESERVE_FD failed with the FLB's ENOSPC\n");
+	/* The retry below would fail with EEXIST or EBUSY had the failure left anything. */
+	if (ioctl(dev, LUO_TEST_SET_FLB_FLAGS, 0UL))
+		fail("clear FLB flags");
+	errno = -preserve(sfd, fd, 0);
+	if (errno)
+		fail("preserve once the FLB works");
+	printf("luo-test-files: the same PRESERVE_FD succeeded once the FLB worked\n");
+	close(fd);
+	hold_until_kexec();
+}
+
+static void do_flb_fail_retrieve(void)
+{
+	int luo = open_luo(), dev = dev_with_flb_flags(LUO_TEST_FLB_FAIL_RETRIEVE);
+	int sfd = create_tf0(luo);
+
+	for (unsigned long v = 0; v < 2; v++) {
+		int fd = new_test_file(dev, v);
+
+		errno = -preserve(sfd, fd, v);
+		if (errno)
+			fail("preserve %lu", v);
+		close(fd);
+	}
+	printf("luo-test-files: preserved 2 files on an FLB whose retrieve will fail\n");
+	hold_until_kexec();
+}
+
+static void do_half(void)
+{
+	int luo = open_luo(), dev = dev_with_flb_flags(0);
+	int s = retrieve_session(luo, "tf-0"), fd = retrieve(s, 0), next;
+
+	if (fd < 0)
+		errno = -fd, fail("retrieve 0");
+	check_value(fd, 0);
+	next = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "next");
+	if (next < 0)
+		errno = -next, fail("create next");
+	errno = -preserve(next, new_test_file(dev, 7), 7);
+	if (errno)
+		fail("preserve 7");
+	printf("luo-test-files: tf-0 retrieved, not finished; tf-1 untouched; next preserved\n");
+	hold_until_kexec();
+}
+
+static void do_after_half(void)
+{
+	int luo = open_luo(), s, fd;
+
+	for (int i = 0; i < 2; i++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "tf-%d", i);
+		s = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+		if (s != -ENOENT)
+			errno = s < 0 ? -s : 0, fail("retrieve %s: want ENOENT", name);
+	}
+	printf("luo-test-files: the unfinished sessions did not cross a second kexec\n");
+	s = retrieve_session(luo, "next");
+	fd = retrieve(s, 7);
+	if (fd < 0)
+		errno = -fd, fail("retrieve 7");
+	check_value(fd, 7);
+	errno = -finish(s);
+	if (errno)
+		fail("finish next");
+	printf("luo-test-files: the session made beside them arrived\n");
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -378,6 +534,18 @@ int main(int argc, char **argv)
 		do_partial(a);
 	else if (!strcmp(mode, "refuse"))
 		do_refuse();
+	else if (!strcmp(mode, "fail-retrieve"))
+		do_fail_retrieve();
+	else if (!strcmp(mode, "fail-retrieve-verify"))
+		do_fail_retrieve_verify();
+	else if (!strcmp(mode, "flb-fail-preserve"))
+		do_flb_fail_preserve();
+	else if (!strcmp(mode, "flb-fail-retrieve"))
+		do_flb_fail_retrieve();
+	else if (!strcmp(mode, "half"))
+		do_half();
+	else if (!strcmp(mode, "after-half"))
+		do_after_half();
 	else {
 		fprintf(stderr, "usage: see the comment at the top of luo-test-files.c\n");
 		return 2;
