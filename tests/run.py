@@ -218,8 +218,10 @@ def main():
         print(f"---- {scn.name}: {len(scn.stages)} stage(s)", flush=True)
         out = vm.run(scn, os.path.join(env.work, scn.name.replace("/", "_")), env.gen_init_cpio)
         if out.retried:
-            print(f"     note: tried again after an early-boot interrupt splat before any LUO "
-                  f"code ran: {out.retried[0]}", flush=True)
+            print("     note: tried again after an early-boot interrupt splat before any LUO "
+                  "code ran:", flush=True)
+            for line in out.retried:
+                print(f"       {line}", flush=True)
         rows = scn.results(out)
         for name, status, detail in rows:
             tally.record(name, status, detail, out.seconds if name == scn.name else None)

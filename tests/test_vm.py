@@ -105,6 +105,14 @@ class EarlyIrqSplatTest(unittest.TestCase):
         log = BOOT + "LUO-VM: stage 1: start\n" + BOOT + self.TRACE + "[ 1.0] luo: x\n"
         self.assertTrue(vm.early_irq_splat(log))
 
+    def test_the_panic_on_warn_after_it_belongs_to_it(self):
+        log = (BOOT + "LUO-VM: stage 1: start\n" + BOOT + self.TRACE
+               + "[    0.108000] Kernel panic - not syncing: kasan.fault=report: panic_on_warn set ...\n")
+        self.assertTrue(vm.early_irq_splat(log))
+        # A panic without the early splat before it is a failure like any other.
+        log = BOOT + "[    0.2] Kernel panic - not syncing: panic_on_warn set ...\n"
+        self.assertFalse(vm.early_irq_splat(log))
+
     def test_splats_after_luo_ran_are_not(self):
         log = BOOT + "[ 0.05] luo: Retrieved live update data\n" + self.TRACE
         self.assertFalse(vm.early_irq_splat(log))

@@ -32,8 +32,10 @@ SPLAT = re.compile(
     r"|possible recursive locking|possible circular locking"
     r"|inconsistent lock state|DEBUG_LOCKS_WARN_ON|scheduling while atomic"
     r"|sleeping function called from invalid context|INFO: task .* blocked"
-    r"|self-detected stall|rcu: INFO)"
+    r"|self-detected stall|rcu: INFO|suspected memory leak|ODEBUG: )"
 )
+# The panic that panic_on_warn adds after a report; it is judged with that report.
+PANIC_ON_WARN = re.compile(r"Kernel panic - not syncing: .*panic_on_warn")
 
 # Every kernel boot starts with this banner; it splits the log into stages.
 BANNER = re.compile(r"Linux version \d")
@@ -138,8 +140,10 @@ def early_irq_splat(log):
     kernel: an edge interrupt left pending by the previous kernel arrives while
     start_kernel() is still identifying the CPU, and KASAN flags the interrupt handler.
     It happens before any LUO code runs (seen about once in fifty kexecs of the KASAN
-    build under TCG) and is not LUO's doing, so such a run may be tried once more."""
-    reports = [i for i, line in enumerate(log.splitlines()) if SPLAT.search(line)]
+    build under TCG) and is not LUO's doing, so such a run may be tried once more. The panic
+    that panic_on_warn adds after it is part of the same report."""
+    reports = [i for i, line in enumerate(log.splitlines())
+               if SPLAT.search(line) and not PANIC_ON_WARN.search(line)]
     if not reports:
         return False
     lines = log.splitlines()
@@ -199,13 +203,17 @@ def run(scenario, workdir, gen_init_cpio, busybox="/bin/busybox"):
     """Boot the scenario in QEMU under a timeout and judge its serial log.
 
     A run that failed only because of the early-boot interrupt splat of a kexec'd kernel
-    (see early_irq_splat) is tried once more; the outcome then says so.
+    (see early_irq_splat) is tried once more; the outcome then says so, and the first
+    attempt's log is kept beside the work directory (`<workdir>.first-attempt.log`).
     """
     out = _run_once(scenario, workdir, gen_init_cpio, busybox)
     if not out.ok and early_irq_splat(out.log):
         first = out.problems
+        kept = workdir.rstrip("/") + ".first-attempt.log"
+        with open(kept, "w") as f:
+            f.write(out.log)
         out = _run_once(scenario, workdir, gen_init_cpio, busybox)
-        out.retried = first
+        out.retried = first + [f"first attempt's serial log: {kept}"]
     return out
 
 
