@@ -285,8 +285,12 @@ def abi_errno_test(variant, kernel, bins):
 
 
 # KASAN's shadow memory makes KHO's default scratch size (twice the memory in use at
-# boot) too large to reserve; debug kernels get explicit scratch sizes and more RAM.
-DEBUG_VM = {"memory": "2G", "cmdline": "liveupdate=on kho_scratch=16M,256M,256M"}
+# boot) too large to reserve; debug kernels get explicit scratch sizes and more RAM. A
+# WARNING or a KASAN report stops the kernel on the spot. (Not kasan_multi_shot: with it, the
+# early-boot interrupt splat of a kexec'd KASAN kernel, see vm.early_irq_splat, cascades into
+# reports from every later interrupt and a hang, instead of one report and a panic.)
+DEBUG_VM = {"memory": "2G",
+            "cmdline": "liveupdate=on kho_scratch=16M,256M,256M panic_on_warn=1"}
 
 
 def rust_core_tests(variant, r, bins):
@@ -302,9 +306,12 @@ def rust_core_tests(variant, r, bins):
     )
     registered = (r"luo: luo-rs: Rust core active, /dev/liveupdate registered",
                   "the Rust crate registered the device")
+    edges = failure_path_tests(variant, r, bins, vmopts) + lifecycle_edge_tests(
+        variant, r, bins, vmopts)
+    if variant.endswith("-debug"):
+        edges = [leak_checked(t) for t in edges]
     return upstream_suite(variant, r, bins, vmopts) + file_lifecycle_tests(
-        variant, r, bins, vmopts) + failure_path_tests(variant, r, bins, vmopts) + \
-        lifecycle_edge_tests(variant, r, bins, vmopts) + [flb_unasked_test(variant, r, bins, vmopts),
+        variant, r, bins, vmopts) + edges + [flb_unasked_test(variant, r, bins, vmopts),
                                      missing_handler_test(variant, r, bins, vmopts)] + [
         Test(
             name=f"{variant}/kunit",
@@ -391,6 +398,33 @@ def file_lifecycle_tests(variant, k, bins, vmopts=None):
                  (r"^test FLB finished: 1$", "the test FLB finished once, after the files"),
              ]),
     ]
+
+
+# On the debug build (kmemleak): scan twice, as kmemleak advises against transient false
+# positives, and count what is left unreferenced.
+LEAK_CHECK = (
+    "echo scan > /sys/kernel/debug/kmemleak && echo scan > /sys/kernel/debug/kmemleak\n"
+    "echo \"kmemleak: $(grep -c '^unreferenced object' /sys/kernel/debug/kmemleak)"
+    " unreferenced objects\"\n"
+    "grep -A12 '^unreferenced object' /sys/kernel/debug/kmemleak | head -60\n"
+)
+NO_LEAK = (r"^kmemleak: 0 unreferenced objects$", "kmemleak finds no leak")
+
+
+# The debug-build tests that end with a kmemleak scan (two scans cost about 35 s there): a
+# refusal at early boot, one at the first open, a failed retrieve, sessions left unfinished.
+LEAK_CHECKED = ("rust-debug/corrupt-duplicate-flb", "rust-debug/corrupt-duplicate-token",
+                "rust-debug/retrieve-failure-kept", "rust-debug/kexec-with-incoming-unfinished")
+
+
+def leak_checked(test):
+    """Appends the kmemleak check to the last stage of a debug-build test in LEAK_CHECKED."""
+    if test.name not in LEAK_CHECKED:
+        return test
+    last = test.stages[-1]
+    last.script += LEAK_CHECK
+    last.expect.append(NO_LEAK)
+    return test
 
 
 # After a refusal the machine must still work: 256 MiB of page cache written and freed.
@@ -892,8 +926,8 @@ def all_scenarios(env):
     if "rust-debug" in env.kernels:
         debug_classes = ("sessions-not-preserved", "block-cycle", "duplicate-name",
                          "duplicate-flb", "duplicate-token")
-        tests += [corrupted_handover_test("rust-debug", env.kernels["rust-debug"], bins, c,
-                                          DEBUG_VM)
+        tests += [leak_checked(corrupted_handover_test("rust-debug", env.kernels["rust-debug"],
+                                                       bins, c, DEBUG_VM))
                   for c in CORRUPTIONS if c[0] in debug_classes]
     # The mixed combinations: each core with the other memfd handler.
     for variant in ("rust-cmemfd", "c-rmemfd"):
