@@ -30,8 +30,10 @@ ROOT = vm.ROOT
 class Tally:
     def __init__(self):
         self.passed = self.failed = self.skipped = 0
+        self.names = []
 
     def record(self, name, status, detail="", seconds=None):
+        self.names.append(name)
         took = f" ({seconds:.1f}s)" if seconds is not None else ""
         if status == "pass":
             self.passed += 1
@@ -44,6 +46,24 @@ class Tally:
             print(f"FAIL {name}{took}", flush=True)
             for line in detail.splitlines():
                 print(f"     {line}", flush=True)
+
+
+VARIANTS = {"c", "rust", "rust-debug", "rust-cmemfd", "c-rmemfd"}
+
+
+def distinct_checks(names):
+    """How many results are distinct checks: a result's name without its kernel variant, its
+    direction across implementations and the memfd size it ran at names the check; the other
+    results replay one."""
+    keys = set()
+    for name in names:
+        parts = name.split("/")
+        if parts[0] in VARIANTS:
+            parts[0] = "*"
+        elif parts[0] == "cross" and len(parts) > 1:
+            parts[1] = re.sub(r"c-to-rust|rust-to-c", "X", parts[1])
+        keys.add(re.sub(r"(memfd-(set|holes|discard[a-z-]*))-\d+g?$", r"\1", "/".join(parts)))
+    return len(keys)
 
 
 def sh(*cmd):
@@ -231,6 +251,9 @@ def main():
     bench_smoke(tally, args.only)
 
     print(f"total time {time.monotonic() - start:.0f}s")
+    distinct = distinct_checks(tally.names)
+    print(f"{distinct} distinct checks, {len(tally.names) - distinct} replays on other kernels "
+          "or directions")
     line = f"{tally.passed} passed, {tally.failed} failed"
     if tally.skipped:
         line += f", {tally.skipped} skipped"

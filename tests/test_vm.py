@@ -3,6 +3,7 @@
 
 import unittest
 
+import run
 import scenarios
 import vm
 
@@ -160,6 +161,17 @@ class CountKtapTest(unittest.TestCase):
     def test_missing_results_fail(self):
         rows = self.rows("1..2\nok 1 a\nok 2 b\n")
         self.assertIn("fail", [r[1] for r in rows])
+
+
+class DistinctChecksTest(unittest.TestCase):
+    def test_replays_collapse(self):
+        names = ["c/liveupdate-api/a", "rust/liveupdate-api/a", "rust-debug/liveupdate-api/b",
+                 "cross/c-to-rust/luo_kexec_simple", "cross/rust-to-c/luo_kexec_simple",
+                 "rust/memfd-set-512", "rust-debug/memfd-set-64",
+                 "c/sessions-duplicate-at-51-panics-upstream", "rust/sessions-duplicate-at-51",
+                 "host/rustfmt"]
+        # a, b, luo_kexec_simple, memfd-set, the C panic, the Rust pass, rustfmt.
+        self.assertEqual(run.distinct_checks(names), 7)
 
 
 if __name__ == "__main__":
