@@ -4,7 +4,7 @@
 
 PYTHON ?= python3
 
-.PHONY: run test bench setup kernel-c kernel-rust
+.PHONY: run test test-long bench setup kernel-c kernel-rust
 
 # The main job: a live update of a memfd in a VM.
 run: setup
@@ -13,6 +13,11 @@ run: setup
 # Every test; the last line is "N passed, N failed".
 test: setup
 	$(PYTHON) tests/run.py
+
+# make test plus the long replays on the debug build (run before merging a
+# change to the Rust core or a handler, and weekly).
+test-long: setup
+	$(PYTHON) tests/run.py --long
 
 # C core against luo-rs, side by side: medians, Rust/C ratios, pictures in
 # Documentation/bench/.

@@ -220,6 +220,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-k", "--only", default="*", help="run only tests whose name matches this glob")
     ap.add_argument("--keep-logs", action="store_true", help="print where each serial log is")
+    ap.add_argument("--long", action="store_true",
+                    help="also run the long replays on the debug build (make test-long)")
     args = ap.parse_args()
 
     start = time.monotonic()
@@ -232,8 +234,12 @@ def main():
     # After the kernels: the lint build starts from the product's build and recompiles only
     # the Rust code (scripts/build-kernel.sh), not the whole kernel.
     clippy_check(tally, args.only)
+    left_out = []
     for scn in scenarios.all_scenarios(env) if env else []:
         if not any(fnmatch.fnmatch(n, args.only) for n in [scn.name] + scn.result_names()):
+            continue
+        if getattr(scn, "long", False) and not args.long:
+            left_out.append(scn.name)
             continue
         print(f"---- {scn.name}: {len(scn.stages)} stage(s)", flush=True)
         out = vm.run(scn, os.path.join(env.work, scn.name.replace("/", "_")), env.gen_init_cpio)
@@ -250,6 +256,9 @@ def main():
 
     bench_smoke(tally, args.only)
 
+    if left_out:
+        print(f"{len(left_out)} long replays on the debug build left to `make test-long`: "
+              + ", ".join(left_out))
     print(f"total time {time.monotonic() - start:.0f}s")
     distinct = distinct_checks(tally.names)
     print(f"{distinct} distinct checks, {len(tally.names) - distinct} replays on other kernels "
