@@ -346,14 +346,19 @@ def count_lines(pattern, label):
     return f"echo \"{label}: $(dmesg | grep -cE '{pattern}' || true)\"\n"
 
 
-def file_lifecycle_tests(variant, k, bins, vmopts=None):
-    """The file lifecycle paths the upstream tests cannot reach, driven through the luo-rs
-    test handler (luo_test/) and memfds: each scenario is a live update."""
+def two_stage(variant, k, bins, vmopts):
+    """A maker of two-stage tests on kernel `k`: name, the two scripts and their markers."""
     def test(name, stage1, stage2, expect1=(), expect2=()):
         return Test(name=f"{variant}/{name}",
                     stages=[vm.Stage(k, stage1, list(expect1)), vm.Stage(k, stage2, list(expect2))],
                     binaries=bins, timeout=300, **(vmopts or {}))
+    return test
 
+
+def file_lifecycle_tests(variant, k, bins, vmopts=None):
+    """The file lifecycle paths the upstream tests cannot reach, driven through the luo-rs
+    test handler (luo_test/) and memfds: each scenario is a live update."""
+    test = two_stage(variant, k, bins, vmopts)
     next_cmd = "\"$(sed 's/ *luo_stage=[0-9]*//' /proc/cmdline) luo_stage=2\""
     # 4 sessions of 25 files; file 60 (value 2010, third session) fails freeze on request.
     freeze_failure = (
@@ -451,13 +456,7 @@ def failure_path_tests(variant, k, bins, vmopts=None, with_flb=True):
     """Handler and FLB failures the test handler produces on request (luo_test/uapi.h): a
     file whose retrieve fails, an FLB whose preserve fails, an FLB whose retrieve fails.
     Without `with_flb`, only the file's failure, on a handler without its FLB."""
-    opts = vmopts if with_flb else without_test_flb(vmopts)
-
-    def test(name, stage1, stage2, expect1, expect2):
-        return Test(name=f"{variant}/{name}",
-                    stages=[vm.Stage(k, stage1, expect1), vm.Stage(k, stage2, expect2)],
-                    binaries=bins, timeout=300, **(opts or {}))
-
+    test = two_stage(variant, k, bins, vmopts if with_flb else without_test_flb(vmopts))
     tests = [
         test("retrieve-failure-kept", "luo-test-files fail-retrieve\n",
              "luo-test-files fail-retrieve-verify\n"
@@ -501,8 +500,8 @@ def failure_path_tests(variant, k, bins, vmopts=None, with_flb=True):
 def lifecycle_edge_tests(variant, k, bins, vmopts=None, with_flb=True):
     """Live updates off the usual path: an image loaded and unloaded before the real one,
     a next kernel booted with liveupdate=off, incoming sessions left unfinished at a kexec."""
-    opts = dict(binaries=bins, timeout=300,
-                **(vmopts if with_flb else without_test_flb(vmopts)) or {})
+    vm_opts = (vmopts or {}) if with_flb else without_test_flb(vmopts)
+    opts = dict(binaries=bins, timeout=300, **vm_opts)
     unload_first = ("printf '#!/bin/sh\\nexec luo-kexec --unload-first \"$1\" \"$2\" \"$3\"\\n'"
                     " > /tmp/kexec-with\nchmod +x /tmp/kexec-with\n")
     return [
