@@ -43,7 +43,7 @@ apt_sources() {
 	fi
 }
 
-PKGS="busybox-static flex bison bc libelf-dev libssl-dev rsync cpio libclang1-19 clang-19 lld-19 llvm-19 rustc-web rust-web-src gcc make python3"
+PKGS="busybox-static lz4 flex bison bc libelf-dev libssl-dev rsync cpio libclang1-19 clang-19 lld-19 llvm-19 rustc-web rust-web-src gcc make python3"
 # QEMU comes from bookworm-backports: the machine image already carries
 # qemu-utils from there, which conflicts with bookworm's older qemu-system.
 QEMU_PKGS="qemu-system-x86"

@@ -36,26 +36,37 @@ class Environment:
     gen_init_cpio: str
     binaries: dict
 
+    # Kernels named here but not built yet: the caller builds them while other tests run.
+    deferred: tuple = ()
+
     @classmethod
-    def prepare(cls, pattern):
+    def prepare(cls, pattern, defer=()):
+        """Builds the kernels `pattern` needs, except those in `defer`, whose image paths are
+        returned in `kernels` all the same and listed in `deferred`."""
         cache = vm.cache_dir()
-        kernels = {}
-        for variant in VARIANTS:
-            if not (pattern.startswith("*") or pattern.startswith(variant + "/")
-                    or pattern.startswith("cross/") and variant in ("c", "rust")
-                    or pattern.startswith("harness/") and variant == "c"):
-                continue
-            kernels[variant] = os.path.join(vm.build_kernel(variant), "arch/x86/boot/bzImage")
-        if not kernels:
+        wanted = [v for v in VARIANTS
+                  if pattern.startswith("*") or pattern.startswith(v + "/")
+                  or pattern.startswith("cross/") and v in ("c", "rust")
+                  or pattern.startswith("harness/") and v == "c"]
+        if not wanted:
             return None
-        any_build = os.path.join(cache, "build", next(iter(kernels), "c"))
+        # The guest programs need a built kernel's headers, so one kernel at least is built now.
+        deferred = [v for v in wanted if v in defer]
+        if len(deferred) == len(wanted):
+            deferred = []
+        kernels = {}
+        for variant in wanted:
+            build = (os.path.join(cache, "build", variant) if variant in deferred
+                     else vm.build_kernel(variant))
+            kernels[variant] = os.path.join(build, "arch/x86/boot/bzImage")
+        any_build = os.path.join(cache, "build", next(v for v in wanted if v not in deferred))
         work = os.path.join(cache, "work")
         os.makedirs(work, exist_ok=True)
         tree = vm.kernel_tree()
         binaries = build_guest_binaries(tree, os.path.join(any_build, "hdr"),
                                         os.path.join(work, "bin"))
         return cls(tree, work, kernels, os.path.join(any_build, "usr", "gen_init_cpio"),
-                   binaries)
+                   binaries, tuple(deferred))
 
 
 def cargo_target_dir():
@@ -74,7 +85,7 @@ RUST_GUEST_PROGRAMS = (
 def build_rust_guest_binaries(out):
     """Static guest programs built on the userspace crates (tools/)."""
     env = dict(os.environ, CARGO_TARGET_DIR=cargo_target_dir(),
-               RUSTFLAGS="-C target-feature=+crt-static")
+               RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols")
     target = "x86_64-unknown-linux-gnu"
     bins = {}
     for crate, kind, name in RUST_GUEST_PROGRAMS:
@@ -94,7 +105,7 @@ def build_guest_binaries(tree, hdr, out):
     """Static guest programs: the upstream selftests as they are in the tree, and ours."""
     os.makedirs(out, exist_ok=True)
     st = os.path.join(tree, SELFTESTS)
-    cflags = ["-static", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function", "-isystem", f"{hdr}/include"]
+    cflags = ["-static", "-s", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function", "-isystem", f"{hdr}/include"]
     bins = {}
     for name in ["liveupdate"] + UPSTREAM_KEXEC:
         dst = os.path.join(out, name)

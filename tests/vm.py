@@ -178,6 +178,18 @@ def _cpio(gen_init_cpio, entries, out):
         subprocess.run([gen_init_cpio, listing], stdout=f, check=True)
 
 
+def stage_binaries(binaries, script, kexecs):
+    """The guest programs one stage needs: those its script names, and luo-kexec when
+    guest-init.sh kexecs into a next stage. Each image carries the next stage's kernel and
+    image inside it, so every program left out of a stage is left out of the images before
+    it too: under TCG, unpacking, hashing (kexec) and copying megabytes costs seconds a boot."""
+    wanted = {n: p for n, p in binaries.items()
+              if re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])", script)}
+    if kexecs and "luo-kexec" in binaries:
+        wanted["luo-kexec"] = binaries["luo-kexec"]
+    return wanted
+
+
 def build_initramfs(scenario, workdir, gen_init_cpio, busybox):
     """Build nested initramfs images; returns the path of the first stage's."""
     init = os.path.join(ROOT, "tests", "guest-init.sh")
@@ -195,7 +207,8 @@ def build_initramfs(scenario, workdir, gen_init_cpio, busybox):
             f"file /bin/busybox {busybox} 0755 0 0",
             f"file /stage.sh {script} 0644 0 0",
         ]
-        for name, path in sorted(scenario.binaries.items()):
+        for name, path in sorted(stage_binaries(scenario.binaries, stage.script,
+                                                bool(nxt)).items()):
             entries.append(f"file /bin/{name} {path} 0755 0 0")
         if nxt:
             entries.append(f"file /next/kernel {scenario.stages[i].kernel} 0644 0 0")
