@@ -14,7 +14,8 @@ use kernel::{
         PreservedPage,
         RestoredPage, //
     },
-    prelude::*, //
+    prelude::*,
+    rbtree::RBTree, //
 };
 
 use kernel::sync::atomic::{
@@ -180,7 +181,8 @@ impl OutChain {
 /// A chain received from the previous kernel: its pages, each with its number of entries.
 pub(crate) struct InChain {
     entry_size: usize,
-    blocks: KVec<(RestoredPage, usize)>,
+    /// In a `KVVec`: a chain may have up to [`MAX_BLOCKS`] blocks.
+    blocks: KVVec<(RestoredPage, usize)>,
 }
 
 impl InChain {
@@ -197,9 +199,11 @@ impl InChain {
     pub(crate) fn restore(head: u64, entry_size: usize) -> Result<Self> {
         let mut chain = Self {
             entry_size,
-            blocks: KVec::new(),
+            blocks: KVVec::new(),
         };
-        let mut seen: KVec<u64> = KVec::new();
+        // The addresses met so far, in a tree: a linear search per block would grow with the
+        // square of the chain's length (up to 10,000 blocks, at early boot).
+        let mut seen = RBTree::new();
         let mut next = head;
         while next != 0 {
             if let Err(e) = chain.restore_one(next, &mut seen).map(|n| next = n) {
@@ -218,16 +222,16 @@ impl InChain {
         Ok(chain)
     }
 
-    fn restore_one(&mut self, pa: u64, seen: &mut KVec<u64>) -> Result<u64> {
-        if seen.len() >= MAX_BLOCKS {
+    fn restore_one(&mut self, pa: u64, seen: &mut RBTree<u64, ()>) -> Result<u64> {
+        if self.blocks.len() >= MAX_BLOCKS {
             pr_err!("Block set is corrupted: more than {} blocks\n", MAX_BLOCKS);
             return Err(EINVAL);
         }
-        if seen.contains(&pa) {
+        if seen.get(&pa).is_some() {
             pr_err!("Block set is corrupted: block {:#x} appears twice\n", pa);
             return Err(EINVAL);
         }
-        seen.push(pa, GFP_KERNEL)?;
+        seen.try_create_and_insert(pa, (), GFP_KERNEL)?;
         let page = RestoredPage::restore(pa).inspect_err(|_| {
             pr_err!(
                 "Block {:#x} is not a page preserved by the previous kernel\n",

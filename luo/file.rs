@@ -20,7 +20,10 @@ use kernel::{
     },
     new_mutex,
     prelude::*,
-    rbtree::RBTree,
+    rbtree::{
+        RBTree,
+        RBTreeNodeReservation, //
+    },
     sync::{
         aref::ARef,
         Arc,
@@ -119,18 +122,36 @@ impl LuoFile {
 
 /// A session's files.
 pub(crate) struct FileSet {
-    files: KVec<LuoFile>,
+    /// In a `KVVec`: a session may hold hundreds of thousands of files, more than one
+    /// kmalloc'd array can (C's limit comes from the handover format, not from memory).
+    files: KVVec<LuoFile>,
+    /// Each file's token and its index in `files`: with hundreds of thousands of files, a
+    /// linear search at each preserve and retrieve would grow with the square of their number
+    /// (the C core searches its list).
+    tokens: RBTree<u64, usize>,
     /// Outgoing sets: room for every file in the handover data, grown on preserve.
     chain: OutChain,
 }
 
 impl FileSet {
     /// An empty set.
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            files: KVec::new(),
+            files: KVVec::new(),
+            tokens: RBTree::new(),
             chain: OutChain::new(abi::file::SIZE),
         }
+    }
+
+    /// The file preserved under `token`.
+    fn find_mut(&mut self, token: u64) -> Option<&mut LuoFile> {
+        let i = *self.tokens.get(&token)?;
+        self.files.get_mut(i)
+    }
+
+    /// Forgets every file's token (the files are gone).
+    fn forget_tokens(&mut self) {
+        self.tokens = RBTree::new();
     }
 
     /// Number of files.
@@ -154,7 +175,7 @@ impl FileSet {
     /// `EBUSY` if it is preserved already; an FLB's or the handler's error. Nothing is kept
     /// on error.
     pub(crate) fn preserve(&mut self, token: u64, fd: u32) -> Result {
-        if self.files.iter().any(|f| f.token == token) {
+        if self.tokens.get(&token).is_some() {
             return Err(EEXIST);
         }
         let count = self.files.len();
@@ -168,6 +189,7 @@ impl FileSet {
 
     fn preserve_grown(&mut self, token: u64, fd: u32) -> Result {
         self.files.reserve(1, GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let file = LocalFile::fget(fd)?;
         // SAFETY: The ioctl path holds no `fdget_pos()` region, and the reference kept here is
         // only used for the handler's operations, never for file position updates.
@@ -209,6 +231,7 @@ impl FileSet {
             flbs,
             module,
         };
+        let index = self.files.len();
         if let Err(e) = self.files.push_within_capacity(luo_file) {
             // Cannot happen: room was reserved above.
             let f = e.0;
@@ -219,6 +242,7 @@ impl FileSet {
             f.release();
             return Err(ENOMEM);
         }
+        self.tokens.insert(node.into_node(token, index));
         Ok(())
     }
 
@@ -233,6 +257,7 @@ impl FileSet {
             self.chain.shrink(self.files.len());
             f.release();
         }
+        self.forget_tokens();
     }
 
     /// Freezes every file, first to last, and writes the set into its handover blocks.
@@ -302,11 +327,7 @@ impl FileSet {
     ///
     /// `ENOENT` for an unknown token, or the handler's error.
     pub(crate) fn retrieve(&mut self, token: u64) -> Result<ARef<File>> {
-        let f = self
-            .files
-            .iter_mut()
-            .find(|f| f.token == token)
-            .ok_or(ENOENT)?;
+        let f = self.find_mut(token).ok_or(ENOENT)?;
         if f.status < 0 {
             return Err(Error::from_errno(f.status));
         }
@@ -358,6 +379,7 @@ impl FileSet {
             }
             f.release();
         }
+        self.forget_tokens();
         Ok(())
     }
 
@@ -399,6 +421,8 @@ impl FileSet {
         }
         check_entries(chain, found)?;
         self.files.reserve(found, GFP_KERNEL)?;
+        let files = &mut self.files;
+        let tokens = &mut self.tokens;
         let registry = handler::registry()?.read();
         chain.for_each(|e| {
             let record = abi::decode_file(e)?;
@@ -413,7 +437,8 @@ impl FileSet {
                     );
                     ENOENT
                 })?;
-            self.files.push(
+            tokens.try_create_and_insert(record.token, files.len(), GFP_KERNEL)?;
+            files.push(
                 LuoFile {
                     handler,
                     token: record.token,

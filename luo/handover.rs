@@ -45,7 +45,7 @@ pub(crate) struct Incoming {
     /// Its live update number.
     pub(crate) liveupdate_num: u64,
     /// Its sessions, in its order.
-    pub(crate) sessions: KVec<SessionRecord>,
+    pub(crate) sessions: KVVec<SessionRecord>,
     /// Its FLBs, or `None` if it handed over no FLB page.
     pub(crate) flbs: Option<KVec<FlbRecord>>,
 }
@@ -128,7 +128,7 @@ fn read_incoming() -> Result<Option<Incoming>> {
             return Err(e);
         }
     };
-    let mut sessions = KVec::new();
+    let mut sessions = KVVec::new();
     let flbs = decode_sessions(&chain, &mut sessions).and_then(|()| read_flbs(root.flbs_pa));
     let flbs = match flbs {
         Ok(flbs) => flbs,
@@ -170,7 +170,7 @@ fn read_flbs(pa: u64) -> Result<Option<KVec<FlbRecord>>> {
     Ok(Some(flbs))
 }
 
-fn decode_sessions(chain: &InChain, sessions: &mut KVec<SessionRecord>) -> Result {
+fn decode_sessions(chain: &InChain, sessions: &mut KVVec<SessionRecord>) -> Result {
     sessions.reserve(chain.len(), GFP_KERNEL)?;
     chain.for_each(|e| {
         let record = abi::decode_session(e).inspect_err(|m| {
@@ -188,7 +188,7 @@ fn decode_sessions(chain: &InChain, sessions: &mut KVec<SessionRecord>) -> Resul
 /// may hand over hundreds of thousands of sessions, and comparing each with all before it
 /// grows with the square of their number.
 pub(crate) fn check_unique_names(sessions: &[SessionRecord]) -> Result {
-    let mut names = KVec::with_capacity(sessions.len(), GFP_KERNEL)?;
+    let mut names = KVVec::with_capacity(sessions.len(), GFP_KERNEL)?;
     for s in sessions {
         names.push(&s.name, GFP_KERNEL)?;
     }

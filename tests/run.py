@@ -270,7 +270,7 @@ def main():
     ap.add_argument("-k", "--only", default="*", help="run only tests whose name matches this glob")
     ap.add_argument("--keep-logs", action="store_true", help="print where each serial log is")
     ap.add_argument("--long", action="store_true",
-                    help="also run the long replays on the debug build (make test-long)")
+                    help="also run the long tests: debug-build replays, format limits (make test-long)")
     args = ap.parse_args()
 
     start = time.monotonic()
@@ -326,7 +326,7 @@ def main():
     bench_smoke(tally, args.only)
 
     if left_out:
-        print(f"{len(left_out)} long replays on the debug build left to `make test-long`: "
+        print(f"{len(left_out)} long tests left to `make test-long`: "
               + ", ".join(left_out))
     print(f"total time {time.monotonic() - start:.0f}s")
     distinct = distinct_checks(tally.names)
