@@ -17,7 +17,10 @@ mod mm;
 
 use handler::MemfdHandler;
 use kernel::{
-    liveupdate::Registration,
+    liveupdate::{
+        self,
+        Registration, //
+    },
     prelude::*,
     sync::SetOnce, //
 };
@@ -38,18 +41,19 @@ impl kernel::ModuleMetadata for LocalModule {
     };
 }
 
-/// The registration; built in, so it is never dropped.
-static HANDLER: SetOnce<Pin<KBox<Registration<MemfdHandler>>>> = SetOnce::new();
+/// The handler, for good.
+static HANDLER: liveupdate::Slot<Registration<MemfdHandler>> = SetOnce::new();
 
 /// Registers the handler; called at late init by `memfd_mm.c`, as the C handler registers.
 #[export]
 pub extern "C" fn luo_memfd_init() -> c_int {
-    let registration = KBox::pin_init(Registration::new(abi::COMPATIBLE, MemfdHandler), GFP_KERNEL);
-    match registration {
-        Ok(r) => {
-            if !HANDLER.populate(r) {
-                return EBUSY.to_errno();
-            }
+    let registered =
+        liveupdate::keep_in(&HANDLER, Registration::new(abi::COMPATIBLE, MemfdHandler))
+            .and_then(|handler| handler.register());
+    match registered {
+        Ok(registered) => {
+            // Built in: the handler stays registered for the whole boot.
+            core::mem::forget(registered);
             0
         }
         // Live update is off in this boot: memfds are simply not preservable.

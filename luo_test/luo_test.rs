@@ -9,7 +9,8 @@
 //! can be driven from a VM test. Every callback logs one line (`luo_test: <callback> <value>`)
 //! for the tests to count. It also links a test FLB that nobody asks for in the next kernel,
 //! which shows whether the FLB is still finished once its files are; on request its `preserve`
-//! fails, or its `retrieve` in the next kernel.
+//! fails, or its `retrieve` in the next kernel. The handler can be unregistered and registered
+//! again through `/dev/luo_test` while its files are preserved.
 //!
 //! It works with either orchestrator core; the numbers of the control interface are in
 //! `uapi.h`.
@@ -32,9 +33,11 @@ use kernel::{
     },
     ioctl::_IO,
     liveupdate::{
+        self,
         FileHandler,
         Flb,
         FlbRegistration,
+        Registered,
         Registration,
         RetrieveStatus, //
     },
@@ -43,6 +46,7 @@ use kernel::{
         MiscDeviceOptions,
         MiscDeviceRegistration, //
     },
+    new_mutex,
     prelude::*,
     sync::{
         aref::ARef,
@@ -50,7 +54,7 @@ use kernel::{
             Atomic,
             Relaxed, //
         },
-        Arc, ArcBorrow, SetOnce,
+        Arc, ArcBorrow, Mutex, SetOnce,
     }, //
 };
 
@@ -76,6 +80,8 @@ const NEW_FILE: u32 = _IO(IOC, 0);
 const SET_FLAGS: u32 = _IO(IOC, 1);
 const GET_VALUE: u32 = _IO(IOC, 2);
 const SET_FLB_FLAGS: u32 = _IO(IOC, 3);
+const REGISTER: u32 = _IO(IOC, 4);
+const UNREGISTER: u32 = _IO(IOC, 5);
 const FAIL_FREEZE: u32 = 1 << 0;
 const REFUSE_FINISH: u32 = 1 << 1;
 const FAIL_RETRIEVE: u32 = 1 << 2;
@@ -156,6 +162,11 @@ impl MiscDevice for TestDevice {
     }
 
     fn ioctl(_device: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            REGISTER => return register().map(|()| 0),
+            UNREGISTER => return unregister().map(|()| 0),
+            _ => {}
+        }
         if cmd == SET_FLB_FLAGS {
             let flags = u32::try_from(arg).map_err(|_| EINVAL)?;
             if flags & !(FLB_FAIL_PRESERVE | FLB_FAIL_RETRIEVE) != 0 {
@@ -307,8 +318,50 @@ impl Flb for TestFlb {
     }
 }
 
-static HANDLER: SetOnce<Pin<KBox<Registration<TestHandler>>>> = SetOnce::new();
-static FLB: SetOnce<Pin<KBox<FlbRegistration<TestFlb>>>> = SetOnce::new();
+static HANDLER: liveupdate::Slot<Registration<TestHandler>> = SetOnce::new();
+static FLB: liveupdate::Slot<FlbRegistration<TestFlb>> = SetOnce::new();
+/// The handler's registration while it is registered: `/dev/luo_test` undoes and redoes it, to
+/// show that files preserved with a handler outlive its registration.
+static REGISTERED: liveupdate::Slot<Mutex<Option<Registered<TestHandler>>>> = SetOnce::new();
+/// Whether the handler is registered with the test FLB linked (`luo_test_flb`).
+static WITH_FLB: Atomic<u32> = Atomic::new(1);
+
+/// Registers the handler, and links the test FLB unless `luo_test_flb=off`.
+///
+/// # Errors
+///
+/// `EEXIST` if it is registered already, or the orchestrator's error.
+fn register() -> Result {
+    let (Some(handler), Some(flb), Some(slot)) =
+        (HANDLER.as_ref(), FLB.as_ref(), REGISTERED.as_ref())
+    else {
+        return Err(ENODEV);
+    };
+    let mut registered = slot.lock();
+    if registered.is_some() {
+        return Err(EEXIST);
+    }
+    let guard = handler.as_ref().register()?;
+    if WITH_FLB.load(Relaxed) != 0 {
+        // The link lasts as long as the registration, whose end undoes it.
+        core::mem::forget(guard.link_flb(flb.as_ref())?);
+    }
+    *registered = Some(guard);
+    Ok(())
+}
+
+/// Unregisters the handler; its preserved files stay preserved.
+///
+/// # Errors
+///
+/// `ENOENT` if it is not registered.
+fn unregister() -> Result {
+    let slot = REGISTERED.as_ref().ok_or(ENODEV)?;
+    let guard = slot.lock().take().ok_or(ENOENT)?;
+    drop(guard);
+    pr_info!("test file handler unregistered\n");
+    Ok(())
+}
 
 /// Registers the handler, its FLB (unless `link_flb` is false) and `/dev/luo_test`; called at
 /// device init.
@@ -329,24 +382,12 @@ pub extern "C" fn luo_test_init(link_flb: bool) -> c_int {
 }
 
 fn init(link_flb: bool) -> Result {
-    let handler = KBox::pin_init(
-        Registration::new(c"luo-rs-test-v1", TestHandler),
-        GFP_KERNEL,
-    )?;
-    let flb = KBox::pin_init(
-        FlbRegistration::new(c"luo-rs-test-flb-v1", TestFlb),
-        GFP_KERNEL,
-    )?;
-    if !HANDLER.populate(handler) || !FLB.populate(flb) {
-        return Err(EBUSY);
-    }
-    let (Some(handler), Some(flb)) = (HANDLER.as_ref(), FLB.as_ref()) else {
-        return Err(EBUSY);
-    };
-    if link_flb {
-        // The link lasts as long as the registrations, which are never dropped.
-        core::mem::forget(handler.link_flb(flb)?);
-    } else {
+    liveupdate::keep_in(&HANDLER, Registration::new(c"luo-rs-test-v1", TestHandler))?;
+    liveupdate::keep_in(&FLB, FlbRegistration::new(c"luo-rs-test-flb-v1", TestFlb))?;
+    liveupdate::keep_in(&REGISTERED, new_mutex!(None))?;
+    WITH_FLB.store(u32::from(link_flb), Relaxed);
+    register()?;
+    if !link_flb {
         pr_info!("test FLB not linked (luo_test_flb=off)\n");
     }
     let device = KBox::pin_init(
@@ -361,6 +402,7 @@ fn init(link_flb: bool) -> Result {
 #[kunit_tests(luo_rs_handler_api)]
 mod tests {
     use super::*;
+    use kernel::liveupdate::Slot;
 
     /// A handler with only the required operations.
     struct Minimal;
@@ -383,43 +425,56 @@ mod tests {
         fn finish(&self, _file: Option<&File>, _data: u64, _status: RetrieveStatus) {}
     }
 
-    fn register(name: &'static CStr) -> Result<Pin<KBox<Registration<Minimal>>>> {
-        KBox::pin_init(Registration::new(name, Minimal), GFP_KERNEL)
+    fn minimal(
+        slot: &'static Slot<Registration<Minimal>>,
+        name: &'static CStr,
+    ) -> Result<Pin<&'static Registration<Minimal>>> {
+        liveupdate::keep_in(slot, Registration::new(name, Minimal))
     }
 
     #[test]
     fn registration_is_undone_on_drop() -> Result {
-        let first = register(c"luo-rs-kunit-v1")?;
-        assert_eq!(register(c"luo-rs-kunit-v1").err(), Some(EEXIST));
-        drop(first);
-        let again = register(c"luo-rs-kunit-v1")?;
-        drop(again);
+        static FIRST: Slot<Registration<Minimal>> = SetOnce::new();
+        static SECOND: Slot<Registration<Minimal>> = SetOnce::new();
+        let first = minimal(&FIRST, c"luo-rs-kunit-v1")?;
+        let second = minimal(&SECOND, c"luo-rs-kunit-v1")?;
+        let registered = first.register()?;
+        // Taken, also by the very same handler.
+        assert_eq!(second.register().err(), Some(EEXIST));
+        assert_eq!(first.register().err(), Some(EEXIST));
+        drop(registered);
+        drop(second.register()?);
+        // Unregistered for good: registered again.
+        drop(first.register()?);
         Ok(())
     }
 
     #[test]
     fn compatible_strings_must_fit() -> Result {
+        static LONGEST: Slot<Registration<Minimal>> = SetOnce::new();
+        static REFUSED: Slot<Registration<Minimal>> = SetOnce::new();
         let longest = c"luo-rs-kunit-0123456789012345678901234567890123";
         assert_eq!(longest.to_bytes_with_nul().len(), 48);
-        drop(register(longest)?);
+        drop(minimal(&LONGEST, longest)?.register()?);
         let too_long = c"luo-rs-kunit-01234567890123456789012345678901234";
-        assert_eq!(register(too_long).err(), Some(EINVAL));
+        assert_eq!(minimal(&REFUSED, too_long).err(), Some(EINVAL));
         // An empty string would be written, and no next kernel could match it.
-        assert_eq!(register(c"").err(), Some(EINVAL));
+        assert_eq!(minimal(&REFUSED, c"").err(), Some(EINVAL));
         let unnamed = KBox::pin_init(FlbRegistration::new(c"", TestFlb), GFP_KERNEL);
         assert_eq!(unnamed.err(), Some(EINVAL));
+        // A slot is filled once.
+        assert_eq!(minimal(&LONGEST, longest).err(), Some(EBUSY));
         Ok(())
     }
 
     #[test]
     fn flb_links_and_references() -> Result {
-        let handler = register(c"luo-rs-kunit-v2")?;
-        let flb = KBox::pin_init(
-            FlbRegistration::new(c"luo-rs-kunit-flb-v1", TestFlb),
-            GFP_KERNEL,
-        )?;
-        let link = handler.link_flb(&flb)?;
-        assert_eq!(handler.link_flb(&flb).err(), Some(EEXIST));
+        static HANDLER: Slot<Registration<Minimal>> = SetOnce::new();
+        static FLB: Slot<FlbRegistration<TestFlb>> = SetOnce::new();
+        let handler = minimal(&HANDLER, c"luo-rs-kunit-v2")?.register()?;
+        let flb = liveupdate::keep_in(&FLB, FlbRegistration::new(c"luo-rs-kunit-flb-v1", TestFlb))?;
+        let link = handler.link_flb(flb)?;
+        assert_eq!(handler.link_flb(flb).err(), Some(EEXIST));
         // No file is preserved, so there is no outgoing object.
         assert_eq!(flb.outgoing().err(), Some(ENOENT));
         // The previous kernel (if any) handed over no FLB of this name.
@@ -427,8 +482,12 @@ mod tests {
         assert!(incoming == Some(ENODATA) || incoming == Some(ENOENT));
         drop(link);
         // Unlinked: it can be linked again.
-        let relinked = handler.link_flb(&flb)?;
-        drop(relinked);
+        core::mem::forget(handler.link_flb(flb)?);
+        // Unregistering the handler undoes its links: registered again, it links again.
+        drop(handler);
+        let handler = HANDLER.as_ref().ok_or(EINVAL)?.as_ref().register()?;
+        drop(handler.link_flb(flb)?);
+        drop(handler);
         Ok(())
     }
 }

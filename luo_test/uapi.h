@@ -18,6 +18,10 @@
 #define LUO_TEST_GET_VALUE	_IO(LUO_TEST_IOC, 2)
 /* On /dev/luo_test: set the test FLB's behaviour flags (arg). */
 #define LUO_TEST_SET_FLB_FLAGS	_IO(LUO_TEST_IOC, 3)
+/* On /dev/luo_test: register the test handler again (EEXIST if it is registered). */
+#define LUO_TEST_REGISTER	_IO(LUO_TEST_IOC, 4)
+/* On /dev/luo_test: unregister the test handler (ENOENT if it is not registered). */
+#define LUO_TEST_UNREGISTER	_IO(LUO_TEST_IOC, 5)
 
 /* freeze() fails with EAGAIN, which calls the kexec off. */
 #define LUO_TEST_FAIL_FREEZE	(1U << 0)

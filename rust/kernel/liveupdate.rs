@@ -3,12 +3,20 @@
 //! Live update: preserving files and the state they share across a kexec.
 //!
 //! A subsystem that can carry one kind of file into the next kernel (memfds, device files)
-//! implements [`FileHandler`] and keeps a [`Registration`] alive; the Live Update Orchestrator
-//! then calls it when userspace preserves such a file, at the kexec, and in the next kernel
-//! when userspace retrieves and finishes it. State that several files depend on (an IOMMU
-//! domain, a device's context) is an FLB: it implements [`Flb`], lives in an
+//! implements [`FileHandler`] and registers it ([`Registration::register`]); the Live Update
+//! Orchestrator then calls it when userspace preserves such a file, at the kexec, and in the
+//! next kernel when userspace retrieves and finishes it. State that several files depend on (an
+//! IOMMU domain, a device's context) is an FLB: it implements [`Flb`], lives in an
 //! [`FlbRegistration`], and is linked to the handlers whose files depend on it with
-//! [`Registration::link_flb`].
+//! [`Registered::link_flb`].
+//!
+//! Registrations of handlers and FLBs are `'static`. The orchestrator keeps a pointer to the
+//! handler (and its FLBs) in every file it holds for it, and neither core waits for those files
+//! when a handler is unregistered or an FLB unlinked: the files are preserved, frozen, or
+//! waiting in the next kernel to be retrieved, for as long as userspace wants. Memory that lives
+//! for good makes unregistering safe whenever it happens. The memory of a module's statics goes
+//! away only when the module is unloaded, and the orchestrator holds a reference on the
+//! handler's module for each of its files, so that cannot happen while any is left.
 //!
 //! The abstraction sits on the C API of `include/linux/liveupdate.h`, so it works with either
 //! implementation of the orchestrator. What a handler hands over is a `u64` in the handover
@@ -27,7 +35,10 @@ use crate::{
     module::this_module,
     prelude::*,
     str::CStr,
-    sync::aref::ARef,
+    sync::{
+        aref::ARef,
+        SetOnce, //
+    },
     types::{
         ForeignOwnable,
         Opaque, //
@@ -103,6 +114,28 @@ unsafe fn write_compatible(dst: *mut [c_char; COMPAT_LENGTH], name: &CStr) -> Re
     Ok(())
 }
 
+/// Where a registration is kept for good: a static slot, filled once with [`keep_in`].
+pub type Slot<T> = SetOnce<Pin<KBox<T>>>;
+
+/// Places what `init` initialises in `slot` for good, and returns it pinned: how a handler's or
+/// an FLB's registration becomes `'static`.
+///
+/// # Errors
+///
+/// `EBUSY` if `slot` holds a value already, `ENOMEM`, or the error of `init`.
+pub fn keep_in<T, E>(slot: &'static Slot<T>, init: impl PinInit<T, E>) -> Result<Pin<&'static T>>
+where
+    Error: From<E>,
+{
+    if slot.as_ref().is_some() {
+        return Err(EBUSY);
+    }
+    if !slot.populate(KBox::pin_init(init, GFP_KERNEL)?) {
+        return Err(EBUSY);
+    }
+    slot.as_ref().map(|kept| kept.as_ref()).ok_or(EBUSY)
+}
+
 /// A file handler: preserves one kind of file across a live update.
 ///
 /// The methods map to `struct liveupdate_file_ops`. `freeze`, `unfreeze`, `can_finish` and
@@ -169,12 +202,9 @@ struct RawHandler {
     ops: bindings::liveupdate_file_ops,
 }
 
-/// A registered file handler; dropping it unregisters the handler.
-///
-/// The orchestrator holds a reference on the handler's module for every file it keeps for
-/// the handler, so a handler registered by a module is not dropped while it has files. A
-/// built-in handler must keep its registration for as long as it has files.
-#[pin_data(PinnedDrop)]
+/// A file handler and the C structures the orchestrator knows it by; registered with
+/// [`Registration::register`] once it is `'static` (see the module documentation).
+#[pin_data]
 pub struct Registration<T: FileHandler> {
     handler: T,
     #[pin]
@@ -188,12 +218,12 @@ unsafe impl<T: FileHandler> Sync for Registration<T> {}
 unsafe impl<T: FileHandler> Send for Registration<T> {}
 
 impl<T: FileHandler> Registration<T> {
-    /// Registers `handler` under `compatible`, the name of its data format.
+    /// Prepares `handler` under `compatible`, the name of its data format; nothing is
+    /// registered yet.
     ///
     /// # Errors
     ///
-    /// `EINVAL` if `compatible` is empty or does not fit 47 bytes; the orchestrator's errors:
-    /// `EOPNOTSUPP` if live update is off, `EEXIST` if the string is taken.
+    /// `EINVAL` if `compatible` is empty or does not fit 47 bytes.
     pub fn new(compatible: &'static CStr, handler: T) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             handler,
@@ -206,35 +236,29 @@ impl<T: FileHandler> Registration<T> {
                     let fh = &raw mut (*slot).fh;
                     fh.write(pin_init::zeroed());
                     (*fh).ops = ops;
-                    write_compatible(&raw mut (*fh).compatible, compatible)?;
-                    // The handler is initialised: `handler` is written before `raw`.
-                    to_result(bindings::liveupdate_register_file_handler(fh))
+                    write_compatible(&raw mut (*fh).compatible, compatible)
                 }
             }),
         })
     }
 
-    fn fh(&self) -> *mut bindings::liveupdate_file_handler {
-        // SAFETY: `raw` is initialised; the handler is its first field.
-        unsafe { &raw mut (*self.raw.get()).fh }
-    }
-
-    /// Links `flb` to this handler: files it preserves depend on the FLB from now on. The link
-    /// is undone when the returned value is dropped.
+    /// Registers the handler until the returned guard is dropped.
     ///
     /// # Errors
     ///
-    /// `EEXIST` if linked already or another FLB has the same compatible string, `ENOSPC` if
-    /// too many FLBs are registered, `ENOMEM`, `EOPNOTSUPP` if live update is off.
-    pub fn link_flb<'a, F: Flb>(&'a self, flb: &'a FlbRegistration<F>) -> Result<FlbLink<'a>> {
-        // SAFETY: Both structures are registered/initialised and pinned, and outlive the link,
-        // which is undone before either can go away.
-        to_result(unsafe { bindings::liveupdate_register_flb(self.fh(), flb.raw()) })?;
-        Ok(FlbLink {
-            fh: self.fh(),
-            flb: flb.raw(),
-            _p: PhantomData,
-        })
+    /// The orchestrator's: `EOPNOTSUPP` if live update is off, `EEXIST` if the compatible
+    /// string is taken (also by this very handler, registered already).
+    pub fn register(self: Pin<&'static Self>) -> Result<Registered<T>> {
+        // SAFETY: The handler is initialised and lives for good at this address. Both cores
+        // check for a taken compatible string before touching the structure, so a handler
+        // registered already is refused with `EEXIST` and left as it is.
+        to_result(unsafe { bindings::liveupdate_register_file_handler(self.fh()) })?;
+        Ok(Registered { reg: self })
+    }
+
+    fn fh(&self) -> *mut bindings::liveupdate_file_handler {
+        // SAFETY: `raw` is initialised; the handler is its first field.
+        unsafe { &raw mut (*self.raw.get()).fh }
     }
 
     /// The handler.
@@ -428,11 +452,45 @@ impl<T: FileHandler> Registration<T> {
     }
 }
 
-#[pinned_drop]
-impl<T: FileHandler> PinnedDrop for Registration<T> {
-    fn drop(self: Pin<&mut Self>) {
-        // SAFETY: The handler was registered in `new`, which fails otherwise.
-        unsafe { bindings::liveupdate_unregister_file_handler(self.fh()) };
+/// A registered file handler; dropping it unregisters the handler (and undoes its FLB links).
+///
+/// Files the orchestrator holds for the handler keep it, and are carried and finished as
+/// before: unregistering only stops new files from being preserved with it, and keeps the
+/// next kernel's files from being matched to it if it is unregistered before they are read.
+pub struct Registered<T: FileHandler> {
+    reg: Pin<&'static Registration<T>>,
+}
+
+impl<T: FileHandler> Registered<T> {
+    /// Links `flb` to the handler: files it preserves depend on the FLB from now on. The link
+    /// is undone when the returned value is dropped, or with the handler's registration.
+    ///
+    /// # Errors
+    ///
+    /// `EEXIST` if linked already or another FLB has the same compatible string, `ENOSPC` if
+    /// too many FLBs are registered, `ENOMEM`, `EOPNOTSUPP` if live update is off.
+    pub fn link_flb<F: Flb>(&self, flb: Pin<&'static FlbRegistration<F>>) -> Result<FlbLink<'_>> {
+        // SAFETY: The handler is registered while `self` lives, which the link borrows; both
+        // structures live for good.
+        to_result(unsafe { bindings::liveupdate_register_flb(self.reg.fh(), flb.raw()) })?;
+        Ok(FlbLink {
+            fh: self.reg.fh(),
+            flb: flb.raw(),
+            _p: PhantomData,
+        })
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &T {
+        &self.reg.handler
+    }
+}
+
+impl<T: FileHandler> Drop for Registered<T> {
+    fn drop(&mut self) {
+        // SAFETY: The handler was registered by `register`, and only this guard unregisters
+        // it. Files still held for it point to memory that lives for good.
+        unsafe { bindings::liveupdate_unregister_file_handler(self.reg.fh()) };
     }
 }
 
@@ -465,7 +523,8 @@ struct RawFlb {
     ops: bindings::liveupdate_flb_ops,
 }
 
-/// An FLB, ready to be linked to file handlers with [`Registration::link_flb`].
+/// An FLB, ready to be linked to file handlers with [`Registered::link_flb`] once it is
+/// `'static` (see the module documentation).
 #[pin_data]
 pub struct FlbRegistration<T: Flb> {
     inner: T,
@@ -559,8 +618,8 @@ impl<T: Flb> FlbRegistration<T> {
         unpreserve: Some(Self::unpreserve),
         retrieve: Some(Self::retrieve),
         finish: Some(Self::finish),
-        // FLBs are owned by whoever owns the registration; the handler's module reference
-        // already keeps a module's FLB alive while files depend on it.
+        // FLB registrations are `'static`; the handler's module reference already keeps a
+        // module's FLB alive while files depend on it.
         owner: core::ptr::null_mut(),
     };
 
@@ -617,7 +676,8 @@ impl<T: Flb> FlbRegistration<T> {
     }
 }
 
-/// A link between a file handler and an FLB; dropping it unlinks them.
+/// A link between a registered file handler and an FLB; dropping it unlinks them. It cannot
+/// outlive the handler's registration, which undoes every link of the handler.
 pub struct FlbLink<'a> {
     fh: *mut bindings::liveupdate_file_handler,
     flb: *mut bindings::liveupdate_flb,
@@ -626,7 +686,8 @@ pub struct FlbLink<'a> {
 
 impl Drop for FlbLink<'_> {
     fn drop(&mut self) {
-        // SAFETY: The link was made by `link_flb`; both structures outlive `'a`.
+        // SAFETY: The link was made by `link_flb` and the handler is still registered (the
+        // link borrows its guard); both structures live for good.
         unsafe { bindings::liveupdate_unregister_flb(self.fh, self.flb) };
     }
 }

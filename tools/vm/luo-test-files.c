@@ -35,6 +35,10 @@
  *                     but finish nothing, leave "tf-1" alone, and preserve
  *                     file 7 in a new session "next" for the next kernel
  *   after-half        the unfinished sessions are gone; "next" arrives
+ *   unregister        "tf-0" with files 0 and 1; the test handler is then
+ *                     unregistered (again: ENOENT), file 2 is refused
+ *                     (ENOENT: no handler), the handler is registered again
+ *                     (again: EEXIST) and file 2 preserved (then: verify 1 3)
  *
  * Every check prints one line; a failure prints "luo-test-files: FAIL ..."
  * and exits 1.
@@ -512,6 +516,44 @@ static void do_after_half(void)
 	printf("luo-test-files: the session made beside them arrived\n");
 }
 
+static void do_unregister(void)
+{
+	int luo = open_luo(), dev = open("/dev/luo_test", O_RDWR), s, fd;
+
+	if (dev < 0)
+		fail("open /dev/luo_test");
+	s = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
+	if (s < 0)
+		errno = -s, fail("create tf-0");
+	for (int i = 0; i < 2; i++) {
+		fd = new_test_file(dev, i);
+		errno = -preserve(s, fd, i);
+		if (errno)
+			fail("preserve %d", i);
+		close(fd);
+	}
+	if (ioctl(dev, LUO_TEST_UNREGISTER))
+		fail("unregister");
+	if (ioctl(dev, LUO_TEST_UNREGISTER) == 0 || errno != ENOENT)
+		fail("second unregister: want ENOENT");
+	printf("luo-test-files: handler unregistered with 2 files preserved\n");
+	fd = new_test_file(dev, 2);
+	errno = -preserve(s, fd, 2);
+	if (errno != ENOENT)
+		fail("preserve 2 without a handler: want ENOENT");
+	printf("luo-test-files: without its handler, a new file is refused with ENOENT\n");
+	if (ioctl(dev, LUO_TEST_REGISTER))
+		fail("register again");
+	if (ioctl(dev, LUO_TEST_REGISTER) == 0 || errno != EEXIST)
+		fail("second register: want EEXIST");
+	errno = -preserve(s, fd, 2);
+	if (errno)
+		fail("preserve 2");
+	close(fd);
+	printf("luo-test-files: registered again, file 2 preserved\n");
+	hold_until_kexec();
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -546,6 +588,8 @@ int main(int argc, char **argv)
 		do_half();
 	else if (!strcmp(mode, "after-half"))
 		do_after_half();
+	else if (!strcmp(mode, "unregister"))
+		do_unregister();
 	else {
 		fprintf(stderr, "usage: see the comment at the top of luo-test-files.c\n");
 		return 2;
