@@ -49,7 +49,7 @@ class Tally:
                 print(f"     {line}", flush=True)
 
 
-VARIANTS = {"c", "rust", "rust-debug", "rust-cmemfd", "c-rmemfd"}
+VARIANTS = {"c", "rust", "rust-debug", "rust-cmemfd", "c-rmemfd", "c-debug"}
 
 
 def distinct_checks(names):
@@ -279,7 +279,7 @@ def main():
     rustfmt_check(tally, args.only)
     cargo_tests(tally, args.only)
 
-    env = scenarios.Environment.prepare(args.only, defer=("rust-debug",))
+    env = scenarios.Environment.prepare(args.only, defer=("rust-debug", "c-debug"))
     background = None
     if env and env.deferred:
         # The lint build starts from the product's build and recompiles only the Rust code

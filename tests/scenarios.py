@@ -23,7 +23,7 @@ ABI_ERRNO_TESTS = 78
 # Kernels the test command builds, the matrix of DESIGN.md: the C reference (C core, C
 # memfd), the product (Rust core, Rust memfd), the two mixed combinations, and the
 # product with KASAN, lockdep and atomic-sleep checks (built with LLVM).
-VARIANTS = ("c", "rust", "rust-cmemfd", "c-rmemfd", "rust-debug")
+VARIANTS = ("c", "rust", "rust-cmemfd", "c-rmemfd", "rust-debug", "c-debug")
 
 
 @dataclasses.dataclass
@@ -339,6 +339,7 @@ def rust_core_tests(variant, r, bins):
             binaries=bins,
             timeout=180,
             counter=count_kunit,
+            kunit=True,
             **vmopts,
         ),
         dataclasses.replace(abi_errno_test(variant, r, bins), **vmopts),
@@ -354,6 +355,20 @@ def rust_core_tests(variant, r, bins):
             **vmopts,
         ),
     ]
+
+
+def c_debug_control(k, bins):
+    """The C reference built like rust-debug (KASAN, UBSAN, lockdep, kmemleak, ...) and booted
+    the same way: the control for the debug runs of the Rust core. A report that shows here is
+    upstream's or the debug options', not luo-rs's. The test FLB is left off, as on `c`."""
+    device_check = "test -c /dev/liveupdate && echo 'device present'\n"
+    present = [(r"^device present$", "/dev/liveupdate is there")]
+    return [
+        Test(name="c-debug/boot-and-kexec",
+             stages=[vm.Stage(k, device_check, present), vm.Stage(k, device_check, present)],
+             binaries=bins, timeout=180, **DEBUG_VM),
+        upstream_kexec("c-debug", k, "luo_kexec_simple", bins, DEBUG_VM),
+    ] + lifecycle_edge_tests("c-debug", k, bins, DEBUG_VM, with_flb=False)
 
 
 def count_lines(pattern, label):
@@ -986,6 +1001,8 @@ def all_scenarios(env):
     if "rust" in env.kernels:
         tests += [corrupted_handover_test("rust", env.kernels["rust"], bins, c)
                   for c in CORRUPTIONS]
+    if "c-debug" in env.kernels:
+        tests += c_debug_control(env.kernels["c-debug"], bins)
     if "rust-debug" in env.kernels:
         debug_classes = ("sessions-not-preserved", "block-cycle", "duplicate-name",
                          "duplicate-flb", "duplicate-token")
