@@ -230,13 +230,22 @@ class BackgroundBuilds(threading.Thread):
     def run(self):
         script = os.path.join(ROOT, "scripts", "build-kernel.sh")
         for variant in self.variants:
-            proc = subprocess.run(["nice", "-n", "19", "bash", script, variant],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            print(proc.stdout.rstrip(), flush=True)
-            if proc.returncode != 0:
-                self.failed[variant] = proc.stdout[-3000:]
-            self.done[variant].set()
-        clippy_check(self.clippy, self.pattern, nice=True)
+            # Whatever happens, the tests waiting for this kernel are released.
+            try:
+                proc = subprocess.run(["nice", "-n", "19", "bash", script, variant],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True)
+                print(proc.stdout.rstrip(), flush=True)
+                if proc.returncode != 0:
+                    self.failed[variant] = proc.stdout[-3000:]
+            except Exception as e:  # noqa: BLE001 - reported as the build's failure
+                self.failed[variant] = f"the build could not run: {e!r}"
+            finally:
+                self.done[variant].set()
+        try:
+            clippy_check(self.clippy, self.pattern, nice=True)
+        except Exception as e:  # noqa: BLE001 - counted as a failure of the check
+            self.clippy.record("host/clippy", "fail", f"the check could not run: {e!r}")
 
     def wait_for(self, variant):
         """Waits for a variant's build; returns the failed build's output, or None."""
