@@ -9,6 +9,7 @@ boot/kexec checks of the Rust core. Results are counted one by one; the last lin
 """
 
 import argparse
+import concurrent.futures
 import fnmatch
 import contextlib
 import os
@@ -253,6 +254,42 @@ class BackgroundBuilds(threading.Thread):
         return self.failed.get(variant)
 
 
+def run_deferred(scn, env, args, tally, lock, background, later):
+    """Runs a test on kernels built in the background, once they are built."""
+    pending = {later[st.kernel] for st in scn.stages if st.kernel in later}
+    broken = [b for b in (background.wait_for(v) for v in sorted(pending)) if b]
+    if broken:
+        with lock:
+            for name in scn.result_names():
+                tally.record(name, "fail", "its kernel did not build:\n" + broken[0])
+        return
+    run_scenario(scn, env, args, tally, lock)
+
+
+def run_scenario(scn, env, args, tally, lock):
+    """Boots one test and counts its results; what it prints is printed in one piece."""
+    workdir = os.path.join(env.work, scn.name.replace("/", "_"))
+    try:
+        out = vm.run(scn, workdir, env.gen_init_cpio)
+    except Exception as e:  # noqa: BLE001 - counted as the test's failure
+        with lock:
+            for name in scn.result_names():
+                tally.record(name, "fail", f"the test could not run: {e!r}")
+        return
+    rows = scn.results(out)
+    with lock:
+        print(f"---- {scn.name}: {len(scn.stages)} stage(s)", flush=True)
+        if out.retried:
+            print("     note: tried again after an early-boot interrupt splat before any LUO "
+                  "code ran:", flush=True)
+            for line in out.retried:
+                print(f"       {line}", flush=True)
+        for name, status, detail in rows:
+            tally.record(name, status, detail, out.seconds if name == scn.name else None)
+        if args.keep_logs or any(status == "fail" for _, status, _ in rows):
+            print(f"     serial log: {os.path.join(workdir, 'serial.log')}", flush=True)
+
+
 def bench_smoke(tally, pattern):
     """`make bench` in its seconds-long form, so that it cannot rot: both kernels boot the
     benchmark and report every operation. Its timings are not judged (speed is measured by
@@ -300,34 +337,31 @@ def main():
     left_out = []
     scns = scenarios.all_scenarios(env) if env else []
     later = {env.kernels[v]: v for v in env.deferred} if env else {}
-    # Tests on a kernel still being built run last (sorted is stable: the order is otherwise
-    # the one all_scenarios gives).
-    scns = sorted(scns, key=lambda t: any(st.kernel in later for st in t.stages))
+    selected = []
     for scn in scns:
         if not any(fnmatch.fnmatch(n, args.only) for n in [scn.name] + scn.result_names()):
             continue
         if getattr(scn, "long", False) and not args.long:
             left_out.append(scn.name)
             continue
-        pending = {later[st.kernel] for st in scn.stages if st.kernel in later}
-        broken = [background.wait_for(v) for v in sorted(pending)]
-        if any(broken):
-            for name in scn.result_names():
-                tally.record(name, "fail", "its kernel did not build:\n"
-                             + next(b for b in broken if b))
-            continue
-        print(f"---- {scn.name}: {len(scn.stages)} stage(s)", flush=True)
-        out = vm.run(scn, os.path.join(env.work, scn.name.replace("/", "_")), env.gen_init_cpio)
-        if out.retried:
-            print("     note: tried again after an early-boot interrupt splat before any LUO "
-                  "code ran:", flush=True)
-            for line in out.retried:
-                print(f"       {line}", flush=True)
-        rows = scn.results(out)
-        for name, status, detail in rows:
-            tally.record(name, status, detail, out.seconds if name == scn.name else None)
-        if args.keep_logs or any(status == "fail" for _, status, _ in rows):
-            print(f"     serial log: {os.path.join(env.work, scn.name.replace('/', '_'), 'serial.log')}")
+        selected.append(scn)
+    # Tests on kernels still being built run last, in the order those are built (sorted is
+    # stable: the order is otherwise the one all_scenarios gives).
+    order = {k: env.deferred.index(v) + 1 for k, v in later.items()}
+    waits = {id(t): max((order.get(st.kernel, 0) for st in t.stages), default=0)
+             for t in selected}
+    now = [t for t in selected if waits[id(t)] == 0]
+    deferred = sorted((t for t in selected if waits[id(t)]), key=lambda t: waits[id(t)])
+    lock = threading.Lock()
+    # While the background builds run, one test VM at a time (the builds take the other
+    # core); the tests of the kernels built there run two at a time once they are built.
+    for scn in now:
+        run_scenario(scn, env, args, tally, lock)
+    if deferred:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            for f in [pool.submit(run_deferred, scn, env, args, tally, lock, background, later)
+                      for scn in deferred]:
+                f.result()
 
     if background:
         background.join()
