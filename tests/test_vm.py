@@ -134,6 +134,11 @@ class KtapTest(unittest.TestCase):
         self.assertEqual(plan, 3)
         self.assertEqual(results, [("dev.a", "pass"), ("dev.b", "fail"), ("dev.c", "skip")])
 
+    def test_kernel_message_in_the_line_is_not_the_name(self):
+        text = "1..1\nok 1 dev.a[   12.345678] luo: something else\n"
+        results, _ = vm.ktap_results(text)
+        self.assertEqual(results, [("dev.a", "pass")])
+
 
 class CountKtapTest(unittest.TestCase):
     """On a kernel with LUO, skips and empty plans are failures, and the count is pinned."""

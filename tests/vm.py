@@ -272,7 +272,9 @@ def _run_once(scenario, workdir, gen_init_cpio, busybox):
     return Outcome(scenario.name, not problems, problems, log, seconds)
 
 
-KTAP_RESULT = re.compile(r"^(not ok|ok) \d+ (\S+)(.*)$", re.M)
+# A result's name stops at a "[": a kernel message printed on the serial console in the middle
+# of the line (its timestamp) is not part of it.
+KTAP_RESULT = re.compile(r"^(not ok|ok) \d+ ([^\s\[]+)(.*)$", re.M)
 KTAP_PLAN = re.compile(r"^1\.\.(\d+)$", re.M)
 
 
