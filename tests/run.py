@@ -50,7 +50,7 @@ class Tally:
                 print(f"     {line}", flush=True)
 
 
-VARIANTS = {"c", "rust", "rust-debug", "rust-cmemfd", "c-rmemfd", "c-debug"}
+VARIANTS = set(scenarios.VARIANTS)
 
 
 def distinct_checks(names):
@@ -259,11 +259,16 @@ def run_deferred(scn, env, args, tally, lock, background, later):
     pending = {later[st.kernel] for st in scn.stages if st.kernel in later}
     broken = [b for b in (background.wait_for(v) for v in sorted(pending)) if b]
     if broken:
-        with lock:
-            for name in scn.result_names():
-                tally.record(name, "fail", "its kernel did not build:\n" + broken[0])
+        fail_all(scn, tally, lock, "its kernel did not build:\n" + broken[0])
         return
     run_scenario(scn, env, args, tally, lock)
+
+
+def fail_all(scn, tally, lock, why):
+    """Counts every result of a test that could not run as failed."""
+    with lock:
+        for name in scn.result_names():
+            tally.record(name, "fail", why)
 
 
 def run_scenario(scn, env, args, tally, lock):
@@ -272,9 +277,7 @@ def run_scenario(scn, env, args, tally, lock):
     try:
         out = vm.run(scn, workdir, env.gen_init_cpio)
     except Exception as e:  # noqa: BLE001 - counted as the test's failure
-        with lock:
-            for name in scn.result_names():
-                tally.record(name, "fail", f"the test could not run: {e!r}")
+        fail_all(scn, tally, lock, f"the test could not run: {e!r}")
         return
     rows = scn.results(out)
     with lock:
