@@ -135,9 +135,10 @@ def parse(out, khz):
     return ns, mem, clocks
 
 
-def run(reps, sessions, mib, outdir, memory="4G", quiet=False):
-    """Boots each kernel `reps` times, alternating; returns (medians, problems, clock)."""
-    env = scenarios.Environment.prepare("cross/")
+def run(reps, sessions, mib, outdir, memory="4G", quiet=False, env=None):
+    """Boots each kernel `reps` times, alternating; returns (medians, problems, clock).
+    `env` is the test command's environment (kernels and guest programs built already)."""
+    env = env or scenarios.Environment.prepare("cross/")
     samples = {k: {} for k in KERNELS}
     mem = {k: {} for k in KERNELS}
     problems, clock = [], None
@@ -287,12 +288,14 @@ def pictures(medians, outdir):
               "memfd size", series)
 
 
-def smoke():
-    """The bench's seconds-long run for the test command: (ok, what went wrong)."""
+def smoke(env):
+    """The bench's seconds-long run for the test command, on its environment: (ok, what went
+    wrong)."""
     import tempfile
     with tempfile.TemporaryDirectory() as out:
         sessions, mib = 100, 16
-        medians, _, problems, clock = run(1, sessions, mib, out, memory="3G", quiet=True)
+        medians, _, problems, clock = run(1, sessions, mib, out, memory="3G", quiet=True,
+                                                env=env)
         problems += [f"{k}: no measurement of {op}" for k in KERNELS
                      for op in expected_ops(sessions, mib) if op not in medians[k]]
         table(medians, sessions)

@@ -293,7 +293,7 @@ def run_scenario(scn, env, args, tally, lock):
             print(f"     serial log: {os.path.join(workdir, 'serial.log')}", flush=True)
 
 
-def bench_smoke(tally, pattern):
+def bench_smoke(tally, pattern, lock, env):
     """`make bench` in its seconds-long form, so that it cannot rot: both kernels boot the
     benchmark and report every operation. Its timings are not judged (speed is measured by
     `make bench`, never in a test)."""
@@ -301,9 +301,15 @@ def bench_smoke(tally, pattern):
     if not fnmatch.fnmatch(name, pattern):
         return
     import bench
+    if not env or not all(k in env.kernels for k in bench.KERNELS):
+        env = scenarios.Environment.prepare("cross/")
     start = time.monotonic()
-    ok, detail = bench.smoke()
-    tally.record(name, "pass" if ok else "fail", detail, time.monotonic() - start)
+    try:
+        ok, detail = bench.smoke(env)
+    except Exception as e:  # noqa: BLE001 - counted as the smoke run's failure
+        ok, detail = False, f"the smoke run could not run: {e!r}"
+    with lock:
+        tally.record(name, "pass" if ok else "fail", detail, time.monotonic() - start)
 
 
 def _flatten(suite):
@@ -360,16 +366,18 @@ def main():
     # core); the tests of the kernels built there run two at a time once they are built.
     for scn in now:
         run_scenario(scn, env, args, tally, lock)
-    if deferred:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            for f in [pool.submit(run_deferred, scn, env, args, tally, lock, background, later)
-                      for scn in deferred]:
-                f.result()
+    # The bench's smoke run (on kernels built already) goes last in the same pool, beside the
+    # last debug-build tests rather than after them.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [pool.submit(run_deferred, scn, env, args, tally, lock, background, later)
+                for scn in deferred]
+        jobs.append(pool.submit(bench_smoke, tally, args.only, lock, env))
+        for f in jobs:
+            f.result()
 
     if background:
         background.join()
         background.clippy.replay(tally)
-    bench_smoke(tally, args.only)
 
     if left_out:
         print(f"{len(left_out)} long tests left to `make test-long`: "
