@@ -179,14 +179,50 @@ impl OutChain {
 }
 
 /// A chain received from the previous kernel: its pages, each with its number of entries.
+///
+/// A chain is restored block by block and may be left part-way for lack of memory: KHO hands
+/// each page over once, so the blocks restored so far stay with the chain and a later
+/// [`InChain::restore_rest`] goes on from the first block not restored.
 pub(crate) struct InChain {
+    head: u64,
     entry_size: usize,
     /// In a `KVVec`: a chain may have up to [`MAX_BLOCKS`] blocks.
     blocks: KVVec<(RestoredPage, usize)>,
+    /// The next block to restore; 0 once the chain is whole.
+    next: u64,
+    /// The addresses met so far, in a tree: a linear search per block would grow with the
+    /// square of the chain's length (up to 10,000 blocks, at early boot).
+    seen: RBTree<u64, ()>,
 }
 
 impl InChain {
+    /// The chain that starts at `head` (0: an empty chain), none of it restored yet.
+    pub(crate) fn new(head: u64, entry_size: usize) -> Self {
+        Self {
+            head,
+            entry_size,
+            blocks: KVVec::new(),
+            next: head,
+            seen: RBTree::new(),
+        }
+    }
+
     /// Restores and checks the chain that starts at `head` (0: an empty chain).
+    ///
+    /// # Errors
+    ///
+    /// As [`InChain::restore_rest`]; the blocks restored so far are then kept from the
+    /// allocator for good, so no data of the previous kernel reaches another user.
+    pub(crate) fn restore(head: u64, entry_size: usize) -> Result<Self> {
+        let mut chain = Self::new(head, entry_size);
+        if let Err(e) = chain.restore_rest() {
+            chain.keep_all();
+            return Err(e);
+        }
+        Ok(chain)
+    }
+
+    /// Restores and checks the blocks not restored yet.
     ///
     /// Every block must be a page the previous kernel preserved, hold at most `per_block`
     /// entries, and appear once; the chain has at most [`MAX_BLOCKS`] blocks. A block without
@@ -194,44 +230,40 @@ impl InChain {
     ///
     /// # Errors
     ///
-    /// `EINVAL` for a malformed chain, `ENOMEM`. The blocks restored so far are then kept from
-    /// the allocator for good, so no data of the previous kernel reaches another user.
-    pub(crate) fn restore(head: u64, entry_size: usize) -> Result<Self> {
-        let mut chain = Self {
-            entry_size,
-            blocks: KVVec::new(),
-        };
-        // The addresses met so far, in a tree: a linear search per block would grow with the
-        // square of the chain's length (up to 10,000 blocks, at early boot).
-        let mut seen = RBTree::new();
-        let mut next = head;
-        while next != 0 {
-            if let Err(e) = chain.restore_one(next, &mut seen).map(|n| next = n) {
-                chain.leak();
-                return Err(e);
-            }
+    /// `EINVAL` for a malformed chain: the caller keeps its blocks ([`InChain::keep_all`]).
+    /// `ENOMEM` before a block is restored: the chain holds the blocks restored so far, and
+    /// calling again goes on from there.
+    pub(crate) fn restore_rest(&mut self) -> Result {
+        let first = self.blocks.len();
+        while self.next != 0 {
+            self.next = self.restore_one(self.next)?;
         }
-        let empty = chain.blocks.iter().filter(|(_, n)| *n == 0).count();
+        // The tree only serves the restore.
+        self.seen = RBTree::new();
+        let empty = self.blocks.iter().skip(first).filter(|(_, n)| *n == 0).count();
         if empty != 0 {
             pr_info!(
                 "Chain at {:#x}: {} block(s) without entries skipped\n",
-                head,
+                self.head,
                 empty
             );
         }
-        Ok(chain)
+        Ok(())
     }
 
-    fn restore_one(&mut self, pa: u64, seen: &mut RBTree<u64, ()>) -> Result<u64> {
+    /// Restores the block at `pa` and returns the address of the next one. Memory is
+    /// allocated before the page is taken from KHO, so `ENOMEM` leaves the chain as it was.
+    fn restore_one(&mut self, pa: u64) -> Result<u64> {
         if self.blocks.len() >= MAX_BLOCKS {
             pr_err!("Block set is corrupted: more than {} blocks\n", MAX_BLOCKS);
             return Err(EINVAL);
         }
-        if seen.get(&pa).is_some() {
+        self.blocks.reserve(1, GFP_KERNEL)?;
+        if self.seen.get(&pa).is_some() {
             pr_err!("Block set is corrupted: block {:#x} appears twice\n", pa);
             return Err(EINVAL);
         }
-        seen.try_create_and_insert(pa, (), GFP_KERNEL)?;
+        self.seen.try_create_and_insert(pa, (), GFP_KERNEL)?;
         let page = RestoredPage::restore(pa).inspect_err(|_| {
             pr_err!(
                 "Block {:#x} is not a page preserved by the previous kernel\n",
@@ -246,22 +278,21 @@ impl InChain {
                 return Err(m.into());
             }
         };
-        if self.blocks.reserve(1, GFP_KERNEL).is_err() {
-            keep(page);
-            return Err(ENOMEM);
-        }
         if let Err(PushError((page, _))) = self.blocks.push_within_capacity((page, count)) {
+            // Cannot happen: room was reserved above.
             keep(page);
-            return Err(ENOMEM);
+            return Err(EINVAL);
         }
         Ok(next)
     }
 
-    /// Keeps every block from the allocator for good.
-    fn leak(&mut self) {
+    /// Keeps every block restored so far from the allocator for good (data found to be
+    /// unusable), leaving the chain empty.
+    pub(crate) fn keep_all(&mut self) {
         while let Some((page, _)) = self.blocks.pop() {
             keep(page);
         }
+        self.next = 0;
     }
 
     /// Visits every entry in order.
@@ -283,7 +314,7 @@ impl InChain {
 
     /// Keeps the chain's pages from the allocator for good (data found to be unusable).
     pub(crate) fn abandon(mut self) {
-        self.leak();
+        self.keep_all();
     }
 }
 

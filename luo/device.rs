@@ -46,8 +46,9 @@ impl MiscDevice for LiveUpdateDevice {
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
         IN_USE.cmpxchg(false, true, Full).map_err(|_| EBUSY)?;
-        // The previous kernel's sessions become visible at the first open; if that failed, every
-        // open fails, so the agent notices and can reboot.
+        // The previous kernel's sessions become visible at the first open that succeeds in
+        // reading them: out of memory, the open fails with ENOMEM and the next one goes on;
+        // unusable data fails this and every later open with EIO.
         if let Err(e) = session::deserialize_once() {
             IN_USE.store(false, Release);
             return Err(e);

@@ -38,7 +38,6 @@ use crate::{
         Malformed, //
     },
     chain::{
-        self,
         InChain,
         OutChain, //
     },
@@ -383,29 +382,16 @@ impl FileSet {
         Ok(())
     }
 
-    /// Builds the set of incoming files of a session from its handover blocks.
+    /// Builds the set of incoming files of a session from its restored handover blocks; the
+    /// blocks are only read, so a failed attempt can be made again.
     ///
     /// # Errors
     ///
-    /// `EINVAL` for malformed blocks or entries (the blocks then stay reserved), `ENOENT` if no
-    /// registered handler has an entry's compatible string, `ENOMEM`.
-    pub(crate) fn deserialize(files_pa: u64, count: u64) -> Result<Self> {
+    /// `EINVAL` for malformed entries, `ENOENT` if no registered handler has an entry's
+    /// compatible string, `ENOMEM`.
+    pub(crate) fn deserialize(chain: &InChain, count: u64) -> Result<Self> {
         let mut set = Self::new();
-        if files_pa == 0 {
-            return Ok(set);
-        }
-        let chain = InChain::restore(files_pa, abi::file::SIZE)?;
-        let result = set.read_chain(&chain, count);
-        if let Err(e) = result {
-            if e == EINVAL {
-                chain.abandon();
-                pr_warn!(
-                    "{} page(s) of the previous kernel kept from the allocator so far\n",
-                    chain::kept()
-                );
-            }
-            return Err(e);
-        }
+        set.read_chain(chain, count)?;
         Ok(set)
     }
 

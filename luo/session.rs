@@ -60,7 +60,11 @@ use kernel::{
 
 use crate::{
     abi,
-    chain::OutChain,
+    chain::{
+        self,
+        InChain,
+        OutChain, //
+    },
     file::FileSet,
     flb,
     handler,
@@ -231,10 +235,10 @@ pub(crate) struct Registry {
     /// This kernel's root in the handover data.
     #[pin]
     handover: Mutex<Outgoing>,
-    /// The result of turning the previous kernel's sessions into incoming sessions; that
-    /// happens once, at the first open of `/dev/liveupdate`.
+    /// Turning the previous kernel's sessions into incoming sessions, at the first open of
+    /// `/dev/liveupdate` that succeeds in it.
     #[pin]
-    deserialized: Mutex<Option<Result>>,
+    deserialized: Mutex<Deserialization>,
 }
 
 /// The registry, created at late init when live update is enabled (it holds the outgoing
@@ -250,7 +254,11 @@ pub(crate) fn init() -> Result {
             outgoing <- new_rwsem!(SessionList::new()),
             incoming <- new_rwsem!(SessionList::new()),
             handover <- new_mutex!(handover),
-            deserialized <- new_mutex!(None),
+            deserialized <- new_mutex!(Deserialization::Pending(Progress {
+                built: SessionList::new(),
+                done: 0,
+                chain: None,
+            })),
         }),
         GFP_KERNEL,
     )?;
@@ -556,44 +564,100 @@ fn unfreeze<'a>(sessions: impl Iterator<Item = &'a Arc<Session>>) {
     }
 }
 
-/// Turns the previous kernel's sessions into incoming sessions, once; later calls return the
-/// first call's result.
+/// Where the first open's deserialization stands.
+enum Deserialization {
+    /// Not done yet, or left for lack of memory (see [`Progress`]).
+    Pending(Progress),
+    /// Done, with this result for the rest of the boot.
+    Done(Result),
+}
+
+/// What attempts at deserialization that ran out of memory built, kept for the next attempt:
+/// KHO hands each page over once, so nothing restored may be dropped before it is used.
+struct Progress {
+    /// The sessions built so far, not visible to userspace yet.
+    built: SessionList,
+    /// How many of the incoming sessions are in `built`.
+    done: usize,
+    /// The file chain of the next session, as far as it was restored.
+    chain: Option<InChain>,
+}
+
+/// Turns the previous kernel's sessions into incoming sessions; once that succeeded or found
+/// the data unusable, later calls return the same result.
 ///
 /// # Errors
 ///
-/// `EIO` if that failed. As in the C core, sessions created before the failure stay, and so
-/// does the error for the rest of the boot: userspace is expected to reboot.
+/// `ENOMEM` if memory ran out: nothing is visible yet and nothing is lost; the next call goes
+/// on from where this one stopped (the C core latches this as `EIO` for the boot, and every
+/// incoming session is lost). `EIO` if the data is unusable (malformed, or a handler missing):
+/// that is kept for the rest of the boot, and the sessions stay unreachable.
 pub(crate) fn deserialize_once() -> Result {
     let reg = registry()?;
-    let mut done = reg.deserialized.lock();
-    if let Some(result) = *done {
-        return result.map_err(|_| EIO);
+    let mut state = reg.deserialized.lock();
+    let progress = match &mut *state {
+        Deserialization::Done(result) => return (*result).map_err(|_| EIO),
+        Deserialization::Pending(progress) => progress,
+    };
+    let result = deserialize(progress);
+    if result == Err(ENOMEM) {
+        pr_warn!("Out of memory reading the incoming sessions; the next open goes on\n");
+        return Err(ENOMEM);
     }
-    let result = deserialize(reg);
-    *done = Some(result);
+    if result.is_ok() {
+        core::mem::swap(&mut *reg.incoming.write(), &mut progress.built);
+    }
+    // What was built but not published (the data was refused) is dropped here; so are the
+    // restored pages of a chain still held, unless it was found malformed and kept.
+    *state = Deserialization::Done(result);
     result.map_err(|_| EIO)
 }
 
-fn deserialize(reg: &Registry) -> Result {
+/// Builds the incoming sessions from the one `progress` reached on; each session's file chain
+/// is restored, read, and released once the session holding its files is built.
+fn deserialize(progress: &mut Progress) -> Result {
     let Some(incoming) = handover::incoming() else {
         return Ok(());
     };
-    for record in incoming.sessions.iter() {
+    while let Some(record) = incoming.sessions.get(progress.done) {
         let name = Name::new(&record.name)?;
-        let files = FileSet::deserialize(record.files_pa, record.file_count).inspect_err(|e| {
+        let chain = progress
+            .chain
+            .get_or_insert_with(|| InChain::new(record.files_pa, abi::file::SIZE));
+        // No chain: no files, whatever the count says (the C core warns and does the same).
+        let files = if record.files_pa == 0 {
+            Ok(FileSet::new())
+        } else {
+            chain
+                .restore_rest()
+                .and_then(|()| FileSet::deserialize(chain, record.file_count))
+        };
+        let files = files.inspect_err(|&e| {
+            if e == ENOMEM {
+                return;
+            }
             pr_warn!(
                 "Failed to deserialize files for session [{}] {:?}\n",
                 kernel::str::BStr::from_bytes(name.as_bytes()),
                 e
             );
+            if e == EINVAL {
+                chain.keep_all();
+                pr_warn!(
+                    "{} page(s) of the previous kernel kept from the allocator so far\n",
+                    chain::kept()
+                );
+            }
         })?;
+        // Until the session is in `built`, a failure drops the files but keeps the chain.
         let session = Session::new(name, true, files)?;
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-        let mut inc = reg.incoming.write();
-        if inc.contains(&name) {
+        if progress.built.contains(&name) {
             return Err(EEXIST);
         }
-        inc.insert(session, node);
+        progress.built.insert(session, node);
+        progress.chain = None;
+        progress.done += 1;
     }
     Ok(())
 }

@@ -181,12 +181,15 @@ fn discard_all(m: &Memfd) {
         return;
     }
     match RestoredVmalloc::restore(&m.folios) {
-        Ok(array) => {
-            let count = m.folio_array_len().min(array.bytes().len() / entry::SIZE);
-            mm::discard(array.bytes(), 0..count);
-        }
+        Ok(array) => discard_listed(m, &array),
         Err(_) => pr_warn!("cannot restore the folio array, folios kept\n"),
     }
+}
+
+/// Frees the folios `array`, the memfd's folio array, lists.
+fn discard_listed(m: &Memfd, array: &RestoredVmalloc) {
+    let count = m.folio_array_len().min(array.bytes().len() / entry::SIZE);
+    mm::discard(array.bytes(), 0..count);
 }
 
 #[vtable]
@@ -231,15 +234,26 @@ impl FileHandler for MemfdHandler {
         let m = Memfd::decode(page.bytes()).inspect_err(|e| {
             pr_err!("malformed memfd data from the previous kernel: {:?}\n", e);
         })?;
+        // `finish` skips a failed retrieve, so every failure below returns the memory itself.
+        // The folio array comes first: with it in hand, a failure to create the file can
+        // return the folios without another allocation.
+        let array = if m.nr_folios == 0 {
+            None
+        } else {
+            Some(RestoredVmalloc::restore(&m.folios).inspect_err(|_| {
+                pr_err!("cannot restore the folio array\n");
+                // KHO takes nothing when its first allocation fails, so a second try may work;
+                // when it failed later, the array is gone and the folios stay reserved.
+                discard_all(&m);
+            })?)
+        };
         let file = mm::new_file(m.seals, m.pos, m.size).inspect_err(|e| {
             pr_err!("cannot create the memfd: {:?}\n", e);
-            // `finish` skips a failed retrieve: return the memory now.
-            discard_all(&m);
+            if let Some(array) = &array {
+                discard_listed(&m, array);
+            }
         })?;
-        if m.nr_folios != 0 {
-            let array = RestoredVmalloc::restore(&m.folios).inspect_err(|_| {
-                pr_err!("cannot restore the folio array\n");
-            })?;
+        if let Some(array) = &array {
             retrieve_folios(&file, &m, array.bytes())?;
         }
         Ok(file)

@@ -459,8 +459,9 @@ NO_LEAK = (r"^kmemleak: 0 unreferenced objects$", "kmemleak finds no leak")
 # and a handler unregistered with files present, whose first stage is scanned as well.
 LEAK_CHECKED = ("rust-debug/corrupt-duplicate-flb", "rust-debug/corrupt-duplicate-token",
                 "rust-debug/retrieve-failure-kept", "rust-debug/kexec-with-incoming-unfinished",
-                "rust-debug/unregister-with-files-present")
-EVERY_STAGE_LEAK_CHECKED = ("rust-debug/unregister-with-files-present",)
+                "rust-debug/unregister-with-files-present", "rust-debug/fault-injection")
+EVERY_STAGE_LEAK_CHECKED = ("rust-debug/unregister-with-files-present",
+                            "rust-debug/fault-injection")
 
 
 # Debug-build replays left to `make test-long` to keep a cold `make test` well under the hour:
@@ -628,6 +629,68 @@ def missing_handler_test(variant, k, bins, vmopts=None):
             ]),
         ],
         binaries=bins, timeout=240, **(vmopts or {}))
+
+
+# Stage 1 of the fault-injection tests leaves the kexec to luo-fault, which calls reboot()
+# under faults until it goes through.
+REBOOT_UNDER_FAULTS = ("printf '#!/bin/sh\\nexec luo-fault reboot \"$1\" \"$2\" \"$3\"\\n'"
+                       " > /tmp/kexec-with\nchmod +x /tmp/kexec-with\n")
+FAULTS = r"(\d+) faults injected: \d+ refused \(([A-Z ]+|none)\), \d+ got by; then it succeeded"
+
+
+def fault_injection_test(variant, k, bins, vmopts=None, open_faults=True):
+    """Every LUO call with its 1st, 2nd, ... allocation failing (CONFIG_FAILSLAB,
+    CONFIG_FAIL_PAGE_ALLOC, /proc/thread-self/fail-nth; tools/vm/luo-fault.c) until it
+    succeeds: each fault is refused with an errno and leaves nothing behind (the same call
+    then succeeds), and what the final calls made crosses the kexec intact. The reboot path
+    runs under faults too. Without `open_faults`, the first open in the next kernel is made
+    without faults (the C core loses every incoming session at one: see
+    fault_first_open_test)."""
+    opts = dict(vmopts or {}) if open_faults else without_test_flb(vmopts)
+    call = lambda name: (rf"luo-fault: {name}: {FAULTS}", f"{name} under faults")  # noqa: E731
+    stage2 = [call(r"open \(first, reading the incoming sessions\)")] if open_faults else []
+    return Test(
+        name=f"{variant}/fault-injection",
+        stages=[
+            vm.Stage(k, "luo-fault out\n" + REBOOT_UNDER_FAULTS, [
+                call(r"open \(first\)"), call("CREATE_SESSION"), call("PRESERVE_FD memfd"),
+                call("PRESERVE_FD test file"), call("GET_NAME"),
+                (r"luo-fault: stage 1 done", "the files for stage 2 preserved"),
+                (r"luo-fault: reboot: attempt 1$", "reboot() under faults"),
+            ]),
+            vm.Stage(k, "luo-fault " + ("in" if open_faults else "in-no-open") + "\n", stage2 + [
+                call("RETRIEVE_SESSION"),
+                (r"luo-fault: the memfd preserved under faults arrived intact",
+                 "the memfd crossed intact"),
+                (r"luo-fault: the test file preserved under faults arrived",
+                 "the test file crossed"),
+                call("FINISH"),
+                (rf"luo-fault: RETRIEVE_FD memfd: \d+ faults injected", "RETRIEVE_FD of memfds"),
+                (rf"luo-fault: RETRIEVE_FD test file: \d+ faults injected",
+                 "RETRIEVE_FD of test files"),
+                call("FINISH with files given up and left"),
+                (r"luo-fault: stage 2 done", "every call made under faults"),
+            ]),
+        ],
+        binaries=bins, timeout=400, **opts)
+
+
+def fault_first_open_test(variant, k, bins, vmopts=None):
+    """The C core at the first open of /dev/liveupdate in the next kernel: one failed
+    allocation while it reads the incoming sessions fails that open with EIO, and every
+    later open too, for the rest of the boot: every session the previous kernel handed over
+    is lost (luo-rs: ENOMEM, and the next open goes on; */fault-injection)."""
+    return Test(
+        name=f"{variant}/fault-first-open-latches-upstream",
+        stages=[
+            vm.Stage(k, "luo-fault out\n"),
+            vm.Stage(k, "luo-fault open-latches\n", [
+                (r"luo-fault: first open, allocation \d+ failing: EIO",
+                 "a fault reading the incoming sessions fails the open with EIO"),
+                (r"luo-fault: open 3 without faults: EIO", "latched: every session is lost"),
+            ]),
+        ],
+        binaries=bins, timeout=300, **without_test_flb(vmopts))
 
 
 def flb_unasked_test(variant, k, bins, vmopts=None):
@@ -1068,6 +1131,16 @@ def all_scenarios(env):
             dup.name = "c/sessions-duplicate-at-51-panics-upstream"
             dup.counter = count_must_fail("Kernel panic")
         tests.append(dup)
+    # Allocation failures injected into every call, on the product, its debug build (with
+    # kmemleak) and the C reference.
+    for variant in ("rust", "rust-debug"):
+        if variant in env.kernels:
+            tests.append(leak_checked(fault_injection_test(
+                variant, env.kernels[variant], bins,
+                DEBUG_VM if variant.endswith("-debug") else None)))
+    if c:
+        tests.append(fault_injection_test("c", c, bins, open_faults=False))
+        tests.append(fault_first_open_test("c", c, bins))
     if "rust" in env.kernels:
         tests += scale_tests("rust", env.kernels["rust"], bins)
         tests += scale_tests("rust", env.kernels["rust"], bins, long=True)
