@@ -240,7 +240,12 @@ impl InChain {
         }
         // The tree only serves the restore.
         self.seen = RBTree::new();
-        let empty = self.blocks.iter().skip(first).filter(|(_, n)| *n == 0).count();
+        let empty = self
+            .blocks
+            .iter()
+            .skip(first)
+            .filter(|(_, n)| *n == 0)
+            .count();
         if empty != 0 {
             pr_info!(
                 "Chain at {:#x}: {} block(s) without entries skipped\n",

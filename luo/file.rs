@@ -71,12 +71,21 @@ pub(crate) fn init() -> Result {
 ///
 /// `EBUSY` if it already is; `ENOMEM`.
 fn claim(id: usize) -> Result {
+    claim_in(id, RBTreeNodeReservation::new(GFP_KERNEL)?)
+}
+
+/// Records `id` as preserved in `room`, made beforehand.
+///
+/// # Errors
+///
+/// `EBUSY` if it already is.
+fn claim_in(id: usize, room: RBTreeNodeReservation<usize, ()>) -> Result {
     let ids = PRESERVED.as_ref().ok_or(EOPNOTSUPP)?;
     let mut ids = ids.lock();
     if ids.get(&id).is_some() {
         return Err(EBUSY);
     }
-    ids.try_create_and_insert(id, (), GFP_KERNEL)?;
+    ids.insert(room.into_node(id, ()));
     Ok(())
 }
 
@@ -333,6 +342,10 @@ impl FileSet {
         if let Some(file) = &f.file {
             return Ok(file.clone());
         }
+        // The room to record the file as preserved comes first: out of memory, the handler is
+        // not asked, no error is kept, and the call can be made again. (Without it, a retrieved
+        // file could go unrecorded and then into an outgoing session; the C core warns there.)
+        let room = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let file = match f.handler.retrieve(f.data) {
             Ok(file) => file,
             Err(e) => {
@@ -341,7 +354,7 @@ impl FileSet {
             }
         };
         let id = f.handler.id(&file);
-        match claim(id) {
+        match claim_in(id, room) {
             Ok(()) => f.id = Some(id),
             Err(e) => pr_warn!(
                 "Retrieved file of token {:#x} is preserved elsewhere: {:?}\n",

@@ -114,7 +114,7 @@ fn preserve_locked(memfd: &Locked<'_>, file: &File) -> Result<(PhysAddr, Pin<KBo
 /// Fills the new memfd `file` with the folios of `array`, which the previous kernel wrote for
 /// a file of `m.size` bytes. On error the folios already added stay in `file` (they are freed
 /// with it) and the rest are freed here.
-fn retrieve_folios(file: &File, m: &Memfd, array: &[u8]) -> Result {
+fn retrieve_folios(file: &File, m: &Memfd, array: &RestoredVmalloc) -> Result {
     let count = m.folio_array_len();
     if count
         .checked_mul(entry::SIZE)
@@ -134,7 +134,7 @@ fn retrieve_folios(file: &File, m: &Memfd, array: &[u8]) -> Result {
     while next < count {
         let i = next;
         next += 1;
-        let Some(e) = array.get(i * entry::SIZE..(i + 1) * entry::SIZE) else {
+        let Some(e) = array.entry(i, entry::SIZE) else {
             result = Err(EINVAL);
             break;
         };
@@ -188,8 +188,8 @@ fn discard_all(m: &Memfd) {
 
 /// Frees the folios `array`, the memfd's folio array, lists.
 fn discard_listed(m: &Memfd, array: &RestoredVmalloc) {
-    let count = m.folio_array_len().min(array.bytes().len() / entry::SIZE);
-    mm::discard(array.bytes(), 0..count);
+    let count = m.folio_array_len().min(array.len() / entry::SIZE);
+    mm::discard(array, 0..count);
 }
 
 #[vtable]
@@ -242,8 +242,8 @@ impl FileHandler for MemfdHandler {
         } else {
             Some(RestoredVmalloc::restore(&m.folios).inspect_err(|_| {
                 pr_err!("cannot restore the folio array\n");
-                // KHO takes nothing when its first allocation fails, so a second try may work;
-                // when it failed later, the array is gone and the folios stay reserved.
+                // Out of memory, the restore took nothing, so a second try may work; the folios
+                // of a malformed array stay reserved.
                 discard_all(&m);
             })?)
         };
@@ -254,7 +254,7 @@ impl FileHandler for MemfdHandler {
             }
         })?;
         if let Some(array) = &array {
-            retrieve_folios(&file, &m, array.bytes())?;
+            retrieve_folios(&file, &m, array)?;
         }
         Ok(file)
     }

@@ -445,10 +445,10 @@ impl Drop for RestoredFolio {
 
 /// Frees every folio of a folio array that was not used (a memfd that is never retrieved, or
 /// the rest of one whose retrieval failed). Returns the number of folios freed.
-pub(crate) fn discard(array: &[u8], entries: core::ops::Range<usize>) -> usize {
+pub(crate) fn discard(array: &kho::RestoredVmalloc, entries: core::ops::Range<usize>) -> usize {
     let mut freed = 0;
     for i in entries {
-        let Some(e) = array.get(i * entry::SIZE..(i + 1) * entry::SIZE) else {
+        let Some(e) = array.entry(i, entry::SIZE) else {
             break;
         };
         let e = FolioEntry::decode(e);

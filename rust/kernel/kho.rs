@@ -273,15 +273,6 @@ impl VmallocDesc {
             order: raw.order,
         }
     }
-
-    fn to_raw(self) -> bindings::kho_vmalloc {
-        let mut raw = bindings::kho_vmalloc::default();
-        raw.first.phys = self.first;
-        raw.total_pages = self.total_pages;
-        raw.flags = self.flags;
-        raw.order = self.order;
-        raw
-    }
 }
 
 /// A vmalloc area whose pages are preserved for the next kernel.
@@ -342,66 +333,120 @@ impl Drop for PreservedVmalloc {
     }
 }
 
-/// A vmalloc area received from the previous kernel, mapped again in this one.
+/// A vmalloc area received from the previous kernel: its pages, read through the direct map.
+///
+/// KHO's `kho_restore_vmalloc()` maps the pages again; when one of its allocations fails after
+/// it took the pages, it neither gives them back nor can it be called again, so the area and
+/// whatever it describes are lost for the boot. Here every page address is checked and every
+/// allocation made before the first page is taken: `ENOMEM` leaves the area preserved, for
+/// another try.
 ///
 /// # Invariants
 ///
-/// `ptr` is the start of a mapping of `len` bytes returned by `kho_restore_vmalloc()` and
-/// owned by this object.
+/// `pages` holds the area's pages in order, each restored and owned by this object.
 pub struct RestoredVmalloc {
-    ptr: NonNull<u8>,
-    len: usize,
+    pages: KVVec<RestoredPage>,
 }
 
-// SAFETY: The area is plain memory owned by this object.
-unsafe impl Send for RestoredVmalloc {}
-// SAFETY: Shared references only read the area.
-unsafe impl Sync for RestoredVmalloc {}
+/// Page addresses in one `struct kho_vmalloc_chunk`, after its link to the next chunk.
+const CHUNK_ENTRIES: usize = PAGE_SIZE / 8 - 1;
 
 impl RestoredVmalloc {
-    /// Takes ownership of the area `desc` describes, which the previous kernel preserved.
+    /// Takes ownership of the area `desc` describes, which the previous kernel preserved with
+    /// `kho_preserve_vmalloc()` in single pages (order 0, as every plain `vmalloc()` area).
     ///
-    /// The descriptor comes from the previous kernel and is checked before KHO walks it: a
-    /// non-zero page-aligned chunk address, at least one page, known flags and an order the
-    /// page allocator has. KHO checks each page address against its own records.
+    /// The descriptor and the chunks come from the previous kernel: each chunk and each page
+    /// must be memory it preserved and nobody restored, the chunks must list exactly
+    /// `total_pages` pages, and no more chunks than those need. The chunk pages are freed once
+    /// read, as KHO does.
     ///
     /// # Errors
     ///
-    /// `EINVAL` for a malformed descriptor or when KHO cannot restore the area.
+    /// `EINVAL` for a malformed descriptor or chunk list (the pages taken so far are then kept
+    /// from the allocator for good); `ENOMEM` before any page is taken.
     pub fn restore(desc: &VmallocDesc) -> Result<Self> {
         if desc.first == 0
             || desc.first % PAGE_SIZE as u64 != 0
             || desc.total_pages == 0
             || desc.flags & !VMALLOC_KNOWN_FLAGS != 0
-            || u32::from(desc.order) > bindings::MAX_PAGE_ORDER
+            || desc.order != 0
             || !is_preserved(desc.first)
         {
             return Err(EINVAL);
         }
-        let len = (desc.total_pages as usize)
-            .checked_mul(PAGE_SIZE)
-            .ok_or(EINVAL)?;
-        let raw = desc.to_raw();
-        // SAFETY: `raw` is a valid descriptor for the duration of the call; KHO validates the
-        // pages it names and returns NULL if it cannot restore them.
-        let ptr = unsafe { bindings::kho_restore_vmalloc(&raw) };
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(EINVAL)?;
-        // INVARIANT: A mapping of `total_pages` pages, now ours.
-        Ok(Self { ptr, len })
+        let total = desc.total_pages as usize;
+        let max_chunks = total.div_ceil(CHUNK_ENTRIES);
+        let mut pages = KVVec::with_capacity(total, GFP_KERNEL)?;
+        let mut chunks = KVVec::with_capacity(max_chunks, GFP_KERNEL)?;
+        let result = Self::take_pages(desc.first, total, max_chunks, &mut pages, &mut chunks);
+        if result.is_err() {
+            // Malformed: nothing of it may reach another user.
+            pages.into_iter().for_each(RestoredPage::leak);
+            chunks.into_iter().for_each(RestoredPage::leak);
+            return Err(EINVAL);
+        }
+        // The chunks were only the list; the pages are the area.
+        drop(chunks);
+        // INVARIANT: `take_pages` restored the `total` pages the chunks list, in order.
+        Ok(Self { pages })
     }
 
-    /// The contents of the area.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: The mapping is `len` bytes long and owned by this object (type invariant).
-        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    /// Restores the chunks from `first` on and the pages they list into the room reserved.
+    fn take_pages(
+        first: PhysAddr,
+        total: usize,
+        max_chunks: usize,
+        pages: &mut KVVec<RestoredPage>,
+        chunks: &mut KVVec<RestoredPage>,
+    ) -> Result {
+        let mut next = first;
+        while next != 0 {
+            if chunks.len() >= max_chunks {
+                return Err(EINVAL);
+            }
+            let chunk = RestoredPage::restore(next)?;
+            let bytes = chunk.bytes();
+            next = field::get_u64(bytes, 0);
+            for i in 0..CHUNK_ENTRIES {
+                let phys = field::get_u64(bytes, 8 * (i + 1));
+                if phys == 0 {
+                    break;
+                }
+                if pages.len() >= total {
+                    return Err(EINVAL);
+                }
+                pages
+                    .push_within_capacity(RestoredPage::restore(phys)?)
+                    .map_err(|_| EINVAL)?;
+            }
+            chunks.push_within_capacity(chunk).map_err(|_| EINVAL)?;
+        }
+        if pages.len() != total {
+            return Err(EINVAL);
+        }
+        Ok(())
     }
-}
 
-impl Drop for RestoredVmalloc {
-    fn drop(&mut self) {
-        // SAFETY: The mapping came from `kho_restore_vmalloc()` and is owned by us; `kvfree()`
-        // of a vmalloc address is `vfree()`, which unmaps it and frees its pages.
-        unsafe { bindings::kvfree(self.ptr.as_ptr().cast()) };
+    /// The area's length in bytes.
+    pub fn len(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
+    }
+
+    /// Returns true if the area has no pages (never: an area has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// Entry `i` of an array of `size`-byte entries the area holds; `None` past its end, or if
+    /// entries of that size would straddle pages (`size` must divide the page size).
+    pub fn entry(&self, i: usize, size: usize) -> Option<&[u8]> {
+        if PAGE_SIZE.checked_rem(size)? != 0 {
+            return None;
+        }
+        let per_page = PAGE_SIZE.checked_div(size)?;
+        let page = self.pages.get(i.checked_div(per_page)?)?;
+        let start = i.checked_rem(per_page)?.checked_mul(size)?;
+        page.bytes().get(start..start.checked_add(size)?)
     }
 }
 
