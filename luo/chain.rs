@@ -234,18 +234,12 @@ impl InChain {
     /// `ENOMEM` before a block is restored: the chain holds the blocks restored so far, and
     /// calling again goes on from there.
     pub(crate) fn restore_rest(&mut self) -> Result {
-        let first = self.blocks.len();
         while self.next != 0 {
             self.next = self.restore_one(self.next)?;
         }
         // The tree only serves the restore.
         self.seen = RBTree::new();
-        let empty = self
-            .blocks
-            .iter()
-            .skip(first)
-            .filter(|(_, n)| *n == 0)
-            .count();
+        let empty = self.blocks.iter().filter(|(_, n)| *n == 0).count();
         if empty != 0 {
             pr_info!(
                 "Chain at {:#x}: {} block(s) without entries skipped\n",
