@@ -459,7 +459,8 @@ NO_LEAK = (r"^kmemleak: 0 unreferenced objects$", "kmemleak finds no leak")
 # and a handler unregistered with files present, whose first stage is scanned as well.
 LEAK_CHECKED = ("rust-debug/corrupt-duplicate-flb", "rust-debug/corrupt-duplicate-token",
                 "rust-debug/retrieve-failure-kept", "rust-debug/kexec-with-incoming-unfinished",
-                "rust-debug/unregister-with-files-present", "rust-debug/fault-injection")
+                "rust-debug/unregister-with-files-present", "rust-debug/fault-injection",
+                "rust-debug/stress-random-calls")
 EVERY_STAGE_LEAK_CHECKED = ("rust-debug/unregister-with-files-present",
                             "rust-debug/fault-injection")
 
@@ -673,6 +674,33 @@ def fault_injection_test(variant, k, bins, vmopts=None, open_faults=True):
             ]),
         ],
         binaries=bins, timeout=400, **opts)
+
+
+# The seed of the stress runs in `make test`; LUO_STRESS_SEED=n replays another.
+STRESS_SEED = int(os.environ.get("LUO_STRESS_SEED", "20261202"))
+
+
+def stress_test(variant, k, bins, vmopts=None):
+    """Threads in several processes issuing every ioctl with random arguments, seeded
+    (tools/vm/luo-stress.c): each outcome as predicted, never two live sessions of one name,
+    one winner of two racing preserves of a file, files free again after their session was
+    closed under a preserve; then the kexec carries exactly the survivors, byte for byte."""
+    return Test(
+        name=f"{variant}/stress-random-calls",
+        stages=[
+            vm.Stage(k, f"luo-stress out {STRESS_SEED}\n", [
+                (rf"luo-stress: seed {STRESS_SEED}: ", "the seed printed"),
+                (r"luo-stress: stage 1 outcomes: success \d+(?=.* EBUSY)(?=.* EEXIST)(?=.* EFAULT)"
+                 r"(?=.* E2BIG)(?=.* EBADF)(?=.* ENOTTY)", "the calls met every refusal"),
+                (r"luo-stress: stage 1: \d+ calls, 0 wrong outcomes; [1-9]\d* sessions with "
+                 r"[1-9]\d* files survive", "every outcome as predicted"),
+                (r"luo-stress: stage 1 done", "the survivors written down")]),
+            vm.Stage(k, "luo-stress in\n", [
+                (r"luo-stress: stage 2: [1-9]\d* sessions and [1-9]\d* files arrived as the "
+                 r"manifest says; \d+ calls, 0 wrong outcomes", "exactly the survivors crossed"),
+                (r"luo-stress: stage 2 done", "every survivor finished")]),
+        ],
+        binaries=bins, timeout=600, **dict(vmopts or {}))
 
 
 def fault_first_open_test(variant, k, bins, vmopts=None):
@@ -1141,6 +1169,12 @@ def all_scenarios(env):
     if c:
         tests.append(fault_injection_test("c", c, bins, open_faults=False))
         tests.append(fault_first_open_test("c", c, bins))
+    # Random calls from racing threads and processes, then a kexec.
+    for variant in ("rust", "rust-debug", "c"):
+        if variant in env.kernels:
+            tests.append(leak_checked(stress_test(
+                variant, env.kernels[variant], bins,
+                DEBUG_VM if variant.endswith("-debug") else None)))
     if "rust" in env.kernels:
         tests += scale_tests("rust", env.kernels["rust"], bins)
         tests += scale_tests("rust", env.kernels["rust"], bins, long=True)
