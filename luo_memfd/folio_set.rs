@@ -87,6 +87,13 @@ impl FolioSet {
         self.count
     }
 
+    /// The folio array's entries, as the next kernel reads them.
+    #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+    pub(crate) fn array_bytes(&self) -> &[u8] {
+        let bytes = self.array.as_ref().map_or(&[][..], |a| a.bytes());
+        bytes.get(..self.count * entry::SIZE).unwrap_or(bytes)
+    }
+
     /// What the next kernel needs to map the folio array.
     pub(crate) fn desc(&self) -> VmallocDesc {
         self.array

@@ -65,6 +65,9 @@ struct State {
     memfd: Memfd,
     /// The `struct memfd_luo_ser` the next kernel reads.
     ser: PreservedPage,
+    /// A damaged copy of the folio array that `ser` names instead (test builds only).
+    #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+    damaged: Option<kernel::kho::PreservedVmalloc>,
 }
 
 impl State {
@@ -99,6 +102,8 @@ fn preserve_locked(memfd: &Locked<'_>, file: &File) -> Result<(PhysAddr, Pin<KBo
             ..Memfd::default()
         },
         ser,
+        #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+        damaged: None,
     };
     state.update(mm::pos(file));
     let phys = state.ser.phys();
@@ -224,6 +229,14 @@ impl FileHandler for MemfdHandler {
         let size = state.memfd.size;
         state.folios.refresh(file, size)?;
         state.update(mm::pos(file));
+        #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+        {
+            let mut damaged = state.memfd;
+            if let Some(copy) = crate::corrupt::apply(&state.folios, &mut damaged)? {
+                state.damaged = Some(copy);
+            }
+            damaged.encode(state.ser.bytes_mut());
+        }
         Ok(())
     }
 

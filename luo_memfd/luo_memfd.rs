@@ -9,6 +9,8 @@
 //! wrappers of `mm`.
 
 mod abi;
+#[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+pub mod corrupt;
 mod folio_set;
 mod handler;
 #[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]

@@ -241,3 +241,14 @@ static int __init luo_memfd_late_init(void)
 	return luo_memfd_init();
 }
 late_initcall(luo_memfd_late_init);
+
+#ifdef CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST
+/* Test builds only: damage the first memfd frozen at the next kexec. */
+static int __init luo_memfd_corrupt_param(char *buf)
+{
+	luo_memfd_corrupt_request(buf);
+	return 1;
+}
+__setup("luo_memfd_corrupt=", luo_memfd_corrupt_param);
+#endif
+

@@ -35,5 +35,6 @@ int luo_memfd_add_folio(struct file *file, struct folio *folio, u64 index,
 void luo_memfd_account(struct file *file, long pages);
 
 int luo_memfd_init(void);
+void luo_memfd_corrupt_request(const char *name);
 
 #endif /* _LUO_MEMFD_MM_H */
