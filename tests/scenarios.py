@@ -460,7 +460,8 @@ NO_LEAK = (r"^kmemleak: 0 unreferenced objects$", "kmemleak finds no leak")
 LEAK_CHECKED = ("rust-debug/corrupt-duplicate-flb", "rust-debug/corrupt-duplicate-token",
                 "rust-debug/retrieve-failure-kept", "rust-debug/kexec-with-incoming-unfinished",
                 "rust-debug/unregister-with-files-present", "rust-debug/fault-injection",
-                "rust-debug/stress-random-calls")
+                "rust-debug/stress-random-calls",
+                "rust-debug/corrupt-memfd-folio-duplicate-index")
 EVERY_STAGE_LEAK_CHECKED = ("rust-debug/unregister-with-files-present",
                             "rust-debug/fault-injection")
 
@@ -1074,6 +1075,44 @@ def corrupted_handover_test(variant, k, bins, corruption, vmopts=None):
     )
 
 
+# Damage to one memfd's record or folio array (luo_memfd_corrupt=CLASS, the Rust handler's
+# test build): (class, the errno RETRIEVE_FD gives, what the log says).
+MEMFD_CORRUPTIONS = [
+    ("folio-index-outside-file", "EINVAL", r"folio 0 \(512 pages\) at page 1027 of a 1027-page file"),
+    ("folio-index-misaligned", "EINVAL", r"folio 0 \(512 pages\) at page 1 of a 1027-page file"),
+    ("folio-duplicate-index", "EEXIST", r"cannot add folio 1 at page 0: EEXIST"),
+    ("folio-pfn-not-preserved", "EIO", r"cannot restore the folio at pfn 0x1$"),
+    ("folio-pfn-outside-memory", "EIO", r"cannot restore the folio at pfn 0x10000000000$"),
+    ("folio-count", "EINVAL", r"folio array of 4096 bytes for 257 folios"),
+    ("folio-array-not-preserved", "EINVAL", r"cannot restore the folio array"),
+    ("memfd-size", "EINVAL", r"malformed memfd data from the previous kernel: EINVAL"),
+]
+
+
+def corrupted_memfd_test(variant, k, bins, corruption, vmopts=None):
+    """The Rust memfd handler writes one memfd's data damaged (test build only); in the next
+    kernel RETRIEVE_FD refuses that memfd with an errno and a log line, no splat under
+    panic_on_warn, while the memfds beside it arrive intact and the machine stays usable."""
+    name, errno, reason = corruption
+    opts = dict(vmopts or {})
+    opts["cmdline"] = (opts.get("cmdline", "liveupdate=on")
+                       + f" panic_on_warn=1 luo_memfd_corrupt={name}")
+    return Test(
+        name=f"{variant}/corrupt-memfd-{name}",
+        stages=[
+            vm.Stage(k, "luo-memfd damaged-1\n", [
+                (r"memfd data damaged as asked", "the damage was written")]),
+            vm.Stage(k, f"luo-memfd damaged-2 {errno}\n" + USABLE, [
+                (reason, "the damage is named in the log"),
+                (rf"luo-memfd: damaged memfd: RETRIEVE_FD {errno}, again {errno} .*: ok",
+                 f"RETRIEVE_FD refuses it with {errno}, and again"),
+                (r"luo-memfd: the damaged memfd refused, the two beside it intact",
+                 "the memfds beside it arrive intact"),
+                (r"^machine usable: 256 MiB written and freed$", "machine usable")]),
+        ],
+        binaries=bins, timeout=300, **opts)
+
+
 def all_scenarios(env):
     bins = env.binaries
     tests = harness_self_tests(next(iter(env.kernels.values())), bins)
@@ -1113,6 +1152,8 @@ def all_scenarios(env):
     if "rust" in env.kernels:
         tests += [corrupted_handover_test("rust", env.kernels["rust"], bins, c)
                   for c in CORRUPTIONS]
+        tests += [corrupted_memfd_test("rust", env.kernels["rust"], bins, c)
+                  for c in MEMFD_CORRUPTIONS]
     if "c-debug" in env.kernels:
         tests += c_debug_control(env.kernels["c-debug"], bins)
     if "rust-debug" in env.kernels:
@@ -1121,6 +1162,10 @@ def all_scenarios(env):
         tests += [leak_checked(corrupted_handover_test("rust-debug", env.kernels["rust-debug"],
                                                        bins, c, DEBUG_VM))
                   for c in CORRUPTIONS if c[0] in debug_classes]
+        # One memfd class whose folios are partly added, partly discarded: kmemleak scans.
+        tests += [leak_checked(corrupted_memfd_test("rust-debug", env.kernels["rust-debug"],
+                                                    bins, c, DEBUG_VM))
+                  for c in MEMFD_CORRUPTIONS if c[0] == "folio-duplicate-index"]
     # The mixed combinations: each core with the other memfd handler.
     for variant in ("rust-cmemfd", "c-rmemfd"):
         if variant in env.kernels:

@@ -40,6 +40,14 @@
  *                         written and resident, the last quarter a hole:
  *                         PRESERVE_FD must read the swapped half back in,
  *                         and after the update every byte is there.
+ *   luo-memfd damaged-1 / damaged-2 ERRNO
+ *                         for the test build's luo_memfd_corrupt=: the
+ *                         memfd in 2 MiB folios of thp-1 (token 1, the
+ *                         one the handler damages), a 1 MiB memfd (token
+ *                         2) and a 3-page one (token 3) in one session;
+ *                         after the update RETRIEVE_FD of token 1 must
+ *                         fail with ERRNO (an errno name), twice, while
+ *                         the other two arrive intact and FINISH works.
  *
  * Every check prints what it found; the exit status is 0 only if all held.
  */
@@ -510,6 +518,32 @@ static void thp_mode(const char *mode)
 		die("write " THP_CONTROL);
 }
 
+/* A memfd of THP_LEN bytes of data set 30, in three 2 MiB folios (checked). */
+static int thp_memfd(void)
+{
+	uint64_t w[PAGE / 8];
+	char msg[160];
+	long huge;
+	int fd;
+
+	thp_mode("always");
+	fd = memfd_create("thp", 0);
+	if (fd < 0 || ftruncate(fd, THP_LEN))
+		die("memfd_create/ftruncate");
+	for (size_t p = 0; p < THP_LEN / PAGE; p++) {
+		for (size_t j = 0; j < PAGE / 8; j++)
+			w[j] = pattern(30, p * (PAGE / 8) + j);
+		if (pwrite(fd, w, PAGE, p * PAGE) != (ssize_t)PAGE)
+			die("pwrite");
+	}
+	thp_mode("never");
+	huge = meminfo_kib("ShmemHugePages");
+	snprintf(msg, sizeof(msg), "ShmemHugePages %ld kB: three 2 MiB folios for %lu bytes, "
+		 "the last past the end", huge, THP_LEN);
+	check(huge == 6144, msg);
+	return fd;
+}
+
 static int thp(int luo, int stage)
 {
 	char msg[160];
@@ -517,24 +551,8 @@ static int thp(int luo, int stage)
 	int sfd, fd;
 
 	if (stage == 1) {
-		uint64_t w[PAGE / 8];
-
 		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-thp");
-		thp_mode("always");
-		fd = memfd_create("thp", 0);
-		if (fd < 0 || ftruncate(fd, THP_LEN))
-			die("memfd_create/ftruncate");
-		for (size_t p = 0; p < THP_LEN / PAGE; p++) {
-			for (size_t j = 0; j < PAGE / 8; j++)
-				w[j] = pattern(30, p * (PAGE / 8) + j);
-			if (pwrite(fd, w, PAGE, p * PAGE) != (ssize_t)PAGE)
-				die("pwrite");
-		}
-		thp_mode("never");
-		huge = meminfo_kib("ShmemHugePages");
-		snprintf(msg, sizeof(msg), "ShmemHugePages %ld kB: three 2 MiB folios for %lu bytes, "
-			 "the last past the end", huge, THP_LEN);
-		check(huge == 6144, msg);
+		fd = thp_memfd();
 		preserve(sfd, fd, 1);
 		if (failures)
 			return 1;
@@ -552,6 +570,47 @@ static int thp(int luo, int stage)
 	if (failures)
 		return 1;
 	printf("luo-memfd: memfd in 2 MiB folios verified\n");
+	return 0;
+}
+
+#define DAMAGED_SMALL (3 * PAGE)
+
+/*
+ * Three memfds of which the test build's handler damages the first it
+ * freezes (token 1); the next kernel must refuse that one alone.
+ */
+static int damaged(int luo, int stage, const char *want)
+{
+	struct liveupdate_session_retrieve_fd r = { .size = sizeof(r), .token = 1 };
+	int sfd, fd, e1, e2;
+	char msg[200];
+
+	if (stage == 1) {
+		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-damaged");
+		preserve(sfd, thp_memfd(), 1);
+		preserve(sfd, filled("mib", MIB, 31, 0), 2);
+		preserve(sfd, filled("small", DAMAGED_SMALL, 32, 0), 3);
+		if (failures)
+			return 1;
+		printf("luo-memfd: preserved three memfds, the first to be damaged\n");
+		hold_until_kexec();
+		return 0;
+	}
+	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-damaged");
+	e1 = ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, &r) ? errno : 0;
+	e2 = ioctl(sfd, LIVEUPDATE_SESSION_RETRIEVE_FD, &r) ? errno : 0;
+	snprintf(msg, sizeof(msg), "damaged memfd: RETRIEVE_FD %s, again %s (want %s twice)",
+		 e1 ? strerrorname_np(e1) : "succeeded", e2 ? strerrorname_np(e2) : "succeeded",
+		 want);
+	check(e1 && e2 == e1 && !strcmp(strerrorname_np(e1), want), msg);
+	fd = retrieve(sfd, 2);
+	verify_filled(fd, MIB, 31, "1 MiB memfd beside it");
+	fd = retrieve(sfd, 3);
+	verify_filled(fd, DAMAGED_SMALL, 32, "3-page memfd beside it");
+	finish(sfd);
+	if (failures)
+		return 1;
+	printf("luo-memfd: the damaged memfd refused, the two beside it intact\n");
 	return 0;
 }
 
@@ -636,9 +695,13 @@ int main(int argc, char **argv)
 		return holes(luo, mode[6] - '0', mib);
 	if (!strcmp(mode, "thp-1") || !strcmp(mode, "thp-2"))
 		return thp(luo, mode[4] - '0');
+	if (!strcmp(mode, "damaged-1"))
+		return damaged(luo, 1, NULL);
+	if (!strcmp(mode, "damaged-2") && argc > 2)
+		return damaged(luo, 2, argv[2]);
 	if (!strcmp(mode, "swap-1") || !strcmp(mode, "swap-2"))
 		return swap(luo, mode[5] - '0', mib);
 	fprintf(stderr, "usage: luo-memfd set-1|set-2|discard-1|discard-2 MIB | cycle GEN MIB [last]"
-		" | holes-1|holes-2 GIB | thp-1|thp-2 | swap-1|swap-2 MIB\n");
+		" | holes-1|holes-2 GIB | thp-1|thp-2 | swap-1|swap-2 MIB | damaged-1 | damaged-2 ERRNO\n");
 	return 2;
 }

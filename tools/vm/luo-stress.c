@@ -1113,7 +1113,7 @@ static void check_session(const char *name, int sfd, int *nfiles, int *raced)
 
 	for (int i = 0; token_at(i, &token); i++) {
 		const struct record *r = find(name, token, 1);
-		int fd, err;
+		int fd = -1, err;
 
 		if (r && !*raced) {
 			/* Two threads retrieve the same token: both get the one file. */
@@ -1155,7 +1155,7 @@ static void check_session(const char *name, int sfd, int *nfiles, int *raced)
 static int stage_in(void)
 {
 	struct manifest_head head;
-	int msfd, mfd, nsessions = 0, nfiles = 0, raced_files = 0, raced_session = 0;
+	int msfd = -1, mfd = -1, nsessions = 0, nfiles = 0, raced_files = 0, raced_session = 0;
 	int expected_sessions = 0;
 	char name[64];
 
