@@ -264,6 +264,13 @@ impl Flb {
         out.module = None;
     }
 
+    /// True if the FLB is preserved only because `liveupdate_flb_get_outgoing()` references are
+    /// held: no preserved file depends on it.
+    fn held_without_files(&self) -> bool {
+        let out = self.outgoing.lock();
+        out.files == 0 && out.refs != 0
+    }
+
     /// What the next kernel is told about this FLB: `(data, dependent files)`, if it is
     /// preserved.
     fn outgoing_record(&self) -> Option<(u64, u64)> {
@@ -423,6 +430,30 @@ pub(crate) unsafe fn lookup(flb: *mut bindings::liveupdate_flb) -> Result<Arc<Fl
     let state = Flb::new(ptr)?;
     known.push(state.clone(), GFP_KERNEL)?;
     Ok(state)
+}
+
+/// Checks that every preserved FLB can be handed over: one that only outgoing references keep
+/// preserved has no file in the next kernel to finish it, so its state would arrive unclaimed
+/// and stay reserved there for good (the C core hands it over with the references counted as
+/// files, which never finish). Called by the reboot path before anything is frozen, with
+/// session operations held off, so no file can start to depend on an FLB afterwards.
+///
+/// # Errors
+///
+/// `EBUSY` while such a reference is held; the kexec is called off and may be tried again
+/// once the holder put it.
+pub(crate) fn check_handover(flbs: &[Arc<Flb>]) -> Result {
+    match flbs.iter().find(|f| f.held_without_files()) {
+        Some(f) => {
+            pr_err!(
+                "FLB '{}' is referenced but no preserved file depends on it: kexec refused until \
+                 the reference is put\n",
+                f.name()
+            );
+            Err(EBUSY)
+        }
+        None => Ok(()),
+    }
 }
 
 /// Writes the registered FLBs that are preserved into the outgoing FLB page.

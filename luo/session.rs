@@ -498,12 +498,14 @@ fn get_name(session: &Session, mut arg: Versioned<GetNameArg>) -> Result<isize> 
 ///
 /// # Errors
 ///
-/// The error of the first session that could not be frozen; everything is rolled back then and
-/// userspace may fix the cause and try again.
+/// `EBUSY` if an FLB cannot be handed over ([`flb::check_handover`]), or the error of the
+/// first session that could not be frozen; everything is rolled back then and userspace may
+/// fix the cause and try again.
 pub(crate) fn serialize() -> Result {
     let reg = registry()?;
     let handlers = handler::registry()?;
     let serialize = reg.serialize.write();
+    flb::check_handover(&handlers.read().flbs)?;
     {
         let mut out = reg.outgoing.write();
         let SessionList {

@@ -700,6 +700,13 @@ pub struct FlbRef<'a, T: Flb> {
     incoming: bool,
 }
 
+// SAFETY: The C API lets any thread put the reference, and the object it borrows is `Send` and
+// `Sync` (`Flb::Object`).
+unsafe impl<T: Flb> Send for FlbRef<'_, T> {}
+
+// SAFETY: A shared `FlbRef` only hands out shared borrows of the object, which is `Sync`.
+unsafe impl<T: Flb> Sync for FlbRef<'_, T> {}
+
 impl<T: Flb> FlbRef<'_, T> {
     /// The object.
     pub fn get(&self) -> <T::Object as ForeignOwnable>::Borrowed<'_> {
