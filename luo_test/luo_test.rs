@@ -36,6 +36,7 @@ use kernel::{
         self,
         FileHandler,
         Flb,
+        FlbRef,
         FlbRegistration,
         Registered,
         Registration,
@@ -82,6 +83,8 @@ const GET_VALUE: u32 = _IO(IOC, 2);
 const SET_FLB_FLAGS: u32 = _IO(IOC, 3);
 const REGISTER: u32 = _IO(IOC, 4);
 const UNREGISTER: u32 = _IO(IOC, 5);
+const HOLD_FLB: u32 = _IO(IOC, 6);
+const PUT_FLB: u32 = _IO(IOC, 7);
 const FAIL_FREEZE: u32 = 1 << 0;
 const REFUSE_FINISH: u32 = 1 << 1;
 const FAIL_RETRIEVE: u32 = 1 << 2;
@@ -165,6 +168,8 @@ impl MiscDevice for TestDevice {
         match cmd {
             REGISTER => return register().map(|()| 0),
             UNREGISTER => return unregister().map(|()| 0),
+            HOLD_FLB => return hold_flb().map(|()| 0),
+            PUT_FLB => return put_flb().map(|()| 0),
             _ => {}
         }
         if cmd == SET_FLB_FLAGS {
@@ -323,6 +328,9 @@ static FLB: liveupdate::Slot<FlbRegistration<TestFlb>> = SetOnce::new();
 /// The handler's registration while it is registered: `/dev/luo_test` undoes and redoes it, to
 /// show that files preserved with a handler outlive its registration.
 static REGISTERED: liveupdate::Slot<Mutex<Option<Registered<TestHandler>>>> = SetOnce::new();
+/// A reference to the test FLB's outgoing object kept through `/dev/luo_test`, to show what a
+/// kexec does with an FLB that only such a reference keeps preserved.
+static HELD: liveupdate::Slot<Mutex<Option<FlbRef<'static, TestFlb>>>> = SetOnce::new();
 /// Whether the handler is registered with the test FLB linked (`luo_test_flb`).
 static WITH_FLB: Atomic<u32> = Atomic::new(1);
 
@@ -363,6 +371,37 @@ fn unregister() -> Result {
     Ok(())
 }
 
+/// Takes a reference to the test FLB's outgoing object and keeps it.
+///
+/// # Errors
+///
+/// `ENOENT` if the FLB is not preserved, `EBUSY` if a reference is kept already.
+fn hold_flb() -> Result {
+    let (Some(flb), Some(held)) = (FLB.as_ref(), HELD.as_ref()) else {
+        return Err(ENODEV);
+    };
+    let mut held = held.lock();
+    if held.is_some() {
+        return Err(EBUSY);
+    }
+    *held = Some(Pin::get_ref(flb.as_ref()).outgoing()?);
+    pr_info!("flb outgoing reference taken\n");
+    Ok(())
+}
+
+/// Puts the kept reference back.
+///
+/// # Errors
+///
+/// `ENOENT` if none is kept.
+fn put_flb() -> Result {
+    let held = HELD.as_ref().ok_or(ENODEV)?;
+    let reference = held.lock().take().ok_or(ENOENT)?;
+    drop(reference);
+    pr_info!("flb outgoing reference put\n");
+    Ok(())
+}
+
 /// Registers the handler, its FLB (unless `link_flb` is false) and `/dev/luo_test`; called at
 /// device init.
 #[export]
@@ -385,6 +424,7 @@ fn init(link_flb: bool) -> Result {
     liveupdate::keep_in(&HANDLER, Registration::new(c"luo-rs-test-v1", TestHandler))?;
     liveupdate::keep_in(&FLB, FlbRegistration::new(c"luo-rs-test-flb-v1", TestFlb))?;
     liveupdate::keep_in(&REGISTERED, new_mutex!(None))?;
+    liveupdate::keep_in(&HELD, new_mutex!(None))?;
     WITH_FLB.store(u32::from(link_flb), Relaxed);
     register()?;
     if !link_flb {

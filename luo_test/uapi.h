@@ -23,6 +23,14 @@
 /* On /dev/luo_test: unregister the test handler (ENOENT if it is not registered). */
 #define LUO_TEST_UNREGISTER	_IO(LUO_TEST_IOC, 5)
 
+/*
+ * On /dev/luo_test: take a reference to the test FLB's outgoing object and
+ * keep it (ENOENT if the FLB is not preserved, EBUSY if one is kept already).
+ */
+#define LUO_TEST_HOLD_FLB	_IO(LUO_TEST_IOC, 6)
+/* On /dev/luo_test: put the kept reference back (ENOENT if none is kept). */
+#define LUO_TEST_PUT_FLB	_IO(LUO_TEST_IOC, 7)
+
 /* freeze() fails with EAGAIN, which calls the kexec off. */
 #define LUO_TEST_FAIL_FREEZE	(1U << 0)
 /* can_finish() says no while the retrieved file has this flag. */

@@ -385,15 +385,18 @@ def two_stage(variant, k, bins, vmopts):
     return test
 
 
+# The command line of the next stage, for stage scripts that call luo-kexec themselves.
+NEXT_CMDLINE = "\"$(sed 's/ *luo_stage=[0-9]*//' /proc/cmdline) luo_stage=2\""
+
+
 def file_lifecycle_tests(variant, k, bins, vmopts=None):
     """The file lifecycle paths the upstream tests cannot reach, driven through the luo-rs
     test handler (luo_test/) and memfds: each scenario is a live update."""
     test = two_stage(variant, k, bins, vmopts)
-    next_cmd = "\"$(sed 's/ *luo_stage=[0-9]*//' /proc/cmdline) luo_stage=2\""
     # 4 sessions of 25 files; file 60 (value 2010, third session) fails freeze on request.
     freeze_failure = (
         "luo-test-files preserve 4 25 60\n"
-        f"if luo-kexec /next/kernel /next/initrd {next_cmd}; then exit 1; fi\n"
+        f"if luo-kexec /next/kernel /next/initrd {NEXT_CMDLINE}; then exit 1; fi\n"
         + count_lines("luo_test: unfreeze [0-9]+$", "unfrozen")
         + count_lines("luo_test: unfreeze 2010$", "failing file unfrozen")
         + "kill -USR1 $(cat /tmp/luo-test-files.pid)\nsleep 1\n"
@@ -472,6 +475,7 @@ EVERY_STAGE_LEAK_CHECKED = ("rust-debug/unregister-with-files-present",
 # where it applies, `c` in `make test`. The C control keeps its boot and kexec runs there.
 DEBUG_REPLAYS_LONG = (
     "rust-debug/boot-and-kexec", "rust-debug/preserve-after-session-close",
+    "rust-debug/flb-held-refuses-kexec",
     "rust-debug/retrieve-twice", "rust-debug/finish-refused-while-busy",
     "rust-debug/flb-retrieve-failure", "rust-debug/kexec-after-an-unloaded-image",
     "rust-debug/missing-handler-eio", "rust-debug/flb-finished-by-its-files",
@@ -553,6 +557,29 @@ def failure_path_tests(variant, k, bins, vmopts=None, with_flb=True):
                  (r"luo-test-files: verified 1 x 2 test files", "the files still arrive"),
                  (r"^FLB retrieve calls: 1$", "the FLB's retrieve was tried once"),
                  (r"^test FLB finished: 0$", "an FLB that was never retrieved is not finished"),
+             ]),
+        # An FLB only an outgoing reference keeps preserved: no file would finish it in the
+        # next kernel, so the kexec is refused until the reference is put.
+        test("flb-held-refuses-kexec",
+             "luo-test-files flb-held\n"
+             f"if luo-kexec /next/kernel /next/initrd {NEXT_CMDLINE}; then exit 1; fi\n"
+             + count_lines("luo_test: flb unpreserve$", "FLB unpreserved while referenced")
+             + "luo-test-files flb-put\n"
+             + count_lines("luo_test: flb unpreserve$", "FLB unpreserved after the put")
+             + "luo-test-files preserve 1 1\n",
+             "luo-test-files verify 1 1\n"
+             + count_lines("luo_test: flb finish$", "test FLB finished"), [
+                 (r"luo-test-files: FLB referenced, its only file's session closed",
+                  "a reference alone keeps the FLB preserved"),
+                 (r"FLB 'luo-rs-test-flb-v1' is referenced but no preserved file depends on it",
+                  "the core names the FLB"),
+                 (r"luo-kexec: reboot\(LINUX_REBOOT_CMD_KEXEC\): Device or resource busy",
+                  "the kexec is refused with EBUSY"),
+                 (r"^FLB unpreserved while referenced: 0$", "the referenced FLB stays preserved"),
+                 (r"^FLB unpreserved after the put: 1$", "the put unpreserves it"),
+             ], [
+                 (r"luo-test-files: verified 1 x 1 test files", "the next kexec carries a file"),
+                 (r"^test FLB finished: 1$", "and its FLB, finished once"),
              ]),
     ]
 

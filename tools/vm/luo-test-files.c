@@ -39,6 +39,12 @@
  *                     unregistered (again: ENOENT), file 2 is refused
  *                     (ENOENT: no handler), the handler is registered again
  *                     (again: EEXIST) and file 2 preserved (then: verify 1 3)
+ *   flb-held          the test FLB's outgoing object cannot be referenced
+ *                     while nothing preserves it (ENOENT); "tf-0" with file
+ *                     0 preserves it, a reference is taken through
+ *                     /dev/luo_test (a second: EBUSY), and "tf-0" is
+ *                     closed: the reference alone keeps the FLB preserved
+ *   flb-put           puts that reference back (again: ENOENT)
  *
  * Every check prints one line; a failure prints "luo-test-files: FAIL ..."
  * and exits 1.
@@ -554,6 +560,37 @@ static void do_unregister(void)
 	hold_until_kexec();
 }
 
+static void do_flb_held(void)
+{
+	int luo = open_luo(), dev = dev_with_flb_flags(0), sfd, fd;
+
+	if (ioctl(dev, LUO_TEST_HOLD_FLB) == 0 || errno != ENOENT)
+		fail("reference to an FLB nothing preserves: want ENOENT");
+	sfd = create_tf0(luo);
+	fd = new_test_file(dev, 0);
+	errno = -preserve(sfd, fd, 0);
+	if (errno)
+		fail("preserve 0");
+	if (ioctl(dev, LUO_TEST_HOLD_FLB))
+		fail("reference to the preserved FLB");
+	if (ioctl(dev, LUO_TEST_HOLD_FLB) == 0 || errno != EBUSY)
+		fail("second reference kept: want EBUSY");
+	close(fd);
+	close(sfd);
+	printf("luo-test-files: FLB referenced, its only file's session closed\n");
+}
+
+static void do_flb_put(void)
+{
+	int dev = dev_with_flb_flags(0);
+
+	if (ioctl(dev, LUO_TEST_PUT_FLB))
+		fail("put the FLB reference");
+	if (ioctl(dev, LUO_TEST_PUT_FLB) == 0 || errno != ENOENT)
+		fail("second put: want ENOENT");
+	printf("luo-test-files: FLB reference put\n");
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -590,6 +627,10 @@ int main(int argc, char **argv)
 		do_after_half();
 	else if (!strcmp(mode, "unregister"))
 		do_unregister();
+	else if (!strcmp(mode, "flb-held"))
+		do_flb_held();
+	else if (!strcmp(mode, "flb-put"))
+		do_flb_put();
 	else {
 		fprintf(stderr, "usage: see the comment at the top of luo-test-files.c\n");
 		return 2;
