@@ -89,18 +89,11 @@ static CHOSEN: SetOnce<Class> = SetOnce::new();
 /// `name` is null or a NUL-terminated string that is valid for the duration of the call.
 #[export]
 pub unsafe extern "C" fn luo_rs_corrupt_request(name: *const c_char) {
-    if name.is_null() {
-        return;
-    }
-    // SAFETY: A NUL-terminated string valid for the call, by the caller's guarantee.
-    let name = unsafe { CStr::from_char_ptr(name) };
-    match CLASSES.iter().find(|(n, _)| *n == name.to_bytes()) {
+    // SAFETY: By the caller's guarantee.
+    match unsafe { kernel::liveupdate::damage_class(name, &CLASSES) } {
         Some((n, class)) => {
-            CHOSEN.populate(*class);
-            pr_warn!(
-                "luo-rs: test build: the handover data will be corrupted ({})\n",
-                kernel::str::BStr::from_bytes(n)
-            );
+            CHOSEN.populate(class);
+            pr_warn!("luo-rs: test build: the handover data will be corrupted ({n})\n");
         }
         None => pr_err!("luo-rs: unknown luo_rs_corrupt= class, nothing corrupted\n"),
     }

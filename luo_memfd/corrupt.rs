@@ -77,18 +77,11 @@ static DONE: AtomicBool = AtomicBool::new(false);
 /// `name` is null or a NUL-terminated string that is valid for the duration of the call.
 #[export]
 pub unsafe extern "C" fn luo_memfd_corrupt_request(name: *const c_char) {
-    if name.is_null() {
-        return;
-    }
-    // SAFETY: A NUL-terminated string valid for the call, by the caller's guarantee.
-    let name = unsafe { CStr::from_char_ptr(name) };
-    match CLASSES.iter().find(|(n, _)| *n == name.to_bytes()) {
+    // SAFETY: By the caller's guarantee.
+    match unsafe { kernel::liveupdate::damage_class(name, &CLASSES) } {
         Some((n, class)) => {
-            CHOSEN.populate(*class);
-            pr_warn!(
-                "test build: the first memfd frozen will be damaged ({})\n",
-                kernel::str::BStr::from_bytes(n)
-            );
+            CHOSEN.populate(class);
+            pr_warn!("test build: the first memfd frozen will be damaged ({n})\n");
         }
         None => pr_err!("unknown luo_memfd_corrupt= class, nothing damaged\n"),
     }

@@ -136,6 +136,31 @@ where
     slot.as_ref().map(|kept| kept.as_ref()).ok_or(EBUSY)
 }
 
+/// Test builds only: the kind of damage a boot parameter's value names, among `classes`, with
+/// its name; `None` for a null or unknown value.
+///
+/// The orchestrator and handlers that can damage their handover data on request (to test the
+/// next kernel's reader) each take such a parameter.
+///
+/// # Safety
+///
+/// `value` is null or a NUL-terminated string that is valid for the duration of the call.
+#[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
+pub unsafe fn damage_class<T: Copy>(
+    value: *const c_char,
+    classes: &[(&'static [u8], T)],
+) -> Option<(&'static crate::str::BStr, T)> {
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: A NUL-terminated string valid for the call, by the caller's guarantee.
+    let value = unsafe { CStr::from_char_ptr(value) };
+    classes
+        .iter()
+        .find(|(n, _)| *n == value.to_bytes())
+        .map(|(n, class)| (crate::str::BStr::from_bytes(n), *class))
+}
+
 /// A file handler: preserves one kind of file across a live update.
 ///
 /// The methods map to `struct liveupdate_file_ops`. `freeze`, `unfreeze`, `can_finish` and
