@@ -315,13 +315,23 @@ static int call(int fd, unsigned long cmd, void *arg)
 	return err;
 }
 
-static void print_outcomes(const char *stage)
+/*
+ * Prints stage `stage`'s outcomes by errno and its `summary`, then that it
+ * is done if every outcome was the predicted one; returns the exit status.
+ */
+static int conclude(int stage, const char *summary)
 {
-	printf("luo-stress: %s outcomes:", stage);
+	printf("luo-stress: stage %d outcomes:", stage);
 	for (int e = 0; e < ERRNOS; e++)
 		if (outcomes[e])
 			printf(" %s %lu", e ? strerrorname_np(e) : "success", outcomes[e]);
-	printf("\n");
+	printf("\nluo-stress: stage %d: %s; %lu calls, %lu wrong outcomes\n", stage, summary,
+	       calls, failures);
+	if (failures)
+		return 1;
+	printf("luo-stress: stage %d done\n", stage);
+	fflush(stdout);
+	return 0;
 }
 
 static void expect(const char *what, int got, int want)
@@ -926,6 +936,7 @@ static int stage_out(uint64_t seed)
 {
 	int done[2], mfd, sfd, nsessions = 0, nfiles = 0;
 	struct manifest_head head = { .magic = MANIFEST_MAGIC, .seed = seed };
+	char summary[128];
 	pthread_barrierattr_t attr;
 	size_t bytes;
 
@@ -999,13 +1010,9 @@ static int stage_out(uint64_t seed)
 	calls += sh->calls;
 	for (int e = 0; e < ERRNOS; e++)
 		outcomes[e] += sh->outcomes[e];
-	print_outcomes("stage 1");
-	printf("luo-stress: stage 1: %lu calls, %lu wrong outcomes; %d sessions with %d files "
-	       "survive\n", calls, failures, nsessions, nfiles);
-	if (failures)
+	snprintf(summary, sizeof(summary), "%d sessions with %d files survive", nsessions, nfiles);
+	if (conclude(1, summary))
 		return 1;
-	printf("luo-stress: stage 1 done\n");
-	fflush(stdout);
 	/* Hold the manifest's session; the workers hold theirs. */
 	if (fork() == 0) {
 		for (;;)
@@ -1157,7 +1164,7 @@ static int stage_in(void)
 	struct manifest_head head;
 	int msfd = -1, mfd = -1, nsessions = 0, nfiles = 0, raced_files = 0, raced_session = 0;
 	int expected_sessions = 0;
-	char name[64];
+	char name[64], summary[128];
 
 	luo = open("/dev/liveupdate", O_RDWR);
 	if (luo < 0)
@@ -1227,13 +1234,9 @@ static int stage_in(void)
 		expect("FINISH of the manifest's session", call(msfd, LIVEUPDATE_SESSION_FINISH, &f),
 		       0);
 	}
-	print_outcomes("stage 2");
-	printf("luo-stress: stage 2: %d sessions and %d files arrived as the manifest says; "
-	       "%lu calls, %lu wrong outcomes\n", nsessions, nfiles, calls, failures);
-	if (failures)
-		return 1;
-	printf("luo-stress: stage 2 done\n");
-	return 0;
+	snprintf(summary, sizeof(summary), "%d sessions and %d files arrived as the manifest says",
+		 nsessions, nfiles);
+	return conclude(2, summary);
 }
 
 int main(int argc, char **argv)
