@@ -475,7 +475,8 @@ EVERY_STAGE_LEAK_CHECKED = ("rust-debug/unregister-with-files-present",
 # where it applies, `c` in `make test`. The C control keeps its boot and kexec runs there.
 DEBUG_REPLAYS_LONG = (
     "rust-debug/boot-and-kexec", "rust-debug/preserve-after-session-close",
-    "rust-debug/flb-held-refuses-kexec",
+    "rust-debug/flb-held-refuses-kexec", "rust-debug/plain-reboot-with-sessions-open",
+    "c-debug/plain-reboot-with-sessions-open",
     "rust-debug/retrieve-twice", "rust-debug/finish-refused-while-busy",
     "rust-debug/flb-retrieve-failure", "rust-debug/kexec-after-an-unloaded-image",
     "rust-debug/missing-handler-eio", "rust-debug/flb-finished-by-its-files",
@@ -506,14 +507,19 @@ USABLE = ("dd if=/dev/zero of=/tmp/fill bs=1M count=256 2>/dev/null && rm /tmp/f
           "&& echo 'machine usable: 256 MiB written and freed'\n")
 
 
+def with_args(vmopts, args):
+    """VM options `vmopts` with `args` added to the kernel command line."""
+    opts = dict(vmopts or {})
+    opts["cmdline"] = f"{opts.get('cmdline', 'liveupdate=on')} {args}"
+    return opts
+
+
 def without_test_flb(vmopts):
     """VM options that boot the test handler without its FLB. The C core's FLB count
     underflows (a WARNING) whenever test files finish before anyone asked for the FLB (SPEC
     10.4 item 2, shown by c/flb-unasked-underflows-upstream); without the FLB, the C control
     runs of the other paths are not drowned by that known bug."""
-    opts = dict(vmopts or {})
-    opts["cmdline"] = opts.get("cmdline", "liveupdate=on") + " luo_test_flb=off"
-    return opts
+    return with_args(vmopts, "luo_test_flb=off")
 
 
 def failure_path_tests(variant, k, bins, vmopts=None, with_flb=True):
@@ -587,7 +593,8 @@ def failure_path_tests(variant, k, bins, vmopts=None, with_flb=True):
 def lifecycle_edge_tests(variant, k, bins, vmopts=None, with_flb=True):
     """Live updates off the usual path: an image loaded and unloaded before the real one,
     a next kernel booted with liveupdate=off, incoming sessions left unfinished at a kexec,
-    the handler of preserved files unregistered (and registered again) before it."""
+    the handler of preserved files unregistered (and registered again) before it, and a
+    plain reboot with sessions open."""
     vm_opts = (vmopts or {}) if with_flb else without_test_flb(vmopts)
     opts = dict(binaries=bins, timeout=300, **vm_opts)
     unload_first = ("printf '#!/bin/sh\\nexec luo-kexec --unload-first \"$1\" \"$2\" \"$3\"\\n'"
@@ -619,6 +626,17 @@ def lifecycle_edge_tests(variant, k, bins, vmopts=None, with_flb=True):
             vm.Stage(k, "luo-test-files after-half\n", [
                 (r"the unfinished sessions did not cross a second kexec", "they are gone"),
                 (r"the session made beside them arrived", "the new one arrived"),
+            ]),
+        ], **opts),
+        # A plain reboot (guest-init's `reboot -f`; QEMU runs with -no-reboot, so the restart
+        # ends the run) with test files and their FLB preserved: the live update's reboot path
+        # is the kexec's alone, so nothing is frozen or written.
+        Test(name=f"{variant}/plain-reboot-with-sessions-open", stages=[
+            vm.Stage(k, "luo-test-files preserve 2 3\n", [
+                (r"luo-test-files: preserved 2 x 3 test files", "test files preserved"),
+                (r"reboot: Restarting system", "the machine restarts"),
+                (r"\A(?![\s\S]*(?:luo_test: freeze|liveupdate_reboot:|Freeze failed))",
+                 "nothing of the live update's reboot path ran"),
             ]),
         ], **opts),
         # The orchestrator keeps pointers to a handler in the files it holds for it, and does
@@ -720,8 +738,8 @@ def stress_test(variant, k, bins, vmopts=None):
                 (rf"luo-stress: seed {STRESS_SEED}: ", "the seed printed"),
                 (r"luo-stress: stage 1 outcomes: success \d+(?=.* EBUSY)(?=.* EEXIST)(?=.* EFAULT)"
                  r"(?=.* E2BIG)(?=.* EBADF)(?=.* ENOTTY)", "the calls met every refusal"),
-                (r"luo-stress: stage 1: \d+ calls, 0 wrong outcomes; [1-9]\d* sessions with "
-                 r"[1-9]\d* files survive", "every outcome as predicted"),
+                (r"luo-stress: stage 1: [1-9]\d* sessions with [1-9]\d* files survive; \d+ calls, "
+                 r"0 wrong outcomes", "every outcome as predicted"),
                 (r"luo-stress: stage 1 done", "the survivors written down")]),
             vm.Stage(k, "luo-stress in\n", [
                 (r"luo-stress: stage 2: [1-9]\d* sessions and [1-9]\d* files arrived as the "
@@ -1085,9 +1103,7 @@ def corrupted_handover_test(variant, k, bins, corruption, vmopts=None):
                   (rf"{kept} page\(s\) of the previous kernel kept from the allocator",
                    "the file blocks are kept from the allocator")]
     expect.append((r"^machine usable: 256 MiB written and freed$", "machine usable"))
-    opts = dict(vmopts or {})
-    opts["cmdline"] = (opts.get("cmdline", "liveupdate=on")
-                       + f" panic_on_warn=1 luo_rs_corrupt={name}")
+    opts = with_args(vmopts, f"panic_on_warn=1 luo_rs_corrupt={name}")
     return Test(
         name=f"{variant}/corrupt-{name}",
         stages=[
@@ -1121,9 +1137,7 @@ def corrupted_memfd_test(variant, k, bins, corruption, vmopts=None):
     kernel RETRIEVE_FD refuses that memfd with an errno and a log line, no splat under
     panic_on_warn, while the memfds beside it arrive intact and the machine stays usable."""
     name, errno, reason = corruption
-    opts = dict(vmopts or {})
-    opts["cmdline"] = (opts.get("cmdline", "liveupdate=on")
-                       + f" panic_on_warn=1 luo_memfd_corrupt={name}")
+    opts = with_args(vmopts, f"panic_on_warn=1 luo_memfd_corrupt={name}")
     return Test(
         name=f"{variant}/corrupt-memfd-{name}",
         stages=[
