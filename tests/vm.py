@@ -143,7 +143,7 @@ def early_irq_splat(log):
     """True if every kernel report in `log` is the early-boot interrupt splat of a kexec'd
     kernel: an edge interrupt left pending by the previous kernel arrives while
     start_kernel() is still identifying the CPU, and KASAN flags the interrupt handler.
-    It happens before any LUO code runs (seen about once in fifty kexecs of the KASAN
+    It happens before any LUO code runs (seen once in 13 to 50 kexecs of the KASAN
     build under TCG) and is not LUO's doing, so such a run may be tried once more. The panic
     that panic_on_warn adds after it is part of the same report.
 
@@ -151,8 +151,10 @@ def early_irq_splat(log):
     (0xff11...), and identify_cpu() has just cleared boot_cpu_data's capability bits, so
     before alternatives are patched pgtable_l5_enabled() reads LA57 as off and KASAN checks
     the address against the 4-level layout: a false "wild-memory-access". It needs an
-    interrupt in that window, which a kexec'd kernel gets from the previous one. Debug runs
-    therefore boot with no5lvl (scenarios.DEBUG_VM); the retry stays as a safety net."""
+    interrupt in that window, which a kexec'd kernel gets from the previous one. Shown on the
+    C debug kernel with live update off: 3 splats in 39 kexecs with 5-level paging, none in
+    39 with no5lvl. Debug runs therefore boot with no5lvl (scenarios.DEBUG_VM); the retry
+    stays as a safety net."""
     reports = [i for i, line in enumerate(log.splitlines())
                if SPLAT.search(line) and not PANIC_ON_WARN.search(line)]
     if not reports:
