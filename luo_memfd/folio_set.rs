@@ -88,7 +88,6 @@ impl FolioSet {
     }
 
     /// The folio array's entries, as the next kernel reads them.
-    #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
     pub(crate) fn array_bytes(&self) -> &[u8] {
         let bytes = self.array.as_ref().map_or(&[][..], |a| a.bytes());
         bytes.get(..self.count * entry::SIZE).unwrap_or(bytes)
@@ -103,9 +102,8 @@ impl FolioSet {
 
     /// Entry `i`, which must exist.
     fn entry(&self, i: usize) -> FolioEntry {
-        let bytes = self.array.as_ref().map_or(&[][..], |a| a.bytes());
         FolioEntry::decode(
-            bytes
+            self.array_bytes()
                 .get(i * entry::SIZE..(i + 1) * entry::SIZE)
                 .unwrap_or(&[0; entry::SIZE]),
         )
