@@ -48,24 +48,17 @@ def main():
     init = os.path.join(work, "init")
     with open(init, "w") as f:
         f.write(INIT.format(boots=boots))
-    listing = os.path.join(work, "list")
-    with open(listing, "w") as f:
-        f.write("\n".join([
-            "dir /bin 0755 0 0", "dir /dev 0755 0 0", "dir /proc 0755 0 0",
-            "dir /sys 0755 0 0", "dir /tmp 0755 0 0", "dir /next 0755 0 0",
-            "nod /dev/console 0600 0 0 c 5 1", f"file /init {init} 0755 0 0",
-            "file /bin/busybox /bin/busybox 0755 0 0", f"file /bin/luo-kexec {kexec} 0755 0 0",
-            f"file /next/kernel {kernel} 0644 0 0"]) + "\n")
     initrd = os.path.join(work, "initrd.cpio")
-    with open(initrd, "wb") as f:
-        subprocess.run([gen, listing], stdout=f, check=True)
+    vm.cpio(gen, [
+        "dir /bin 0755 0 0", "dir /dev 0755 0 0", "dir /proc 0755 0 0", "dir /sys 0755 0 0",
+        "dir /tmp 0755 0 0", "dir /next 0755 0 0", "nod /dev/console 0600 0 0 c 5 1",
+        f"file /init {init} 0755 0 0", "file /bin/busybox /bin/busybox 0755 0 0",
+        f"file /bin/luo-kexec {kexec} 0755 0 0", f"file /next/kernel {kernel} 0644 0 0",
+    ], initrd)
     serial = os.path.join(work, "serial.log")
     start = time.monotonic()
-    subprocess.run(["timeout", str(60 * boots), "qemu-system-x86_64", "-accel", "tcg",
-                    "-cpu", "max", "-m", "2G", "-smp", "2", "-no-reboot", "-nographic",
-                    "-nodefaults", "-serial", f"file:{serial}", "-kernel", kernel,
-                    "-initrd", initrd, "-append",
-                    f"console=ttyS0 panic=-1 kunit.enable=0 {cmdline} loop_boot=1"],
+    subprocess.run(vm.qemu_command(60 * boots, "2G", serial, kernel, initrd,
+                                   f"kunit.enable=0 {cmdline} loop_boot=1"),
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False)
     with open(serial, errors="replace") as f:
         log = f.read()

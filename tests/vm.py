@@ -176,7 +176,7 @@ def early_irq_splat(log):
     return True
 
 
-def _cpio(gen_init_cpio, entries, out):
+def cpio(gen_init_cpio, entries, out):
     listing = out + ".list"
     with open(listing, "w") as f:
         f.write("\n".join(entries) + "\n")
@@ -220,7 +220,7 @@ def build_initramfs(scenario, workdir, gen_init_cpio, busybox):
             entries.append(f"file /next/kernel {scenario.stages[i].kernel} 0644 0 0")
             entries.append(f"file /next/initrd {nxt} 0644 0 0")
         out = os.path.join(workdir, f"initrd{i}.cpio")
-        _cpio(gen_init_cpio, entries, out)
+        cpio(gen_init_cpio, entries, out)
         nxt = out
     return nxt
 
@@ -243,20 +243,26 @@ def run(scenario, workdir, gen_init_cpio, busybox="/bin/busybox"):
     return out
 
 
+def qemu_command(timeout, memory, serial, kernel, initrd, cmdline):
+    """The QEMU command line of a test VM (TCG, 2 vCPUs, no reboot, serial console to the
+    file `serial`), killed after `timeout` seconds."""
+    return [
+        "timeout", "--kill-after=5", str(timeout),
+        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
+        "-m", memory, "-smp", "2", "-no-reboot", "-nographic", "-nodefaults",
+        "-serial", f"file:{serial}", "-kernel", kernel, "-initrd", initrd,
+        "-append", f"console=ttyS0 panic=-1 {cmdline}",
+    ]
+
+
 def _run_once(scenario, workdir, gen_init_cpio, busybox):
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(workdir)
     initrd = build_initramfs(scenario, workdir, gen_init_cpio, busybox)
     serial = os.path.join(workdir, "serial.log")
-    cmd = [
-        "timeout", "--kill-after=5", str(scenario.timeout),
-        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
-        "-m", scenario.memory, "-smp", "2", "-no-reboot", "-nographic", "-nodefaults",
-        "-serial", f"file:{serial}",
-        "-kernel", scenario.stages[0].kernel, "-initrd", initrd,
-        "-append", f"console=ttyS0 panic=-1 {scenario.cmdline}"
-                   f"{'' if scenario.kunit else ' kunit.enable=0'} luo_stage=1",
-    ]
+    cmd = qemu_command(scenario.timeout, scenario.memory, serial, scenario.stages[0].kernel,
+                       initrd, f"{scenario.cmdline}{'' if scenario.kunit else ' kunit.enable=0'}"
+                               " luo_stage=1")
     start = time.monotonic()
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT)
