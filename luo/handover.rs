@@ -2,11 +2,16 @@
 
 //! The LUO root in the KHO handover data: what the previous kernel left, what this one leaves.
 //!
-//! Early in boot the previous kernel's root and session chain are restored and checked, before
-//! anything else can allocate the memory they sit in. Unlike the C core, which panics when that
-//! data is malformed, a malformed handover is refused here: the reason is logged, the memory it
-//! occupies stays reserved (no data of the previous kernel reaches another user), and live
-//! update stays disabled for this boot, which otherwise continues normally.
+//! Early in boot the previous kernel's root, session chain and FLB page are restored and their
+//! structure checked, before anything else can allocate the memory they sit in. Unlike the C
+//! core, which panics when that data is malformed, a malformed handover is refused here: the
+//! reason is logged, the memory it occupies stays reserved (no data of the previous kernel
+//! reaches another user), and live update stays disabled for this boot, which otherwise
+//! continues normally.
+//!
+//! The session entries themselves are read at the first open of `/dev/liveupdate`, as in the
+//! C core: the chain is handed to the session registry whole, and early boot pays only for its
+//! pages, not for thousands of entries nobody may ask for in this boot.
 //!
 //! At late init this kernel's own root is created for the next live update.
 
@@ -17,21 +22,22 @@ use kernel::{
         RestoredPage,
         Subtree, //
     },
+    new_mutex,
     prelude::*,
     sync::{
         atomic::{
             AtomicFlag,
             Relaxed, //
         },
-        SetOnce,
+        Mutex,
+        SetOnce, //
     }, //
 };
 
 use crate::{
     abi::{
         self,
-        FlbRecord,
-        SessionRecord, //
+        FlbRecord, //
     },
     chain::{
         keep,
@@ -40,25 +46,39 @@ use crate::{
     },
 };
 
-/// What the previous kernel handed over, decoded.
+/// What the previous kernel handed over.
+#[pin_data]
 pub(crate) struct Incoming {
     /// Its live update number.
-    pub(crate) liveupdate_num: u64,
-    /// Its sessions, in its order.
-    pub(crate) sessions: KVVec<SessionRecord>,
+    liveupdate_num: u64,
     /// Its FLBs, or `None` if it handed over no FLB page.
-    pub(crate) flbs: Option<KVec<FlbRecord>>,
+    flbs: Option<KVec<FlbRecord>>,
+    /// Its session chain, restored and checked block by block, until the session registry
+    /// takes it to read the entries.
+    #[pin]
+    sessions: Mutex<Option<InChain>>,
 }
 
-/// Set at early init if there was handover data from a previous kernel and it was valid.
-static INCOMING: SetOnce<Incoming> = SetOnce::new();
+/// Set at early init if there was handover data from a previous kernel and its structure was
+/// valid.
+static INCOMING: SetOnce<Pin<KBox<Incoming>>> = SetOnce::new();
 
 /// Set at early init if handover data was found but refused.
 static REFUSED: AtomicFlag = AtomicFlag::new(false);
 
 /// The previous kernel's state, if it handed any over.
-pub(crate) fn incoming() -> Option<&'static Incoming> {
-    INCOMING.as_ref()
+fn incoming() -> Option<&'static Incoming> {
+    INCOMING.as_ref().map(|i| &**i)
+}
+
+/// The previous kernel's live update number, or 0 after a cold boot.
+pub(crate) fn incoming_liveupdate_num() -> u64 {
+    incoming().map_or(0, |i| i.liveupdate_num)
+}
+
+/// Hands the previous kernel's session chain to the one caller that reads its entries.
+pub(crate) fn take_incoming_sessions() -> Option<InChain> {
+    incoming().and_then(|i| i.sessions.lock().take())
 }
 
 /// The previous kernel's FLBs, if it handed over an FLB page.
@@ -71,7 +91,7 @@ pub(crate) fn refused() -> bool {
     REFUSED.load(Relaxed)
 }
 
-/// Restores and checks the previous kernel's root and session chain.
+/// Restores and checks the previous kernel's root, session chain and FLB page.
 pub(crate) fn early_init() {
     match read_incoming() {
         Ok(Some(incoming)) => {
@@ -93,7 +113,7 @@ pub(crate) fn early_init() {
     }
 }
 
-fn read_incoming() -> Result<Option<Incoming>> {
+fn read_incoming() -> Result<Option<Pin<KBox<Incoming>>>> {
     let Some((phys, len)) = kho::retrieve_subtree(abi::KHO_ENTRY_NAME).inspect_err(|e| {
         pr_err!("failed to retrieve LUO state 'LUO' from KHO: {:?}\n", e);
     })?
@@ -128,9 +148,7 @@ fn read_incoming() -> Result<Option<Incoming>> {
             return Err(e);
         }
     };
-    let mut sessions = KVVec::new();
-    let flbs = decode_sessions(&chain, &mut sessions).and_then(|()| read_flbs(root.flbs_pa));
-    let flbs = match flbs {
+    let flbs = match read_flbs(root.flbs_pa) {
         Ok(flbs) => flbs,
         Err(e) => {
             chain.abandon();
@@ -138,14 +156,18 @@ fn read_incoming() -> Result<Option<Incoming>> {
             return Err(e);
         }
     };
-    // The records are copied out; the pages go back to the allocator.
-    drop(chain);
+    let liveupdate_num = root.liveupdate_num;
+    // The root is read; its page goes back to the allocator.
     drop(root_page);
-    Ok(Some(Incoming {
-        liveupdate_num: root.liveupdate_num,
-        sessions,
-        flbs,
-    }))
+    KBox::pin_init(
+        pin_init!(Incoming {
+            liveupdate_num,
+            flbs,
+            sessions <- new_mutex!(Some(chain)),
+        }),
+        GFP_KERNEL,
+    )
+    .map(Some)
 }
 
 /// Reads the FLB page and copies its entries; the page is released once they are copied
@@ -170,36 +192,6 @@ fn read_flbs(pa: u64) -> Result<Option<KVec<FlbRecord>>> {
     Ok(Some(flbs))
 }
 
-fn decode_sessions(chain: &InChain, sessions: &mut KVVec<SessionRecord>) -> Result {
-    sessions.reserve(chain.len(), GFP_KERNEL)?;
-    chain.for_each(|e| {
-        let record = abi::decode_session(e).inspect_err(|m| {
-            pr_err!("Malformed session entry in the handover data: {}\n", m);
-        })?;
-        sessions.push(record, GFP_KERNEL)?;
-        Ok(())
-    })?;
-    check_unique_names(sessions)
-}
-
-/// Refuses handover data that names two sessions alike.
-///
-/// Sorting references to the names keeps this O(n log n) at early boot: the previous kernel
-/// may hand over hundreds of thousands of sessions, and comparing each with all before it
-/// grows with the square of their number.
-pub(crate) fn check_unique_names(sessions: &[SessionRecord]) -> Result {
-    let mut names = KVVec::with_capacity(sessions.len(), GFP_KERNEL)?;
-    for s in sessions {
-        names.push(&s.name, GFP_KERNEL)?;
-    }
-    names.sort_unstable();
-    if names.windows(2).any(|w| w[0] == w[1]) {
-        pr_err!("Duplicate session name in the handover data\n");
-        return Err(EINVAL);
-    }
-    Ok(())
-}
-
 /// This kernel's root for the next live update, and the FLB page it points to.
 pub(crate) struct Outgoing {
     root: Subtree,
@@ -209,7 +201,7 @@ pub(crate) struct Outgoing {
 impl Outgoing {
     /// Creates the root with the next live update number and registers it with KHO.
     pub(crate) fn new() -> Result<Self> {
-        let num = incoming().map_or(0, |i| i.liveupdate_num) + 1;
+        let num = incoming_liveupdate_num() + 1;
         let mut flbs = PreservedPage::new()?;
         abi::put_u64(flbs.bytes_mut(), abi::flb::PGCNT, 1);
         abi::put_u64(flbs.bytes_mut(), abi::flb::COUNT, 0);

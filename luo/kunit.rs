@@ -258,34 +258,6 @@ mod abi_tests {
         assert_eq!(abi::get_u64(&e, 64), 0x5000);
         assert_eq!(abi::get_u64(&e, 72), 3);
     }
-
-    #[test]
-    fn duplicate_session_names_are_refused() -> Result {
-        let record = |i: usize| {
-            let mut name = [0u8; 64];
-            name[0] = b's';
-            name[1] = b'0' + (i / 10) as u8;
-            name[2] = b'0' + (i % 10) as u8;
-            abi::SessionRecord {
-                name,
-                files_pa: 0,
-                file_count: 0,
-            }
-        };
-        let mut sessions = KVec::new();
-        for i in 0..100 {
-            sessions.push(record(i), GFP_KERNEL)?;
-        }
-        assert!(crate::handover::check_unique_names(&sessions).is_ok());
-        // The same name twice, far apart: the first and the last record.
-        sessions.push(record(0), GFP_KERNEL)?;
-        assert_eq!(
-            crate::handover::check_unique_names(&sessions).err(),
-            Some(EINVAL)
-        );
-        assert!(crate::handover::check_unique_names(&[]).is_ok());
-        Ok(())
-    }
 }
 
 #[kunit_tests(luo_rs_session)]

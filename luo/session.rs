@@ -258,6 +258,7 @@ pub(crate) fn init() -> Result {
                 built: SessionList::new(),
                 done: 0,
                 chain: None,
+                sessions: handover::take_incoming_sessions(),
             })),
         }),
         GFP_KERNEL,
@@ -583,6 +584,8 @@ struct Progress {
     done: usize,
     /// The file chain of the next session, as far as it was restored.
     chain: Option<InChain>,
+    /// The previous kernel's session chain, until every entry is read.
+    sessions: Option<InChain>,
 }
 
 /// Turns the previous kernel's sessions into incoming sessions; once that succeeded or found
@@ -617,24 +620,53 @@ pub(crate) fn deserialize_once() -> Result {
 
 /// Builds the incoming sessions from the one `progress` reached on; each session's file chain
 /// is restored, read, and released once the session holding its files is built.
+///
+/// The session chain's pages go back to the allocator once every entry is read; a chain with a
+/// malformed entry or two sessions of one name is kept from the allocator for good.
 fn deserialize(progress: &mut Progress) -> Result {
-    let Some(incoming) = handover::incoming() else {
+    let Progress {
+        built,
+        done,
+        chain,
+        sessions,
+    } = progress;
+    let Some(entries) = sessions.as_mut() else {
         return Ok(());
     };
-    while let Some(record) = incoming.sessions.get(progress.done) {
-        let name = Name::new(&record.name)?;
-        let chain = progress
-            .chain
-            .get_or_insert_with(|| InChain::new(record.files_pa, abi::file::SIZE));
+    let mut index = 0usize;
+    let mut malformed = false;
+    let result = entries.for_each(|e| {
+        // The entries an attempt that ran out of memory read are in `built` already.
+        index += 1;
+        if index <= *done {
+            return Ok(());
+        }
+        let name = abi::decode_session(e)
+            .map_err(|m| {
+                pr_err!("Malformed session entry in the handover data: {}\n", m);
+                malformed = true;
+                Error::from(m)
+            })
+            .and_then(|record| Ok((Name::new(&record.name)?, record)));
+        let (name, record) = name?;
+        if built.contains(&name) {
+            pr_err!(
+                "Duplicate session name in the handover data: [{}]\n",
+                kernel::str::BStr::from_bytes(name.as_bytes())
+            );
+            malformed = true;
+            return Err(EINVAL);
+        }
+        let files = chain.get_or_insert_with(|| InChain::new(record.files_pa, abi::file::SIZE));
         // No chain: no files, whatever the count says (the C core warns and does the same).
-        let files = if record.files_pa == 0 {
+        let set = if record.files_pa == 0 {
             Ok(FileSet::new())
         } else {
-            chain
+            files
                 .restore_rest()
-                .and_then(|()| FileSet::deserialize(chain, record.file_count))
+                .and_then(|()| FileSet::deserialize(files, record.file_count))
         };
-        let files = files.inspect_err(|&e| {
+        let set = set.inspect_err(|&e| {
             if e == ENOMEM {
                 return;
             }
@@ -644,7 +676,7 @@ fn deserialize(progress: &mut Progress) -> Result {
                 e
             );
             if e == EINVAL {
-                chain.keep_all();
+                files.keep_all();
                 pr_warn!(
                     "{} page(s) of the previous kernel kept from the allocator so far\n",
                     chain::kept()
@@ -652,14 +684,22 @@ fn deserialize(progress: &mut Progress) -> Result {
             }
         })?;
         // Until the session is in `built`, a failure drops the files but keeps the chain.
-        let session = Session::new(name, true, files)?;
+        let session = Session::new(name, true, set)?;
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-        if progress.built.contains(&name) {
-            return Err(EEXIST);
-        }
-        progress.built.insert(session, node);
-        progress.chain = None;
-        progress.done += 1;
+        built.insert(session, node);
+        *chain = None;
+        *done += 1;
+        Ok(())
+    });
+    if malformed {
+        entries.keep_all();
+        pr_err!(
+            "{} page(s) of the previous kernel kept from the allocator so far\n",
+            chain::kept()
+        );
     }
+    result?;
+    // Every entry is read: the chain's pages go back to the allocator.
+    *sessions = None;
     Ok(())
 }
