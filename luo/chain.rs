@@ -129,12 +129,16 @@ impl OutChain {
         self.blocks.truncate(needed);
     }
 
+    /// Entry `index`, counted over the whole chain; `None` beyond the chain's room.
+    pub(crate) fn entry_mut(&mut self, index: usize) -> Option<&mut [u8]> {
+        let per = self.per_block().get();
+        let size = self.entry_size;
+        let page = self.blocks.get_mut(index / per)?;
+        Some(abi::entry_mut(page.bytes_mut(), size, index % per))
+    }
+
     /// Writes `count` entries, each filled in by `fill(index, entry)` in increasing index
-    /// order, links the blocks and returns the physical address of the first block (0 for no
-    /// entries).
-    ///
-    /// The chain must have room (see [`OutChain::grow`]); blocks beyond what `count` needs are
-    /// released first, because the C reader rejects a block without entries.
+    /// order, and seals the chain (see [`OutChain::seal`]).
     ///
     /// # Errors
     ///
@@ -144,6 +148,30 @@ impl OutChain {
         count: usize,
         mut fill: impl FnMut(usize, &mut [u8]),
     ) -> Result<u64> {
+        if count > self.capacity() {
+            return Err(ENOSPC);
+        }
+        for i in 0..count {
+            if let Some(e) = self.entry_mut(i) {
+                fill(i, e);
+            }
+        }
+        self.seal(count)
+    }
+
+    /// Makes the chain hand over its first `count` entries, written in place beforehand:
+    /// links the blocks, sets their entry counts and returns the physical address of the
+    /// first block (0 for no entries).
+    ///
+    /// The chain must have room (see [`OutChain::grow`]); blocks beyond what `count` needs are
+    /// released first, because the C reader rejects a block without entries. What follows the
+    /// last entry is cleared, so no entry dropped since (a closed session's name) reaches the
+    /// next kernel.
+    ///
+    /// # Errors
+    ///
+    /// `ENOSPC` if the chain has less room than `count` entries.
+    pub(crate) fn seal(&mut self, count: usize) -> Result<u64> {
         let per = self.per_block().get();
         if count > self.capacity() {
             return Err(ENOSPC);
@@ -158,17 +186,9 @@ impl OutChain {
             };
             let n = count.saturating_sub(first).min(per);
             let bytes = page.bytes_mut();
-            // Entries are written whole below; only the rest of the block is cleared, so no
-            // name of a session closed since stays in memory handed to the next kernel.
             let used = block::HEADER.saturating_add(n.saturating_mul(self.entry_size));
             if let Some(rest) = bytes.get_mut(used..) {
                 rest.fill(0);
-            }
-            for i in 0..n {
-                fill(
-                    first.saturating_add(i),
-                    abi::entry_mut(bytes, self.entry_size, i),
-                );
             }
             abi::put_u64(bytes, block::NEXT, next);
             abi::put_u64(bytes, block::COUNT, n as u64);

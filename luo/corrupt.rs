@@ -99,11 +99,9 @@ pub unsafe extern "C" fn luo_rs_corrupt_request(name: *const c_char) {
     }
 }
 
-/// A session chain entry, by index over the whole chain.
-fn session_entry(chain: &mut OutChain, index: usize) -> Option<&mut [u8]> {
-    let per = per_block(session::SIZE).get();
-    let page = chain.block_mut(index / per)?;
-    Some(abi::entry_mut(page, session::SIZE, index % per))
+/// True if a class of damage was asked for.
+pub(crate) fn requested() -> bool {
+    CHOSEN.as_ref().is_some()
 }
 
 /// Damages what the reboot path has just written: the root, the session chain with `count`
@@ -143,27 +141,27 @@ pub(crate) fn apply(
         Class::DuplicateName => {
             count >= 2 && {
                 let mut name = [0u8; 64];
-                if let Some(e) = session_entry(sessions, 0) {
+                if let Some(e) = sessions.entry_mut(0) {
                     name.iter_mut().zip(e.iter()).for_each(|(d, s)| *d = *s);
                 }
-                session_entry(sessions, 1).is_some_and(|e| {
+                sessions.entry_mut(1).is_some_and(|e| {
                     e.iter_mut().zip(name.iter()).for_each(|(d, s)| *d = *s);
                     true
                 })
             }
         }
-        Class::UnterminatedName => session_entry(sessions, 0).is_some_and(|e| {
+        Class::UnterminatedName => sessions.entry_mut(0).is_some_and(|e| {
             e.iter_mut().take(64).for_each(|b| *b = b'x');
             true
         }),
-        Class::FileSetInconsistent => session_entry(sessions, 0).is_some_and(|e| {
+        Class::FileSetInconsistent => sessions.entry_mut(0).is_some_and(|e| {
             put_u64(e, session::FILES, 0);
             put_u64(e, session::FILE_COUNT, 1);
             true
         }),
         Class::FileCount => with_files.is_some_and(|(i, files)| {
             let n = files.count() as u64 + 1;
-            session_entry(sessions, i).is_some_and(|e| {
+            sessions.entry_mut(i).is_some_and(|e| {
                 put_u64(e, session::FILE_COUNT, n);
                 true
             })

@@ -40,6 +40,11 @@ use kernel::{
     },
     sync::{
         aref::ARef,
+        atomic::{
+            Atomic,
+            AtomicFlag,
+            Relaxed, //
+        },
         rwsem::{
             new_rwsem,
             RwSemaphore, //
@@ -140,6 +145,13 @@ pub(crate) struct Session {
     name: Name,
     /// True for a session handed over by the previous kernel.
     incoming: bool,
+    /// Outgoing sessions: the index of this session's entry in the handover chain. Changed
+    /// only with the outgoing list held for writing.
+    chain_index: Atomic<usize>,
+    /// Outgoing sessions: set once a file was preserved in this session. Files leave an
+    /// outgoing session only with the session itself, so the reboot path freezes exactly the
+    /// sessions that have it, without taking the mutex of every other one.
+    has_files: AtomicFlag,
     #[pin]
     state: Mutex<SessionState>,
 }
@@ -150,6 +162,8 @@ impl Session {
             pin_init!(Self {
                 name,
                 incoming,
+                chain_index: Atomic::new(0),
+                has_files: AtomicFlag::new(false),
                 state <- new_mutex!(SessionState {
                     retrieved: false,
                     files,
@@ -179,11 +193,18 @@ impl Session {
 ///
 /// A tree keeps every lookup, insertion and removal logarithmic: the C core walks a list for
 /// each, so creating or receiving n sessions costs it O(n²).
+///
+/// Outgoing sessions also have their entry in the handover chain from the moment they are
+/// created: [`SessionList::add`] writes it, and closing a session moves the last entry into
+/// its place. The reboot path then writes only the sessions that have files, and its cost
+/// does not grow with the sessions that have none.
 struct SessionList {
     sessions: RBTree<Name, Arc<Session>>,
     count: usize,
-    /// Outgoing only: room for every session in the handover data, grown on create.
+    /// Outgoing only: every session's entry in the handover data, grown on create.
     chain: OutChain,
+    /// Outgoing only: the sessions in the order of their entries in `chain`.
+    slots: KVVec<Arc<Session>>,
 }
 
 impl SessionList {
@@ -201,16 +222,61 @@ impl SessionList {
         self.count += 1;
     }
 
+    /// Adds the outgoing `session`, whose name the list does not hold, and writes its entry
+    /// into the handover chain.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`, or the chain's error when it cannot grow; the list is unchanged then.
+    fn add(
+        &mut self,
+        session: Arc<Session>,
+        node: RBTreeNodeReservation<Name, Arc<Session>>,
+    ) -> Result {
+        let slot = self.slots.len();
+        self.slots.reserve(1, GFP_KERNEL)?;
+        self.chain.grow(slot + 1)?;
+        if let Some(entry) = self.chain.entry_mut(slot) {
+            abi::encode_session(entry, session.name.raw(), 0, 0);
+        }
+        session.chain_index.store(slot, Relaxed);
+        self.slots
+            .push_within_capacity(session.clone())
+            .map_err(|_| ENOMEM)?;
+        self.insert(session, node);
+        Ok(())
+    }
+
     fn remove(&mut self, session: &Session) {
         let ours = self
             .sessions
             .get(&session.name)
             .is_some_and(|s| core::ptr::eq(&**s, session));
-        if ours {
-            self.sessions.remove(&session.name);
-            self.count -= 1;
-            self.chain.shrink(self.count);
+        if !ours {
+            return;
         }
+        self.sessions.remove(&session.name);
+        self.count -= 1;
+        if !session.incoming {
+            self.free_slot(session.chain_index.load(Relaxed));
+        }
+    }
+
+    /// Moves the last outgoing session into `slot`, entry and all.
+    fn free_slot(&mut self, slot: usize) {
+        let last = self.slots.len().saturating_sub(1);
+        if slot < last {
+            self.slots.as_mut_slice().swap(slot, last);
+        }
+        drop(self.slots.pop());
+        if let Some(moved) = self.slots.get(slot) {
+            moved.chain_index.store(slot, Relaxed);
+            let name = *moved.name.raw();
+            if let Some(entry) = self.chain.entry_mut(slot) {
+                abi::encode_session(entry, &name, 0, 0);
+            }
+        }
+        self.chain.shrink(self.slots.len());
     }
 
     fn new() -> Self {
@@ -218,6 +284,7 @@ impl SessionList {
             sessions: RBTree::new(),
             count: 0,
             chain: OutChain::new(abi::session::SIZE),
+            slots: KVVec::new(),
         }
     }
 }
@@ -306,9 +373,7 @@ pub(crate) fn create(ptr: UserPtr, user_size: u32) -> Result<isize> {
             if out.contains(&name) {
                 return Err(EEXIST);
             }
-            let count = out.count;
-            out.chain.grow(count + 1)?;
-            out.insert(session.clone(), node);
+            out.add(session.clone(), node)?;
         }
         match session.open_file() {
             Ok(file) => file,
@@ -447,6 +512,7 @@ fn preserve_fd(session: &Session, arg: Versioned<FdArg>) -> Result<isize> {
         .lock()
         .files
         .preserve(arg.token, arg.fd as u32)?;
+    session.has_files.store(true, Relaxed);
     // As in the C core, the file stays preserved if userspace cannot be told.
     arg.respond().inspect_err(|_| {
         pr_warn!("The file was successfully preserved, but response to user failed\n");
@@ -490,9 +556,9 @@ fn get_name(session: &Session, mut arg: Versioned<GetNameArg>) -> Result<isize> 
     Ok(0)
 }
 
-/// Writes every outgoing session into the handover data for the kexec (`liveupdate_reboot()`):
-/// each session's files are frozen, first session first, and the preserved FLBs are written
-/// last.
+/// Completes the handover data for the kexec (`liveupdate_reboot()`): the files of each
+/// outgoing session that has some are frozen and its entry completed, in the order of the
+/// entries, the session chain is sealed, and the preserved FLBs are written last.
 ///
 /// On success the registry stays frozen for good: every later session operation, even closing
 /// a session file, waits for the kexec to take the machine away.
@@ -509,32 +575,36 @@ pub(crate) fn serialize() -> Result {
     flb::check_handover(&handlers.read().flbs)?;
     {
         let mut out = reg.outgoing.write();
-        let SessionList {
-            sessions,
-            count,
-            chain,
-        } = &mut *out;
-        // One pass, in the tree's order, with no allocation: each session's files are frozen
-        // as its entry is written into room reserved when it was created.
-        let mut next = sessions.values();
+        let SessionList { chain, slots, .. } = &mut *out;
+        // Every entry was written when its session was created. Only the sessions with files
+        // are visited, with no allocation: their files are frozen and their entries completed.
         let mut frozen = 0usize;
         let mut failed = None;
-        let head = chain.write(*count, |_, entry| {
-            let Some(s) = next.next().filter(|_| failed.is_none()) else {
-                return;
-            };
+        for (slot, s) in slots.iter().enumerate() {
+            if !s.has_files.load(Relaxed) {
+                continue;
+            }
             match s.state.lock().files.freeze() {
                 Ok((files_pa, files)) => {
-                    abi::encode_session(entry, s.name.raw(), files_pa, files);
+                    if let Some(entry) = chain.entry_mut(slot) {
+                        abi::encode_session(entry, s.name.raw(), files_pa, files);
+                    }
                     frozen += 1;
                 }
-                Err(e) => failed = Some(e),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
-        });
-        let head = match (head, failed) {
-            (Ok(head), None) => head,
-            (Err(e), _) | (_, Some(e)) => {
-                unfreeze(sessions.values().take(frozen));
+        }
+        let head = match failed {
+            None => chain.seal(slots.len()),
+            Some(e) => Err(e),
+        };
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => {
+                unfreeze(chain, slots, frozen);
                 return Err(e);
             }
         };
@@ -542,17 +612,18 @@ pub(crate) fn serialize() -> Result {
         handover.set_sessions(head);
         flb::serialize(&handlers.read().flbs, handover.flbs_mut());
         #[cfg(CONFIG_LIVEUPDATE_RUST_CORRUPT_TEST)]
-        {
-            let with_files = sessions
-                .values()
+        if crate::corrupt::requested() {
+            let count = slots.len();
+            match slots
+                .iter()
                 .enumerate()
-                .map(|(i, s)| (i, s.state.lock()))
-                .find(|(_, st)| st.files.count() != 0);
-            match with_files {
-                Some((i, mut st)) => {
-                    crate::corrupt::apply(&mut handover, chain, *count, Some((i, &mut st.files)))
+                .find(|(_, s)| s.has_files.load(Relaxed))
+            {
+                Some((i, s)) => {
+                    let mut st = s.state.lock();
+                    crate::corrupt::apply(&mut handover, chain, count, Some((i, &mut st.files)))
                 }
-                None => crate::corrupt::apply(&mut handover, chain, *count, None),
+                None => crate::corrupt::apply(&mut handover, chain, count, None),
             }
         }
     }
@@ -560,10 +631,18 @@ pub(crate) fn serialize() -> Result {
     Ok(())
 }
 
-/// Unfreezes the files of `sessions` (the kexec is called off).
-fn unfreeze<'a>(sessions: impl Iterator<Item = &'a Arc<Session>>) {
-    for s in sessions {
+/// Unfreezes the files of the first `frozen` sessions with files, and clears their entries'
+/// file sets again (the kexec is called off).
+fn unfreeze(chain: &mut OutChain, slots: &[Arc<Session>], frozen: usize) {
+    let with_files = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.has_files.load(Relaxed));
+    for (slot, s) in with_files.take(frozen) {
         s.state.lock().files.unfreeze();
+        if let Some(entry) = chain.entry_mut(slot) {
+            abi::encode_session(entry, s.name.raw(), 0, 0);
+        }
     }
 }
 
