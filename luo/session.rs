@@ -782,3 +782,54 @@ fn deserialize(progress: &mut Progress) -> Result {
     *sessions = None;
     Ok(())
 }
+
+/// The handover entries of outgoing sessions, kept in place as sessions come and go.
+#[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
+#[kernel::prelude::kunit_tests(luo_rs_session_entries)]
+mod entry_tests {
+    use super::*;
+
+    fn add(list: &mut SessionList, name: &[u8]) -> Result<Arc<Session>> {
+        let mut raw = [0u8; SESSION_NAME_LENGTH];
+        raw.iter_mut().zip(name).for_each(|(d, s)| *d = *s);
+        let session = Session::new(Name::new(&raw)?, false, FileSet::new())?;
+        list.add(session.clone(), RBTreeNodeReservation::new(GFP_KERNEL)?)?;
+        Ok(session)
+    }
+
+    fn entry_name(list: &mut SessionList, index: usize) -> Result<[u8; SESSION_NAME_LENGTH]> {
+        let entry = list.chain.entry_mut(index).ok_or(EINVAL)?;
+        Ok(abi::decode_session(entry)?.name)
+    }
+
+    #[test]
+    fn closing_a_session_moves_the_last_entry() -> Result {
+        let mut list = SessionList::new();
+        let a = add(&mut list, b"a")?;
+        let b = add(&mut list, b"b")?;
+        let c = add(&mut list, b"c")?;
+        assert_eq!(entry_name(&mut list, 0)?, *a.name.raw());
+        list.remove(&a);
+        // The last session takes the closed one's entry; the one between stays.
+        assert_eq!(c.chain_index.load(Relaxed), 0);
+        assert_eq!(b.chain_index.load(Relaxed), 1);
+        assert_eq!(entry_name(&mut list, 0)?, *c.name.raw());
+        assert_eq!(entry_name(&mut list, 1)?, *b.name.raw());
+        let head = list.chain.seal(list.slots.len())?;
+        assert_eq!(head, list.chain.phys(0));
+        let block = list.chain.page(0);
+        assert_eq!(abi::decode_block(block, abi::session::SIZE)?, (0, 2));
+        // Nothing of the third entry, the closed session's old place, is handed over.
+        let used = abi::block::HEADER + 2 * abi::session::SIZE;
+        assert!(block
+            .get(used..)
+            .is_some_and(|rest| rest.iter().all(|&byte| byte == 0)));
+        // Closing the last session moves nothing.
+        list.remove(&b);
+        assert_eq!(c.chain_index.load(Relaxed), 0);
+        list.remove(&c);
+        assert_eq!(list.chain.seal(list.slots.len())?, 0);
+        assert_eq!(list.chain.blocks(), 0);
+        Ok(())
+    }
+}
