@@ -14,8 +14,7 @@ use kernel::{
         PreservedPage,
         RestoredPage, //
     },
-    prelude::*,
-    rbtree::RBTree, //
+    prelude::*, //
 };
 
 use kernel::sync::atomic::{
@@ -210,9 +209,6 @@ pub(crate) struct InChain {
     blocks: KVVec<(RestoredPage, usize)>,
     /// The next block to restore; 0 once the chain is whole.
     next: u64,
-    /// The addresses met so far, in a tree: a linear search per block would grow with the
-    /// square of the chain's length (up to 10,000 blocks, at early boot).
-    seen: RBTree<u64, ()>,
 }
 
 impl InChain {
@@ -223,7 +219,6 @@ impl InChain {
             entry_size,
             blocks: KVVec::new(),
             next: head,
-            seen: RBTree::new(),
         }
     }
 
@@ -257,8 +252,6 @@ impl InChain {
         while self.next != 0 {
             self.next = self.restore_one(self.next)?;
         }
-        // The tree only serves the restore.
-        self.seen = RBTree::new();
         let empty = self.blocks.iter().filter(|(_, n)| *n == 0).count();
         if empty != 0 {
             pr_info!(
@@ -278,16 +271,18 @@ impl InChain {
             return Err(EINVAL);
         }
         self.blocks.reserve(1, GFP_KERNEL)?;
-        if self.seen.get(&pa).is_some() {
-            pr_err!("Block set is corrupted: block {:#x} appears twice\n", pa);
-            return Err(EINVAL);
-        }
-        self.seen.try_create_and_insert(pa, (), GFP_KERNEL)?;
+        // KHO hands a page over once, so a block met again (a cycle) is no longer preserved
+        // and its restore fails: the chain cannot be followed forever, and no address needs
+        // to be remembered on the way. Only the error tells which of the two it was.
         let page = RestoredPage::restore(pa).inspect_err(|_| {
-            pr_err!(
-                "Block {:#x} is not a page preserved by the previous kernel\n",
-                pa
-            );
+            if self.blocks.iter().any(|(p, _)| p.phys() == pa) {
+                pr_err!("Block set is corrupted: block {:#x} appears twice\n", pa);
+            } else {
+                pr_err!(
+                    "Block {:#x} is not a page preserved by the previous kernel\n",
+                    pa
+                );
+            }
         })?;
         let (next, count) = match abi::decode_block(page.bytes(), self.entry_size) {
             Ok(v) => v,

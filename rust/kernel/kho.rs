@@ -119,6 +119,7 @@ impl Drop for PreservedPage {
 /// `folio` is an order-0 folio restored with `kho_restore_folio()` and owned by this object.
 pub struct RestoredPage {
     folio: NonNull<bindings::folio>,
+    phys: PhysAddr,
 }
 
 // SAFETY: The page is plain memory owned by this object; it may be used from any thread.
@@ -159,7 +160,12 @@ impl RestoredPage {
             return Err(EINVAL);
         }
         // INVARIANT: An order-0 folio, restored and now ours.
-        Ok(Self { folio })
+        Ok(Self { folio, phys })
+    }
+
+    /// The physical address the page was restored from.
+    pub fn phys(&self) -> PhysAddr {
+        self.phys
     }
 
     /// The contents of the page.
