@@ -2,16 +2,15 @@
 
 //! The LUO root in the KHO handover data: what the previous kernel left, what this one leaves.
 //!
-//! Early in boot the previous kernel's root, session chain and FLB page are restored and their
-//! structure checked, before anything else can allocate the memory they sit in. Unlike the C
-//! core, which panics when that data is malformed, a malformed handover is refused here: the
-//! reason is logged, the memory it occupies stays reserved (no data of the previous kernel
-//! reaches another user), and live update stays disabled for this boot, which otherwise
-//! continues normally.
+//! Early in boot the previous kernel's root and session chain are restored and their structure
+//! checked. Unlike the C core, which panics when that data is malformed, a malformed handover is
+//! refused here: the reason is logged, the memory it occupies stays reserved (no data of the
+//! previous kernel reaches another user), and live update stays disabled for this boot, which
+//! otherwise continues normally.
 //!
-//! The session entries themselves are read at the first open of `/dev/liveupdate`, as in the
-//! C core: the chain is handed to the session registry whole, and early boot pays only for its
-//! pages, not for thousands of entries nobody may ask for in this boot.
+//! Early boot does no more than that, as in the C core: the FLB page is read when an FLB is
+//! first registered or at late init, whichever comes first, and the session entries at the
+//! first open of `/dev/liveupdate` (the chain is handed to the session registry whole).
 //!
 //! At late init this kernel's own root is created for the next live update.
 
@@ -51,8 +50,13 @@ use crate::{
 pub(crate) struct Incoming {
     /// Its live update number.
     liveupdate_num: u64,
-    /// Its FLBs, or `None` if it handed over no FLB page.
-    flbs: Option<KVec<FlbRecord>>,
+    /// Its FLB page (0: none).
+    flbs_pa: u64,
+    /// Its FLBs once read, or `None` if it handed over no FLB page.
+    flbs: SetOnce<Option<KVec<FlbRecord>>>,
+    /// Held while the FLB page is read.
+    #[pin]
+    flbs_read: Mutex<()>,
     /// Its session chain, restored and checked block by block, until the session registry
     /// takes it to read the entries.
     #[pin]
@@ -63,7 +67,7 @@ pub(crate) struct Incoming {
 /// valid.
 static INCOMING: SetOnce<Pin<KBox<Incoming>>> = SetOnce::new();
 
-/// Set at early init if handover data was found but refused.
+/// Set if handover data was found but refused: at early init, or when the FLB page is read.
 static REFUSED: AtomicFlag = AtomicFlag::new(false);
 
 /// The previous kernel's state, if it handed any over.
@@ -81,9 +85,56 @@ pub(crate) fn take_incoming_sessions() -> Option<InChain> {
     incoming().and_then(|i| i.sessions.lock().take())
 }
 
-/// The previous kernel's FLBs, if it handed over an FLB page.
+/// The previous kernel's FLBs, if it handed over a valid FLB page; the first call reads it.
+///
+/// A malformed page refuses the whole handover: its pages and the session chain are kept from
+/// the allocator, and live update is not offered in this boot (see [`read_rest`]).
 pub(crate) fn incoming_flbs() -> Option<&'static [FlbRecord]> {
-    incoming().and_then(|i| i.flbs.as_deref())
+    let i = incoming()?;
+    if let Some(flbs) = i.flbs.as_ref() {
+        return flbs.as_deref();
+    }
+    let _read = i.flbs_read.lock();
+    if i.flbs.as_ref().is_none() && !refused() {
+        match read_flbs(i.flbs_pa) {
+            Ok(flbs) => {
+                i.flbs.populate(flbs);
+            }
+            Err(e) => {
+                if let Some(chain) = i.sessions.lock().take() {
+                    chain.abandon();
+                }
+                refuse(e);
+            }
+        }
+    }
+    i.flbs.as_ref().and_then(|flbs| flbs.as_deref())
+}
+
+/// Reads what early boot left of the handover data, before `/dev/liveupdate` is offered.
+///
+/// # Errors
+///
+/// `EINVAL` if the handover data was refused, now or before.
+pub(crate) fn read_rest() -> Result {
+    incoming_flbs();
+    if refused() {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+fn refuse(e: Error) {
+    REFUSED.store(true, Relaxed);
+    pr_err!(
+        "The incoming tree failed to initialize properly [{:?}], disabling live update\n",
+        e
+    );
+    pr_err!(
+        "luo-rs: {} page(s) of it kept from the allocator, the rest stays reserved; \
+         this boot continues\n",
+        kept()
+    );
 }
 
 /// True if the previous kernel's handover data was found malformed and refused.
@@ -91,25 +142,14 @@ pub(crate) fn refused() -> bool {
     REFUSED.load(Relaxed)
 }
 
-/// Restores and checks the previous kernel's root, session chain and FLB page.
+/// Restores and checks the previous kernel's root and session chain.
 pub(crate) fn early_init() {
     match read_incoming() {
         Ok(Some(incoming)) => {
             INCOMING.populate(incoming);
         }
         Ok(None) => {}
-        Err(e) => {
-            REFUSED.store(true, Relaxed);
-            pr_err!(
-                "The incoming tree failed to initialize properly [{:?}], disabling live update\n",
-                e
-            );
-            pr_err!(
-                "luo-rs: {} page(s) of it kept from the allocator, the rest stays reserved; \
-                 this boot continues\n",
-                kept()
-            );
-        }
+        Err(e) => refuse(e),
     }
 }
 
@@ -148,21 +188,16 @@ fn read_incoming() -> Result<Option<Pin<KBox<Incoming>>>> {
             return Err(e);
         }
     };
-    let flbs = match read_flbs(root.flbs_pa) {
-        Ok(flbs) => flbs,
-        Err(e) => {
-            chain.abandon();
-            keep(root_page);
-            return Err(e);
-        }
-    };
     let liveupdate_num = root.liveupdate_num;
+    let flbs_pa = root.flbs_pa;
     // The root is read; its page goes back to the allocator.
     drop(root_page);
     KBox::pin_init(
         pin_init!(Incoming {
             liveupdate_num,
-            flbs,
+            flbs_pa,
+            flbs: SetOnce::new(),
+            flbs_read <- new_mutex!(()),
             sessions <- new_mutex!(Some(chain)),
         }),
         GFP_KERNEL,

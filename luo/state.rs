@@ -75,13 +75,19 @@ pub extern "C" fn luo_rs_request(enable: bool) {
     REQUESTED.store(enable, Relaxed);
 }
 
-/// Creates the outgoing handover data and registers `/dev/liveupdate`.
+/// Reads the rest of the incoming handover data, creates the outgoing handover data and
+/// registers `/dev/liveupdate`.
 ///
 /// Returns 0 or a negative errno for the initcall; a failure disables live update, as the C
 /// core does when it cannot set up its outgoing data.
 #[export]
 pub extern "C" fn luo_rs_late_init() -> c_int {
     if !enabled() {
+        return 0;
+    }
+    if handover::read_rest().is_err() {
+        ENABLED.store(false, Relaxed);
+        pr_warn!("luo-rs: live update disabled for this boot: the handover data was refused\n");
         return 0;
     }
     match session::init().and_then(|()| device::register()) {
