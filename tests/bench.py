@@ -25,6 +25,7 @@ KERNELS = ("c", "rust")
 BENCH_LINE = re.compile(r"^BENCH (\S+) (\d+)", re.M)
 MEM_LINE = re.compile(r"^BENCH-MEM (\S+) (-?\d+) kB", re.M)
 TSC_LINE = re.compile(r"^BENCH-TSC (reboot|retrieved) (\d+)$", re.M)
+THP_LINE = re.compile(r"^BENCH-THP (-?\d+) kB$", re.M)
 KMSG_TIME = re.compile(r"^\[\s*([\d.]+)\] (.*)$", re.M)
 # The LUO initcalls of each core, timed by initcall_debug in the next kernel.
 EARLY_INIT = ("liveupdate_early_init", "luo_rs_early_startup")
@@ -116,6 +117,10 @@ def parse(out, khz):
     one, two = stages[0], stages[1]
     ns = {op: int(v) for op, v in BENCH_LINE.findall(one + two)}
     mem = {op: int(v) for op, v in MEM_LINE.findall(one)}
+    # The least of the large-folio memfds that shmem put in huge folios.
+    huge = [int(v) for v in THP_LINE.findall(one)]
+    if huge:
+        mem["thp-huge"] = min(huge)
     tsc = dict(TSC_LINE.findall(one + two))
     if "reboot" in tsc and "retrieved" in tsc:
         ns["blackout"] = int((int(tsc["retrieved"]) - int(tsc["reboot"])) * 1e6 / khz)
@@ -136,7 +141,8 @@ def parse(out, khz):
 
 
 def run(reps, sessions, mib, outdir, memory="4G", quiet=False, env=None):
-    """Boots each kernel `reps` times, alternating; returns (medians, problems, clock).
+    """Boots each kernel `reps` times, alternating; returns (medians, memory figures, spreads,
+    problems, clock), where a spread is the largest figure of an operation over its smallest.
     `env` is the test command's environment (kernels and guest programs built already)."""
     env = env or scenarios.Environment.prepare("cross/")
     samples = {k: {} for k in KERNELS}
@@ -170,7 +176,9 @@ def run(reps, sessions, mib, outdir, memory="4G", quiet=False, env=None):
                 print(f"   run {rep + 1} {k}: {len(ns)} operations measured", flush=True)
     medians = {k: {op: statistics.median(v) for op, v in samples[k].items()} for k in KERNELS}
     memmed = {k: {op: statistics.median(v) for op, v in mem[k].items()} for k in KERNELS}
-    return medians, memmed, problems, clock
+    spreads = {k: {op: max(v) / min(v) if min(v) > 0 else float("inf")
+                   for op, v in samples[k].items()} for k in KERNELS}
+    return medians, memmed, spreads, problems, clock
 
 
 def fmt(ns):
@@ -183,9 +191,9 @@ def fmt(ns):
     return f"{ns:.0f} ns"
 
 
-def table(medians, sessions):
-    """Markdown rows: operation, C, Rust, Rust/C."""
-    rows = ["| operation | C | Rust | Rust/C |", "|---|---|---|---|"]
+def table(medians, sessions, spreads):
+    """Markdown rows: operation, C, Rust, Rust/C, and how far each kernel's runs spread."""
+    rows = ["| operation | C | Rust | Rust/C | spread C / Rust |", "|---|---|---|---|---|"]
     seen = set()
     for op, text in OPERATIONS:
         op = op.replace("10000", str(sessions)) if op == "create_10000_sessions" else op
@@ -195,7 +203,8 @@ def table(medians, sessions):
             continue
         ratio = r / c if c else float("inf")
         mark = "**" if ratio > 1.0 else ""
-        rows.append(f"| {text} | {fmt(c)} | {fmt(r)} | {mark}{ratio:.2f}{mark} |")
+        spread = " / ".join(f"{spreads[k].get(op, 1.0):.2f}" for k in KERNELS)
+        rows.append(f"| {text} | {fmt(c)} | {fmt(r)} | {mark}{ratio:.2f}{mark} | {spread} |")
     return rows
 
 
@@ -294,11 +303,13 @@ def smoke(env):
     import tempfile
     with tempfile.TemporaryDirectory() as out:
         sessions, mib = 100, 16
-        medians, _, problems, clock = run(1, sessions, mib, out, memory="3G", quiet=True,
-                                                env=env)
+        medians, mem, spreads, problems, clock = run(1, sessions, mib, out, memory="3G",
+                                                     quiet=True, env=env)
         problems += [f"{k}: no measurement of {op}" for k in KERNELS
                      for op in expected_ops(sessions, mib) if op not in medians[k]]
-        table(medians, sessions)
+        problems += [f"{k}: no count of the large-folio memfd's huge folios" for k in KERNELS
+                     if "thp-huge" not in mem[k]]
+        table(medians, sessions, spreads)
         pictures(medians, out)
         for name in ("sessions.svg", "memfd.svg"):
             if not os.path.getsize(os.path.join(out, name)):
@@ -308,7 +319,7 @@ def smoke(env):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=3, help="runs per kernel (default 3)")
+    ap.add_argument("--reps", type=int, default=5, help="runs per kernel (default 5)")
     ap.add_argument("--sessions", type=int, default=10000)
     ap.add_argument("--mib", type=int, default=1024, help="largest dense memfd (MiB)")
     ap.add_argument("--smoke", action="store_true",
@@ -321,16 +332,23 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     print(f"== {args.reps} alternating runs per kernel ({', '.join(KERNELS)}): "
           f"{args.sessions} sessions, memfds up to {args.mib} MiB", flush=True)
-    medians, mem, problems, clock = run(args.reps, args.sessions, args.mib, args.out,
-                                        memory="3G" if args.smoke else "6G")
+    medians, mem, spreads, problems, clock = run(args.reps, args.sessions, args.mib, args.out,
+                                                 memory="3G" if args.smoke else "6G")
     missing = [f"{k}: {op}" for k in KERNELS for op in expected_ops(args.sessions, args.mib)
                if op not in medians[k]]
-    rows = table(medians, args.sessions)
+    rows = table(medians, args.sessions, spreads)
     clock_note = (f"guest clocksource tsc ({clock[2]} kHz), smallest step between two "
                   f"CLOCK_MONOTONIC readings at most {clock[1]} ns"
                   if clock else "guest clock unknown")
     lines = [f"Medians of {args.reps} alternating runs per kernel; {clock_note}; QEMU TCG, "
-             f"2 vCPUs.", ""] + rows
+             f"2 vCPUs. The spread is each kernel's largest figure over its smallest across "
+             f"its runs: a Rust/C ratio closer to 1.00 than the spreads are wide does not tell "
+             f"the two apart.", ""] + rows
+    huge = {k: mem[k].pop("thp-huge", None) for k in KERNELS}
+    lines += ["", "Of each 64 MiB large-folio memfd, shmem put at least "
+              + " and ".join(f"{'?' if huge[k] is None else f'{huge[k] / 1024:.0f} MiB'} "
+                             f"({'C' if k == 'c' else 'Rust'})" for k in KERNELS)
+              + " in 2 MiB folios (median of the runs); the rest is in small pages."]
     lines += ["", "Handover metadata (the folio array, vmalloc) allocated by PRESERVE_FD:", "",
               "| memfd | C | Rust |", "|---|---|---|"]
     for op in sorted(set(mem["c"]) | set(mem["rust"]), key=lambda o: [x for x, _ in MEMFDS].index(o)

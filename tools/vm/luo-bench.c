@@ -199,6 +199,7 @@ static void case_session(char *name, size_t len, const struct memfd_case *c, int
 static int make_memfd(const struct memfd_case *c)
 {
 	int fd = memfd_create(c->name, 0);
+	long huge = 0;
 	char *p;
 
 	if (fd < 0 || ftruncate(fd, c->bytes))
@@ -212,16 +213,21 @@ static int make_memfd(const struct memfd_case *c)
 				die("pwrite");
 		return fd;
 	}
-	if (c->kind == LARGE)
+	if (c->kind == LARGE) {
+		huge = meminfo_kib("ShmemHugePages");
 		thp("always");
+	}
 	p = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
 		die("mmap");
 	for (size_t i = 0; i < c->bytes; i += PAGE)
 		p[i] = (char)(i / PAGE + 1);
 	munmap(p, c->bytes);
-	if (c->kind == LARGE)
+	if (c->kind == LARGE) {
 		thp("never");
+		/* How much of it shmem could put in huge folios: the row means that much. */
+		printf("BENCH-THP %ld kB\n", meminfo_kib("ShmemHugePages") - huge);
+	}
 	return fd;
 }
 
