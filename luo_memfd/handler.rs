@@ -136,13 +136,8 @@ fn retrieve_folios(file: &File, m: &Memfd, array: &RestoredVmalloc) -> Result {
     let mut added = 0u64;
     let mut result = Ok(());
     let mut next = 0;
-    while next < count {
-        let i = next;
-        next += 1;
-        let Some(e) = array.entry(i, entry::SIZE) else {
-            result = Err(EINVAL);
-            break;
-        };
+    for (i, e) in array.entries(entry::SIZE).take(count).enumerate() {
+        next = i + 1;
         let e = FolioEntry::decode(e);
         if e.pfn == 0 {
             continue;

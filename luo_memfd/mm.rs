@@ -447,10 +447,11 @@ impl Drop for RestoredFolio {
 /// the rest of one whose retrieval failed). Returns the number of folios freed.
 pub(crate) fn discard(array: &kho::RestoredVmalloc, entries: core::ops::Range<usize>) -> usize {
     let mut freed = 0;
-    for i in entries {
-        let Some(e) = array.entry(i, entry::SIZE) else {
-            break;
-        };
+    let listed = array
+        .entries(entry::SIZE)
+        .take(entries.end)
+        .skip(entries.start);
+    for e in listed {
         let e = FolioEntry::decode(e);
         if e.pfn == 0 {
             continue;

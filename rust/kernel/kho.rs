@@ -443,16 +443,14 @@ impl RestoredVmalloc {
         self.pages.is_empty()
     }
 
-    /// Entry `i` of an array of `size`-byte entries the area holds; `None` past its end, or if
+    /// The entries of an array of `size`-byte entries the area holds, in order; none if
     /// entries of that size would straddle pages (`size` must divide the page size).
-    pub fn entry(&self, i: usize, size: usize) -> Option<&[u8]> {
-        if PAGE_SIZE.checked_rem(size)? != 0 {
-            return None;
-        }
-        let per_page = PAGE_SIZE.checked_div(size)?;
-        let page = self.pages.get(i.checked_div(per_page)?)?;
-        let start = i.checked_rem(per_page)?.checked_mul(size)?;
-        page.bytes().get(start..start.checked_add(size)?)
+    pub fn entries(&self, size: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        let fits = size != 0 && PAGE_SIZE % size == 0;
+        self.pages
+            .iter()
+            .filter(move |_| fits)
+            .flat_map(move |page| page.bytes().chunks_exact(size.max(1)))
     }
 }
 
