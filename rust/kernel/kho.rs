@@ -148,11 +148,12 @@ impl RestoredPage {
     /// `EINVAL` if `phys` is not page aligned, or is not a preserved page, or was preserved as
     /// a larger folio (which is then kept from the allocator, not freed).
     pub fn restore(phys: PhysAddr) -> Result<Self> {
-        if phys == 0 || phys % PAGE_SIZE as u64 != 0 || !is_preserved(phys) {
+        if phys == 0 || phys % PAGE_SIZE as u64 != 0 {
             return Err(EINVAL);
         }
-        // SAFETY: `phys` is preserved memory; `kho_restore_folio()` checks it again.
-        let folio = NonNull::new(unsafe { bindings::kho_restore_folio(phys) }).ok_or(EINVAL)?;
+        // SAFETY: `kho_try_restore_folio()` accepts any address and restores a folio only where
+        // the previous kernel preserved one.
+        let folio = NonNull::new(unsafe { bindings::kho_try_restore_folio(phys) }).ok_or(EINVAL)?;
         // SAFETY: `folio` was just restored and is valid.
         if unsafe { bindings::folio_order(folio.as_ptr()) } != 0 {
             // The previous kernel's data claimed a page where a larger folio is; it now belongs
