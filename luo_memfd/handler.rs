@@ -21,7 +21,7 @@ use crate::{
     mm::{
         self,
         Locked,
-        RestoredFolio, //
+        RestoreError, //
     },
 };
 use kernel::{
@@ -142,30 +142,32 @@ fn retrieve_folios(file: &File, m: &Memfd, array: &RestoredVmalloc) -> Result {
         if e.pfn == 0 {
             continue;
         }
-        let Some(folio) = RestoredFolio::restore(e.pfn) else {
-            pr_err!("cannot restore the folio at pfn {:#x}\n", e.pfn);
-            result = Err(EIO);
-            break;
+        let n = match mm::restore_folio(file, &e, pages) {
+            Ok(n) => n,
+            Err(RestoreError::NotPreserved) => {
+                pr_err!("cannot restore the folio at pfn {:#x}\n", e.pfn);
+                result = Err(EIO);
+                break;
+            }
+            // A large folio may reach past the end of the file (shmem allocates such folios),
+            // but it starts inside it.
+            Err(RestoreError::Misplaced(n)) => {
+                pr_err!(
+                    "folio {} ({} pages) at page {} of a {}-page file\n",
+                    i,
+                    n,
+                    e.index,
+                    pages
+                );
+                result = Err(EINVAL);
+                break;
+            }
+            Err(RestoreError::Add(err)) => {
+                pr_err!("cannot add folio {} at page {}: {:?}\n", i, e.index, err);
+                result = Err(err);
+                break;
+            }
         };
-        // A large folio may reach past the end of the file (shmem allocates such folios), but
-        // it starts inside it.
-        let n = folio.nr_pages();
-        if e.index % n != 0 || e.index >= pages {
-            pr_err!(
-                "folio {} ({} pages) at page {} of a {}-page file\n",
-                i,
-                n,
-                e.index,
-                pages
-            );
-            result = Err(EINVAL);
-            break;
-        }
-        if let Err(err) = folio.add_to(file, e.index, e.flags) {
-            pr_err!("cannot add folio {} at page {}: {:?}\n", i, e.index, err);
-            result = Err(err);
-            break;
-        }
         added += n;
     }
     mm::account(file, added);

@@ -12,6 +12,7 @@
 #include <linux/fs.h>
 #include <linux/highmem.h>
 #include <linux/init.h>
+#include <linux/kexec_handover.h>
 #include <linux/memcontrol.h>
 #include <linux/memfd.h>
 #include <linux/mm.h>
@@ -188,18 +189,39 @@ struct file *luo_memfd_new_file(unsigned int seals, u64 pos, u64 size)
 }
 
 /*
- * Puts a restored folio at page @index of @file. The folio's reference is
- * consumed in every case: on success the page cache owns the folio, on
- * failure it is freed. The caller checked that @index is aligned to the
- * folio's size. Pages added are accounted to the inode with
- * luo_memfd_account() once all are in.
+ * Restores the folio the previous kernel preserved at page frame @pfn and
+ * puts it at page @index of @file, a file of @pages pages. The folio must
+ * start inside the file at an index aligned to its size; a large folio may
+ * reach past the end (shmem allocates such folios). Once restored, its size
+ * is stored in *@nr_pages and its reference is consumed in every case: the
+ * page cache owns it, or it is freed.
+ *
+ * Everything here comes from the previous kernel's data. Returns 0,
+ * -ENOENT if no folio is preserved at @pfn (KHO refuses it without a
+ * warning), -EINVAL if the folio does not fit at @index, or the error of
+ * adding it. Pages added are accounted to the inode with luo_memfd_account()
+ * once all are in. One call per folio: the loop runs once per folio of a
+ * file that may have millions.
  */
-int luo_memfd_add_folio(struct file *file, struct folio *folio, u64 index,
-			bool dirty, bool uptodate)
+int luo_memfd_restore_folio(struct file *file, u64 pfn, u64 index, u64 pages,
+			    bool dirty, bool uptodate, u64 *nr_pages)
 {
 	struct inode *inode = file_inode(file);
 	struct address_space *mapping = inode->i_mapping;
+	phys_addr_t phys = PFN_PHYS(pfn);
+	struct folio *folio;
 	int err;
+
+	if (!pfn || PHYS_PFN(phys) != pfn)
+		return -ENOENT;
+	folio = kho_try_restore_folio(phys);
+	if (!folio)
+		return -ENOENT;
+	*nr_pages = folio_nr_pages(folio);
+	if (!IS_ALIGNED(index, *nr_pages) || index >= pages) {
+		folio_put(folio);
+		return -EINVAL;
+	}
 
 	__folio_set_locked(folio);
 	__folio_set_swapbacked(folio);
@@ -218,7 +240,7 @@ int luo_memfd_add_folio(struct file *file, struct folio *folio, u64 index,
 	if (dirty)
 		folio_mark_dirty(folio);
 
-	err = shmem_inode_acct_blocks(inode, folio_nr_pages(folio));
+	err = shmem_inode_acct_blocks(inode, *nr_pages);
 	if (err) {
 		filemap_remove_folio(folio);
 		goto unlock;

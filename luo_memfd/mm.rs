@@ -4,9 +4,11 @@
 //!
 //! The handler's logic works on three things that only C can touch: a memfd under its inode
 //! lock ([`Locked`]), the folios of a memfd pinned for preservation ([`Pinned`]), and folios
-//! received from the previous kernel ([`RestoredFolio`]). Each owns what it holds (the lock, the
-//! pins and KHO preservations, a folio reference) and gives it back on drop, so every error path
-//! of the handler unwinds by dropping.
+//! received from the previous kernel and not used ([`RestoredFolio`]). Each owns what it holds
+//! (the lock, the pins and KHO preservations, a folio reference) and gives it back on drop, so
+//! every error path of the handler unwinds by dropping. A folio that is used goes from KHO into
+//! the new file in one step ([`restore_folio`]), once per folio of a file that may have
+//! millions.
 
 use crate::abi::{
     folio as entry,
@@ -389,50 +391,71 @@ pub(crate) fn account(file: &File, pages: u64) {
     unsafe { bindings::luo_memfd_account(file.as_ptr(), pages) };
 }
 
-/// A folio received from the previous kernel, with our one reference.
+/// Why a folio listed by the previous kernel could not be put into a file.
+#[derive(Debug)]
+pub(crate) enum RestoreError {
+    /// No folio is preserved at the listed address.
+    NotPreserved,
+    /// The folio, of that many pages, does not start inside the file at an index aligned to its
+    /// size; it was freed.
+    Misplaced(u64),
+    /// Adding the folio to the file failed; it was freed.
+    Add(Error),
+}
+
+/// Restores the folio `e` lists and puts it into `file`, a new memfd of `pages` pages; returns
+/// the folio's number of pages. The pages are accounted to the file with [`account`] once all
+/// folios are in.
+pub(crate) fn restore_folio(
+    file: &File,
+    e: &FolioEntry,
+    pages: u64,
+) -> core::result::Result<u64, RestoreError> {
+    let mut n = 0;
+    // SAFETY: `file` is a shmem file and `n` is valid for writing; the helper accepts any page
+    // frame number and restores a folio only where the previous kernel preserved one.
+    let ret = unsafe {
+        bindings::luo_memfd_restore_folio(
+            file.as_ptr(),
+            e.pfn,
+            e.index,
+            pages,
+            e.flags & FOLIO_DIRTY != 0,
+            e.flags & FOLIO_UPTODATE != 0,
+            &mut n,
+        )
+    };
+    if ret == 0 {
+        Ok(n)
+    } else if n == 0 {
+        Err(RestoreError::NotPreserved)
+    } else if e.index & (n - 1) != 0 || e.index >= pages {
+        Err(RestoreError::Misplaced(n))
+    } else {
+        Err(RestoreError::Add(Error::from_errno(ret)))
+    }
+}
+
+/// A folio received from the previous kernel and not used, with our one reference.
 ///
 /// # Invariants
 ///
-/// `folio` was restored with `kho_restore_folio()` and we own a reference to it.
-pub(crate) struct RestoredFolio {
+/// `folio` was restored from KHO and we own a reference to it.
+struct RestoredFolio {
     folio: NonNull<bindings::folio>,
 }
 
 impl RestoredFolio {
     /// Takes the folio at page frame `pfn`, if the previous kernel preserved one there.
-    pub(crate) fn restore(pfn: u64) -> Option<Self> {
-        if pfn == 0 || pfn >> (64 - PAGE_SHIFT) != 0 || !kho::is_preserved(pfn << PAGE_SHIFT) {
+    fn restore(pfn: u64) -> Option<Self> {
+        if pfn >> (64 - PAGE_SHIFT) != 0 {
             return None;
         }
-        // SAFETY: A folio was preserved at the address and not restored yet; KHO checks it
-        // again and returns NULL if it cannot restore it.
-        let folio = unsafe { bindings::kho_restore_folio(pfn << PAGE_SHIFT) };
+        // SAFETY: `kho_try_restore_folio()` accepts any address and restores a folio only where
+        // the previous kernel preserved one.
+        let folio = unsafe { bindings::kho_try_restore_folio(pfn << PAGE_SHIFT) };
         // INVARIANT: A restored folio; KHO hands it over with one reference.
         NonNull::new(folio).map(|folio| Self { folio })
-    }
-
-    /// Number of pages in the folio.
-    pub(crate) fn nr_pages(&self) -> u64 {
-        // SAFETY: The folio is ours (type invariant).
-        1u64 << unsafe { bindings::folio_order(self.folio.as_ptr()) }
-    }
-
-    /// Adds the folio to `file` at page `index`, which the caller checked is aligned to the
-    /// folio's size and inside the file. The folio goes to the page cache, or is freed on error.
-    pub(crate) fn add_to(self, file: &File, index: u64, flags: u16) -> Result {
-        let folio = self.folio.as_ptr();
-        core::mem::forget(self);
-        // SAFETY: `file` is a shmem file; the folio is ours and its reference is consumed by
-        // the helper in every case.
-        to_result(unsafe {
-            bindings::luo_memfd_add_folio(
-                file.as_ptr(),
-                folio,
-                index,
-                flags & FOLIO_DIRTY != 0,
-                flags & FOLIO_UPTODATE != 0,
-            )
-        })
     }
 }
 
