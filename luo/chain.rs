@@ -222,21 +222,6 @@ impl InChain {
         }
     }
 
-    /// Restores and checks the chain that starts at `head` (0: an empty chain).
-    ///
-    /// # Errors
-    ///
-    /// As [`InChain::restore_rest`]; the blocks restored so far are then kept from the
-    /// allocator for good, so no data of the previous kernel reaches another user.
-    pub(crate) fn restore(head: u64, entry_size: usize) -> Result<Self> {
-        let mut chain = Self::new(head, entry_size);
-        if let Err(e) = chain.restore_rest() {
-            chain.keep_all();
-            return Err(e);
-        }
-        Ok(chain)
-    }
-
     /// Restores and checks the blocks not restored yet.
     ///
     /// Every block must be a page the previous kernel preserved, hold at most `per_block`

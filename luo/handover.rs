@@ -2,15 +2,16 @@
 
 //! The LUO root in the KHO handover data: what the previous kernel left, what this one leaves.
 //!
-//! Early in boot the previous kernel's root and session chain are restored and their structure
-//! checked. Unlike the C core, which panics when that data is malformed, a malformed handover is
-//! refused here: the reason is logged, the memory it occupies stays reserved (no data of the
-//! previous kernel reaches another user), and live update stays disabled for this boot, which
-//! otherwise continues normally.
+//! Early boot restores and checks only the previous kernel's root (the C core also restores
+//! the session chain there). Its FLB page is read when an FLB is first registered or at late
+//! init, whichever comes first; its session chain is handed whole, not yet restored, to the
+//! session registry, which restores and reads it at the first open of `/dev/liveupdate`.
 //!
-//! Early boot does no more than that, as in the C core: the FLB page is read when an FLB is
-//! first registered or at late init, whichever comes first, and the session entries at the
-//! first open of `/dev/liveupdate` (the chain is handed to the session registry whole).
+//! Unlike the C core, which panics on some malformed data and follows other data unchecked, a
+//! malformed root or FLB page is refused here: the reason is logged, the memory it occupies
+//! stays reserved (no data of the previous kernel reaches another user), and live update stays
+//! disabled for this boot, which otherwise continues normally. A malformed session chain is
+//! refused the same way at the first open (see `session::deserialize_once`).
 //!
 //! At late init this kernel's own root is created for the next live update.
 
@@ -57,13 +58,13 @@ pub(crate) struct Incoming {
     /// Held while the FLB page is read.
     #[pin]
     flbs_read: Mutex<()>,
-    /// Its session chain, restored and checked block by block, until the session registry
-    /// takes it to read the entries.
+    /// Its session chain, not restored yet, until the session registry takes it to read the
+    /// entries.
     #[pin]
     sessions: Mutex<Option<InChain>>,
 }
 
-/// Set at early init if there was handover data from a previous kernel and its structure was
+/// Set at early init if there was handover data from a previous kernel and its root was
 /// valid.
 static INCOMING: SetOnce<Pin<KBox<Incoming>>> = SetOnce::new();
 
@@ -142,7 +143,7 @@ pub(crate) fn refused() -> bool {
     REFUSED.load(Relaxed)
 }
 
-/// Restores and checks the previous kernel's root and session chain.
+/// Restores and checks the previous kernel's root.
 pub(crate) fn early_init() {
     match read_incoming() {
         Ok(Some(incoming)) => {
@@ -178,16 +179,9 @@ fn read_incoming() -> Result<Option<Pin<KBox<Incoming>>>> {
         "Retrieved live update data, liveupdate number: {}\n",
         root.liveupdate_num
     );
-    // Every page stays restored until all of the data is found good: on any refusal, each
-    // page reached so far is kept from the allocator for good, so nothing of the previous
-    // kernel reaches another user.
-    let chain = match InChain::restore(root.sessions_pa, abi::session::SIZE) {
-        Ok(chain) => chain,
-        Err(e) => {
-            keep(root_page);
-            return Err(e);
-        }
-    };
+    // The session chain is restored and checked at the first open, with its entries, as the
+    // C core reads it there; until then its pages stay reserved.
+    let chain = InChain::new(root.sessions_pa, abi::session::SIZE);
     let liveupdate_num = root.liveupdate_num;
     let flbs_pa = root.flbs_pa;
     // The root is read; its page goes back to the allocator.

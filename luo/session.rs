@@ -700,8 +700,9 @@ pub(crate) fn deserialize_once() -> Result {
 /// Builds the incoming sessions from the one `progress` reached on; each session's file chain
 /// is restored, read, and released once the session holding its files is built.
 ///
-/// The session chain's pages go back to the allocator once every entry is read; a chain with a
-/// malformed entry or two sessions of one name is kept from the allocator for good.
+/// The session chain is restored first; its pages go back to the allocator once every entry is
+/// read. A malformed chain, a malformed entry or two sessions of one name keep the pages
+/// restored so far from the allocator for good.
 fn deserialize(progress: &mut Progress) -> Result {
     let Progress {
         built,
@@ -712,9 +713,39 @@ fn deserialize(progress: &mut Progress) -> Result {
     let Some(entries) = sessions.as_mut() else {
         return Ok(());
     };
-    let mut index = 0usize;
+    // `ENOMEM` leaves the blocks restored so far with the chain for the next attempt.
     let mut malformed = false;
-    let result = entries.for_each(|e| {
+    let result = match entries.restore_rest() {
+        Ok(()) => read_entries(entries, built, done, chain, &mut malformed),
+        Err(e) => {
+            malformed = e == EINVAL;
+            Err(e)
+        }
+    };
+    if malformed {
+        entries.keep_all();
+        pr_err!(
+            "{} page(s) of the previous kernel kept from the allocator so far\n",
+            chain::kept()
+        );
+    }
+    result?;
+    // Every entry is read: the chain's pages go back to the allocator.
+    *sessions = None;
+    Ok(())
+}
+
+/// Builds a session for each entry of the restored chain `entries` not in `built` yet (the
+/// first `done`); sets `malformed` if an entry is malformed or repeats a name.
+fn read_entries(
+    entries: &InChain,
+    built: &mut SessionList,
+    done: &mut usize,
+    chain: &mut Option<InChain>,
+    malformed: &mut bool,
+) -> Result {
+    let mut index = 0usize;
+    entries.for_each(|e| {
         // The entries an attempt that ran out of memory read are in `built` already.
         index += 1;
         if index <= *done {
@@ -723,7 +754,7 @@ fn deserialize(progress: &mut Progress) -> Result {
         let name = abi::decode_session(e)
             .map_err(|m| {
                 pr_err!("Malformed session entry in the handover data: {}\n", m);
-                malformed = true;
+                *malformed = true;
                 Error::from(m)
             })
             .and_then(|record| Ok((Name::new(&record.name)?, record)));
@@ -733,7 +764,7 @@ fn deserialize(progress: &mut Progress) -> Result {
                 "Duplicate session name in the handover data: [{}]\n",
                 kernel::str::BStr::from_bytes(name.as_bytes())
             );
-            malformed = true;
+            *malformed = true;
             return Err(EINVAL);
         }
         let files = chain.get_or_insert_with(|| InChain::new(record.files_pa, abi::file::SIZE));
@@ -769,18 +800,7 @@ fn deserialize(progress: &mut Progress) -> Result {
         *chain = None;
         *done += 1;
         Ok(())
-    });
-    if malformed {
-        entries.keep_all();
-        pr_err!(
-            "{} page(s) of the previous kernel kept from the allocator so far\n",
-            chain::kept()
-        );
-    }
-    result?;
-    // Every entry is read: the chain's pages go back to the allocator.
-    *sessions = None;
-    Ok(())
+    })
 }
 
 /// The handover entries of outgoing sessions, kept in place as sessions come and go.
