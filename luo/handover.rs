@@ -175,10 +175,8 @@ fn read_incoming() -> Result<Option<Pin<KBox<Incoming>>>> {
             return Err(m.into());
         }
     };
-    pr_info!(
-        "Retrieved live update data, liveupdate number: {}\n",
-        root.liveupdate_num
-    );
+    // SAFETY: The function only prints the number.
+    unsafe { kernel::bindings::luo_rs_log_incoming(root.liveupdate_num) };
     // The session chain is restored and checked at the first open, with its entries, as the
     // C core reads it there; until then its pages stay reserved.
     let chain = InChain::new(root.sessions_pa, abi::session::SIZE);

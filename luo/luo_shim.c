@@ -10,6 +10,8 @@
  * in-kernel FLB test hook.
  */
 
+#define pr_fmt(fmt) "luo: " fmt
+
 #include <linux/init.h>
 #include <linux/kexec_handover.h>
 #include <linux/kstrtox.h>
@@ -53,6 +55,17 @@ static int __init luo_rs_late_startup(void)
 	return luo_rs_late_init();
 }
 late_initcall(luo_rs_late_startup);
+
+/*
+ * The line the C core prints when it finds the previous kernel's data, with
+ * its format: the first line the core prints in a boot, at the early
+ * initcall, where Rust's formatter has not run yet.
+ */
+void luo_rs_log_incoming(u64 liveupdate_num)
+{
+	pr_info("Retrieved live update data, liveupdate number: %lld\n",
+		liveupdate_num);
+}
 
 bool luo_rs_module_get(struct module *owner)
 {

@@ -21,5 +21,6 @@ void luo_rs_corrupt_request(const char *name);
 bool luo_rs_module_get(struct module *owner);
 void luo_rs_module_put(struct module *owner);
 void luo_rs_test_register(struct liveupdate_file_handler *fh);
+void luo_rs_log_incoming(u64 liveupdate_num);
 
 #endif /* _LUO_RS_SHIM_H */
