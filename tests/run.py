@@ -12,6 +12,7 @@ import argparse
 import concurrent.futures
 import fnmatch
 import contextlib
+import difflib
 import os
 import pathlib
 import re
@@ -102,6 +103,27 @@ def rustfmt_check(tally, pattern):
     tally.record(name, "pass" if proc.returncode == 0 else "fail",
                  proc.stdout[-2000:] + "\nfix with: rustfmt --edition 2021 --config-path "
                  "tests/rustfmt.toml FILE")
+
+
+UAPI_HEADER = os.path.join("include", "uapi", "linux", "liveupdate.h")
+
+
+def uapi_check(tally, pattern):
+    """The uAPI header the project's userspace is built against must be the kernel's own: the
+    project adds no ioctl of its own, and a drift would build the tests against another ABI."""
+    name = "host/uapi-header"
+    if not fnmatch.fnmatch(name, pattern):
+        return
+    ours = os.path.join(ROOT, UAPI_HEADER)
+    theirs = os.path.join(vm.kernel_tree(), UAPI_HEADER)
+    try:
+        with open(ours) as a, open(theirs) as b:
+            mine, kernel = a.readlines(), b.readlines()
+    except OSError as e:
+        tally.record(name, "fail", f"cannot compare the headers: {e}")
+        return
+    diff = "".join(difflib.unified_diff(kernel, mine, theirs, ours))
+    tally.record(name, "fail" if diff else "pass", diff[-3000:])
 
 
 CLIPPY_WHERE = re.compile(r"^\s*--> (\S+?):\d+:\d+")
@@ -332,6 +354,7 @@ def main():
     tally = Tally()
     host_tests(tally, args.only)
     rustfmt_check(tally, args.only)
+    uapi_check(tally, args.only)
     cargo_tests(tally, args.only)
 
     env = scenarios.Environment.prepare(args.only, defer=("rust-debug", "c-debug"))

@@ -115,8 +115,10 @@ def build_guest_binaries(tree, hdr, out):
     for src in sorted(os.listdir(os.path.join(ROOT, "tools", "vm"))):
         if src.endswith(".c"):
             dst = os.path.join(out, src[:-2])
-            subprocess.run(["gcc", *cflags, os.path.join(ROOT, "tools", "vm", src), "-o", dst],
-                           check=True)
+            # Our programs see the project's copy of the uAPI header first (run.py checks
+            # that it is the kernel's).
+            subprocess.run(["gcc", *cflags, "-I", os.path.join(ROOT, "include", "uapi"),
+                            os.path.join(ROOT, "tools", "vm", src), "-o", dst], check=True)
             bins[src[:-2]] = dst
     bins.update(build_rust_guest_binaries(out))
     return bins
