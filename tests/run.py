@@ -92,7 +92,7 @@ def rustfmt_check(tally, pattern):
     if not fnmatch.fnmatch(name, pattern):
         return
     rustfmt = shutil.which("rustfmt") or os.path.expanduser("~/.cargo/bin/rustfmt")
-    dirs = ("luo", "luo_test", "luo_memfd", "rust")
+    dirs = ("luo", "luo_test", "memfd_luo", "rust")
     files = sorted(str(p) for d in dirs for p in pathlib.Path(ROOT, d).rglob("*.rs"))
     if not os.path.exists(rustfmt):
         tally.record(name, "fail", "rustfmt not found (it comes with the machine's rustup)")
@@ -133,7 +133,7 @@ def clippy_check(tally, pattern, nice=False):
     """Kernel-side Rust of luo-rs must be clippy-clean under the kernel's lint set.
 
     Builds the rust-clippy variant with rustup's toolchain and CLIPPY=1, after removing the
-    objects of the luo, luo_test and luo_memfd crates and the kernel crate so that all are
+    objects of the luo, luo_test and memfd_luo crates and the kernel crate so that all are
     linted again, and fails on any warning located in a file of this project.
     """
     name = "host/clippy"
@@ -148,7 +148,7 @@ def clippy_check(tally, pattern, nice=False):
         return
     out = os.path.join(vm.cache_dir(), "build", "rust-clippy")
     for obj in ("kernel/liveupdate/luo_rs/luo/luo.o", "kernel/liveupdate/luo_rs/luo_test/luo_test.o",
-                "kernel/liveupdate/luo_rs/luo_memfd/luo_memfd.o", "rust/kernel.o"):
+                "kernel/liveupdate/luo_rs/memfd_luo/memfd_luo.o", "rust/kernel.o"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(out, obj))
     ours = [str(p.relative_to(ROOT)) for p in pathlib.Path(ROOT, "rust").rglob("*.rs")]
