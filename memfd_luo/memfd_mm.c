@@ -2,8 +2,10 @@
 /*
  * shmem and page cache steps of the Rust memfd live update handler, the
  * parts that need mm/internal.h or inline helpers of the mm headers. The
- * order of operations and every decision is in the Rust files next to it; callers
- * there hold the references and locks each function documents.
+ * order of operations and every decision is in the Rust files next to it,
+ * but for where a restored folio may go: that is checked where its size is
+ * known, in luo_memfd_restore_folio(). Callers hold the references and
+ * locks each function documents.
  *
  * The handler registers at late_initcall, like mm/memfd_luo.c; Rust's
  * module! only offers the device initcall level for built-in code.
