@@ -236,9 +236,7 @@ impl SessionList {
         let slot = self.slots.len();
         self.slots.reserve(1, GFP_KERNEL)?;
         self.chain.grow(slot + 1)?;
-        if let Some(entry) = self.chain.entry_mut(slot) {
-            abi::encode_session(entry, session.name.raw(), 0, 0);
-        }
+        write_entry_without_files(&mut self.chain, slot, session.name.raw());
         session.chain_index.store(slot, Relaxed);
         self.slots
             .push_within_capacity(session.clone())
@@ -271,10 +269,7 @@ impl SessionList {
         drop(self.slots.pop());
         if let Some(moved) = self.slots.get(slot) {
             moved.chain_index.store(slot, Relaxed);
-            let name = *moved.name.raw();
-            if let Some(entry) = self.chain.entry_mut(slot) {
-                abi::encode_session(entry, &name, 0, 0);
-            }
+            write_entry_without_files(&mut self.chain, slot, moved.name.raw());
         }
         self.chain.shrink(self.slots.len());
     }
@@ -631,6 +626,14 @@ pub(crate) fn serialize() -> Result {
     Ok(())
 }
 
+/// Writes the handover entry at `slot` for a session named `name` with no files: what every
+/// outgoing entry holds until the reboot path freezes the session's files.
+fn write_entry_without_files(chain: &mut OutChain, slot: usize, name: &[u8; SESSION_NAME_LENGTH]) {
+    if let Some(entry) = chain.entry_mut(slot) {
+        abi::encode_session(entry, name, 0, 0);
+    }
+}
+
 /// Unfreezes the files of the first `frozen` sessions with files, and clears their entries'
 /// file sets again (the kexec is called off).
 fn unfreeze(chain: &mut OutChain, slots: &[Arc<Session>], frozen: usize) {
@@ -640,9 +643,7 @@ fn unfreeze(chain: &mut OutChain, slots: &[Arc<Session>], frozen: usize) {
         .filter(|(_, s)| s.has_files.load(Relaxed));
     for (slot, s) in with_files.take(frozen) {
         s.state.lock().files.unfreeze();
-        if let Some(entry) = chain.entry_mut(slot) {
-            abi::encode_session(entry, s.name.raw(), 0, 0);
-        }
+        write_entry_without_files(chain, slot, s.name.raw());
     }
 }
 
