@@ -69,7 +69,7 @@ int luo_memfd_seals(struct file *file)
  * aligned and at most MAX_PAGECACHE_ORDER), so runs cut there can be pinned
  * one at a time and still meet every folio exactly once.
  */
-#define LUO_MEMFD_RUN_ALIGN (1UL << 16)
+#define LUO_MEMFD_RUN_ALIGN BIT(16)
 
 /*
  * Finds the first run of populated page indices, resident folios or folios

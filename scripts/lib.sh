@@ -65,3 +65,31 @@ kernel_tree() {
 build_dir() {
 	echo "$LUO_CACHE/build/$1"
 }
+
+# The steps of patches/series, one per line: the patch's path, then the
+# project paths its commit adds (folders as given).
+series_steps() {
+	local line
+	while read -r line; do
+		case $line in '#'* | '') continue ;; esac
+		set -- $line
+		echo "$LUO_ROOT/patches/$1" "${@:2}"
+	done < "$LUO_ROOT/patches/series"
+}
+
+# The project files a series step adds, one per line: each path expanded to
+# the files under it that git knows or would add (build outputs are ignored).
+series_files() {
+	[ $# -gt 0 ] || return 0
+	git -C "$LUO_ROOT" ls-files --cached --others --exclude-standard -- "$@" | sort -u
+}
+
+# Where a project file lives in the kernel tree: the kernel crate,
+# Documentation and selftests at their own paths, the rest in the luo-rs
+# directory (kernel/liveupdate/luo_rs, linked to the checkout).
+tree_path() {
+	case $1 in
+	rust/* | Documentation/core-api/* | tools/testing/*) echo "$1" ;;
+	*) echo "kernel/liveupdate/luo_rs/$1" ;;
+	esac
+}

@@ -2,10 +2,11 @@
 # Link the project into the kernel tree and apply patches/, idempotently.
 #
 # The repository is linked (not copied) as kernel/liveupdate/luo_rs, and
-# the files under rust/ one by one into the tree's rust/, so an edit here is
-# seen by the next incremental build. Patches are recorded in
-# the tree once applied; if the set in patches/ changes, the old set is
-# reversed first so the tree never carries two versions of one edit.
+# the files patches/series places elsewhere (the kernel crate's, the
+# documentation) one by one at their tree paths, so an edit here is seen by
+# the next incremental build. Patches are applied in the series' order and
+# recorded in the tree; if the series changes, the old set is reversed
+# first so the tree never carries two versions of one edit.
 source "$(dirname "$0")/lib.sh"
 
 tree=$(kernel_tree)
@@ -16,21 +17,32 @@ if [ "$(readlink "$link" 2>/dev/null)" != "$LUO_ROOT" ]; then
 	ln -sfn "$LUO_ROOT" "$link" || die "cannot link $LUO_ROOT into $tree"
 fi
 
-# Kernel crate additions: each file under rust/ is linked at the same
-# place in the tree; an upstream file of that name is never replaced.
-(cd "$LUO_ROOT" && find rust -type f) | while read -r f; do
-	dst=$tree/$f
+# The files patches/series adds outside the luo-rs directory (the kernel
+# crate, Documentation) are linked one by one at their tree paths; an
+# upstream file of that name is never replaced. Every file under rust/ must
+# belong to a patch of the series, so the overlay and the series agree.
+series_steps | while read -r patch paths; do
+	series_files $paths
+done > "$LUO_CACHE/.series-files.$$"
+unlisted=$(cd "$LUO_ROOT" && series_files rust | grep -vxF -f "$LUO_CACHE/.series-files.$$" || true)
+[ -z "$unlisted" ] || { rm -f "$LUO_CACHE/.series-files.$$"; die "in no patch of patches/series: $unlisted"; }
+while read -r f; do
+	rel=$(tree_path "$f")
+	case $rel in kernel/liveupdate/luo_rs/*) continue ;; esac
+	dst=$tree/$rel
 	if [ -e "$dst" ] && [ ! -L "$dst" ]; then
-		die "$f exists in the kernel tree; luo-rs must not replace upstream files"
+		rm -f "$LUO_CACHE/.series-files.$$"
+		die "$rel exists in the kernel tree; luo-rs must not replace upstream files"
 	fi
 	if [ "$(readlink "$dst" 2>/dev/null)" != "$LUO_ROOT/$f" ]; then
 		mkdir -p "$(dirname "$dst")"
 		ln -sfn "$LUO_ROOT/$f" "$dst"
 	fi
-done
+done < "$LUO_CACHE/.series-files.$$"
+rm -f "$LUO_CACHE/.series-files.$$"
 
 applied=$tree/.luo-patches
-want=$(cat "$LUO_ROOT"/patches/*.patch | sha256sum | cut -d' ' -f1)
+want=$(series_steps | while read -r patch paths; do cat "$patch"; done | sha256sum | cut -d' ' -f1)
 have=$(cat "$applied/sum" 2>/dev/null || true)
 [ "$want" = "$have" ] && exit 0
 
@@ -42,12 +54,15 @@ if [ -d "$applied" ]; then
 	rm -rf "$applied"
 fi
 mkdir -p "$applied"
-for p in "$LUO_ROOT"/patches/*.patch; do
+n=0
+series_steps | while read -r p paths; do
+	n=$((n + 1))
 	if ! patch -d "$tree" -p1 -s -f --no-backup-if-mismatch --dry-run < "$p" >/dev/null; then
 		die "patch $(basename "$p") does not apply to $tree (is it a Linux $KVER tree?)"
 	fi
 	patch -d "$tree" -p1 -s -f --no-backup-if-mismatch < "$p" >/dev/null
-	cp "$p" "$applied/"
+	# Recorded under its place in the series, so that they are reversed in order.
+	cp "$p" "$applied/$(printf %04d $n)-$(basename "$p")"
 done
 echo "$want" > "$applied/sum"
 note "overlay applied to $tree"
