@@ -4,7 +4,7 @@
 
 PYTHON ?= python3
 
-.PHONY: run test test-long bench setup kernel-c kernel-rust
+.PHONY: run test test-long bench series series-check setup kernel-c kernel-rust
 
 # The main job: a live update of a memfd in a VM.
 run: setup
@@ -23,6 +23,16 @@ test-long: setup
 # Documentation/bench/.
 bench: setup
 	$(PYTHON) tests/bench.py
+
+# The project as a git format-patch series against Linux 7.3, written to
+# ~/.cache/luo-rs/series (see patches/series); the test command checks that it
+# applies with git am, yields the overlaid tree and passes checkpatch.
+series: setup
+	bash scripts/series.sh make
+
+# Build the product's kernel after every patch of the series (bisectability).
+series-check: series kernel-rust
+	bash scripts/series.sh bisect
 
 setup:
 	bash scripts/setup.sh

@@ -126,6 +126,39 @@ def uapi_check(tally, pattern):
     tally.record(name, "fail" if diff else "pass", diff[-3000:])
 
 
+SERIES_CHECKS = [
+    # The series is written with git format-patch;
+    ("host/series-format-patch", "make"),
+    # it applies with git am to pristine 7.3 and yields the overlaid tree;
+    ("host/series-git-am", "am"),
+    # checkpatch.pl --strict reports no error in it.
+    ("host/series-checkpatch", "checkpatch"),
+]
+
+
+def series_check(tally, pattern):
+    """The project as an upstream patch series (make series). Each step reads what the one
+    before it wrote, so selecting any of them runs the steps before it too."""
+    wanted = [fnmatch.fnmatch(name, pattern) for name, _ in SERIES_CHECKS]
+    if not any(wanted):
+        return
+    last = max(i for i, w in enumerate(wanted) if w)
+    broken = None
+    for i, (name, command) in enumerate(SERIES_CHECKS[:last + 1]):
+        if broken:
+            status, detail, took = "fail", f"not checked: {broken} failed", None
+        else:
+            start = time.monotonic()
+            r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "series.sh"), command],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            status, detail = ("pass" if r.returncode == 0 else "fail"), r.stdout[-3000:]
+            took = time.monotonic() - start
+            if r.returncode:
+                broken = name
+        if wanted[i]:
+            tally.record(name, status, detail, took)
+
+
 CLIPPY_WHERE = re.compile(r"^\s*--> (\S+?):\d+:\d+")
 
 
@@ -355,6 +388,7 @@ def main():
     host_tests(tally, args.only)
     rustfmt_check(tally, args.only)
     uapi_check(tally, args.only)
+    series_check(tally, args.only)
     cargo_tests(tally, args.only)
 
     env = scenarios.Environment.prepare(args.only, defer=("rust-debug", "c-debug"))
