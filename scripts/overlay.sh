@@ -19,12 +19,13 @@ fi
 
 # The files patches/series adds outside the luo-rs directory (the kernel
 # crate, Documentation) are linked one by one at their tree paths; an
-# upstream file of that name is never replaced. Every file under rust/ must
-# belong to a patch of the series, so the overlay and the series agree.
+# upstream file of that name is never replaced. Every project file at such
+# a path must belong to a patch of the series, so the overlay and the
+# series agree.
 series_steps | while read -r patch paths; do
 	series_files $paths
 done > "$LUO_CACHE/.series-files.$$"
-unlisted=$(cd "$LUO_ROOT" && series_files rust | grep -vxF -f "$LUO_CACHE/.series-files.$$" || true)
+unlisted=$(series_files rust Documentation/core-api tools/testing | grep -vxF -f "$LUO_CACHE/.series-files.$$" || true)
 [ -z "$unlisted" ] || { rm -f "$LUO_CACHE/.series-files.$$"; die "in no patch of patches/series: $unlisted"; }
 while read -r f; do
 	rel=$(tree_path "$f")

@@ -17,8 +17,10 @@ SELFTESTS = "tools/testing/selftests/liveupdate"
 # stage 2 verifies and prints "... TEST PASSED ...".
 UPSTREAM_KEXEC = ["luo_kexec_simple", "luo_multi_session", "luo_stress_sessions", "luo_stress_files"]
 UPSTREAM_API_TESTS = 15
-# Results of `luo-abi-test incoming` (tools/vm/luo-abi-test.c).
-ABI_ERRNO_TESTS = 78
+# The project's kselftests of the errno contract (tools/testing/selftests/liveupdate/): results
+# of luo_abi (device and outgoing sessions) and of luo_abi_incoming -s 2 (incoming sessions).
+ABI_TESTS = 60
+ABI_INCOMING_TESTS = 18
 
 # Kernels the test command builds, the matrix of DESIGN.md: the C reference (C core, C
 # memfd), the product (Rust core, Rust memfd), the two mixed combinations, and the
@@ -102,16 +104,15 @@ def build_rust_guest_binaries(out):
 
 
 def build_guest_binaries(tree, hdr, out):
-    """Static guest programs: the upstream selftests as they are in the tree, and ours."""
+    """Static guest programs: the liveupdate kselftests (upstream's and the project's, linked into
+    the tree by the overlay) built with their own Makefile, and the project's helper programs."""
     os.makedirs(out, exist_ok=True)
-    st = os.path.join(tree, SELFTESTS)
-    cflags = ["-static", "-s", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function", "-isystem", f"{hdr}/include"]
-    bins = {}
-    for name in ["liveupdate"] + UPSTREAM_KEXEC:
-        dst = os.path.join(out, name)
-        subprocess.run(["gcc", *cflags, "-I", f"{st}/lib/include", "-I", os.path.dirname(st),
-                        f"{st}/{name}.c", f"{st}/lib/lu_utils.c", "-o", dst], check=True)
-        bins[name] = dst
+    subprocess.run(["make", "-s", "-C", os.path.join(tree, SELFTESTS), f"OUTPUT={out}",
+                    f"KHDR_INCLUDES=-isystem {hdr}/include", "LDFLAGS=-static -s"], check=True)
+    bins = {name: os.path.join(out, name)
+            for name in ["liveupdate", "luo_abi", "luo_abi_incoming"] + UPSTREAM_KEXEC}
+    cflags = ["-static", "-s", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function",
+              "-isystem", f"{hdr}/include"]
     for src in sorted(os.listdir(os.path.join(ROOT, "tools", "vm"))):
         if src.endswith(".c"):
             dst = os.path.join(out, src[:-2])
@@ -286,19 +287,36 @@ def count_kunit(test, out):
     return rows
 
 
-def abi_errno_test(variant, kernel, bins):
-    """Our errno contract test; the same binary must pass on the C and the Rust core.
+def count_abi(test, out):
+    """The errno kselftests: each result of luo_abi (stage 1) and of luo_abi_incoming -s 2
+    (stage 2) on its own, with their plans pinned."""
+    logs = out.stage_logs()
+    rows, problems = [], list(out.problems)
+    for stage, (prog, expected) in enumerate([("luo_abi", ABI_TESTS),
+                                              ("luo_abi_incoming", ABI_INCOMING_TESTS)]):
+        results, plan = vm.ktap_results(logs[stage] if stage < len(logs) else "")
+        rows += ktap_rows(test.name, results)
+        if plan != expected or len(results) != expected:
+            problems.append(f"{prog}: expected {expected} results, plan said {plan}, "
+                            f"{len(results)} reported")
+    if problems:
+        rows.append((test.name, "fail", "\n".join(problems)))
+    return rows
 
-    Stage 1 leaves a session for stage 2, where the commands of incoming sessions are
-    tested too; the results of stage 2 are counted.
+
+def abi_errno_test(variant, kernel, bins):
+    """The errno contract kselftests; the same binaries must pass on the C and the Rust core.
+
+    Stage 1 runs luo_abi and luo_abi_incoming -s 1, which leaves a session per incoming test
+    for stage 2, where luo_abi_incoming -s 2 runs them, as upstream's kexec tests run.
     """
     return Test(
         name=f"{variant}/abi-errno",
-        stages=[vm.Stage(kernel, "luo-abi-test prepare\n"),
-                vm.Stage(kernel, "luo-abi-test incoming\n")],
+        stages=[vm.Stage(kernel, "luo_abi\nluo_abi_incoming -s 1\n"),
+                vm.Stage(kernel, "luo_abi_incoming -s 2\n")],
         binaries=bins,
         timeout=180,
-        counter=count_ktap(ABI_ERRNO_TESTS, stage=1),
+        counter=count_abi,
     )
 
 

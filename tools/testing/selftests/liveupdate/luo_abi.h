@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared by the luo_abi tests: opening the device, creating a session, and
+ * checking that a call failed with one errno.
+ */
+#ifndef LUO_ABI_H
+#define LUO_ABI_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <linux/liveupdate.h>
+
+#define LUO_ABI_DEVICE "/dev/liveupdate"
+
+/*
+ * Opens the device into @fd in a fixture's setup; a kernel without LUO
+ * skips the test, as upstream's liveupdate tests do.
+ */
+#define LUO_ABI_OPEN(fd) do {						\
+	(fd) = open(LUO_ABI_DEVICE, O_RDWR);				\
+	if ((fd) < 0 && errno == ENOENT)				\
+		SKIP(return, "%s does not exist", LUO_ABI_DEVICE);	\
+	ASSERT_LE(0, (fd)) {						\
+		TH_LOG("open %s: %s", LUO_ABI_DEVICE, strerror(errno));	\
+	}								\
+} while (0)
+
+/* @call must fail with errno @err; the log says what happened instead. */
+#define EXPECT_ERRNO(err, call) do {					\
+	long __ret = (call);						\
+	int __err = __ret < 0 ? errno : 0;				\
+	EXPECT_EQ((err), __err) {					\
+		TH_LOG("expected %s, got %s", strerror(err),		\
+		       __ret < 0 ? strerror(__err) : "success");	\
+	}								\
+} while (0)
+
+/* Creates an outgoing session; returns its fd, or -1 with errno set. */
+static inline int luo_abi_create(int luo, const char *name)
+{
+	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
+
+	snprintf((char *)a.name, sizeof(a.name), "%s", name);
+	if (ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, &a) < 0)
+		return -1;
+	return a.fd;
+}
+
+#endif /* LUO_ABI_H */
