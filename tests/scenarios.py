@@ -110,7 +110,8 @@ def build_guest_binaries(tree, hdr, out):
     subprocess.run(["make", "-s", "-C", os.path.join(tree, SELFTESTS), f"OUTPUT={out}",
                     f"KHDR_INCLUDES=-isystem {hdr}/include", "LDFLAGS=-static -s"], check=True)
     bins = {name: os.path.join(out, name)
-            for name in ["liveupdate", "luo_abi", "luo_abi_incoming"] + UPSTREAM_KEXEC}
+            for name in ["liveupdate", "luo_abi", "luo_abi_incoming", "luo_sessions"]
+            + UPSTREAM_KEXEC}
     cflags = ["-static", "-s", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function",
               "-isystem", f"{hdr}/include"]
     for src in sorted(os.listdir(os.path.join(ROOT, "tools", "vm"))):
@@ -1017,22 +1018,24 @@ def memfd_swap_test(name, first, second, vmopts=None):
 
 def sessions_kexec(name, kernels, counts, vmopts=None, dup=False):
     """Sessions created in stage 1 survive each kexec, are checked and (except in the last
-    stage) created again. `kernels` names the kernel of each stage, so a scenario can cross
-    from one implementation to the other."""
+    stage) created again, by the luo_sessions kselftest. `kernels` names the kernel of each
+    stage, so a scenario can cross from one implementation to the other."""
     stages = []
     n = counts
     for i, kernel in enumerate(kernels, 1):
         last = i == len(kernels)
+        passed = (r"^ok 1 sessions\.carried$", f"luo_sessions -s {i} passed")
         if i == 1:
-            script = f"luo-sessions create {n}{' dup' if dup else ''}\n"
-            expect = [(rf"luo-sessions: created {n} sessions", "sessions created")]
+            script = f"luo_sessions -s 1 -n {n}{' -d' if dup else ''}\n"
+            expect = [(rf"luo_sessions: created {n} sessions", "sessions created"), passed]
             if dup:
                 expect.append((r"duplicate create refused with EEXIST", "duplicate refused"))
         else:
-            script = f"luo-sessions {'verify' if last else 'cycle'} {n}\n"
+            script = f"luo_sessions -s {i} -n {n}{'' if last else ' -k'}\n"
             expect = [
-                (rf"luo-sessions: verified {n} sessions", "sessions verified after kexec"),
+                (rf"luo_sessions: verified {n} sessions", "sessions verified after kexec"),
                 (rf"liveupdate number: {i - 1}$", "live update number incremented"),
+                passed,
             ]
         stages.append(vm.Stage(kernel, script, expect))
     # Each stage's initramfs carries the next ones; from three stages on, the first outgrows

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Shared by the luo_abi tests: opening the device, creating a session, and
- * checking that a call failed with one errno.
+ * Shared by the project's liveupdate selftests: opening the device,
+ * creating a session, and checking that a call failed with one errno.
  */
 #ifndef LUO_ABI_H
 #define LUO_ABI_H

@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Many named sessions carried across one kexec or a chain of them.
+ *
+ *   luo_sessions -s 1 -n N [-d]   create N sessions (and with -d check that
+ *                                 a duplicate name is refused with EEXIST),
+ *                                 leave them for the next kernel
+ *   luo_sessions -s S -n N [-k]   in the kernel of stage S: retrieve each
+ *                                 session exactly once, check its name,
+ *                                 finish and close it; with -k create the N
+ *                                 sessions again for stage S + 1
+ *
+ * Options after "--" go to the kselftest harness. The stage is checked
+ * against a state session, as in upstream's two-stage tests, so a run in
+ * the wrong kernel fails instead of testing nothing. Names are "s<i>-"
+ * followed by a run of letters whose length varies with i, from 3 to 63
+ * bytes in all, so that names of every length cross.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <libliveupdate.h>
+#include <linux/liveupdate.h>
+
+#include "../kselftest_harness.h"
+#include "luo_abi.h"
+
+#define STATE_SESSION "luo_sessions_state"
+#define STATE_TOKEN 1
+
+static int stage = 1;
+static int count = 1;
+static bool dup_check;
+static bool again;
+
+static void name_of(int i, char *buf)
+{
+	int n = snprintf(buf, LIVEUPDATE_SESSION_NAME_LENGTH, "s%d-", i);
+	int extra = (i * 7) % (LIVEUPDATE_SESSION_NAME_LENGTH - n);
+
+	memset(buf + n, 'a' + i % 26, extra);
+	buf[n + extra] = 0;
+}
+
+static int session_ioctl(int luo, unsigned long cmd, const char *name)
+{
+	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
+
+	memcpy(a.name, name, strlen(name) + 1);
+	if (ioctl(luo, cmd, &a) < 0)
+		return -errno;
+	return a.fd;
+}
+
+FIXTURE(sessions) {
+	int luo;
+};
+
+FIXTURE_SETUP(sessions)
+{
+	struct rlimit r = { count + 64, count + 64 };
+
+	ASSERT_EQ(0, setrlimit(RLIMIT_NOFILE, &r));
+	LUO_ABI_OPEN(self->luo);
+}
+
+FIXTURE_TEARDOWN(sessions)
+{
+}
+
+/* Every session of the previous kernel, each exactly once; none other. */
+static void verify(struct __test_metadata *_metadata, int luo)
+{
+	struct liveupdate_session_get_name g = { .size = sizeof(g) };
+	struct liveupdate_session_finish f = { .size = sizeof(f) };
+	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
+	int fd, i;
+
+	for (i = 0; i < count; i++) {
+		name_of(i, name);
+		fd = session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+		ASSERT_LE(0, fd) TH_LOG("retrieve session %d: %s", i, strerror(-fd));
+		ASSERT_EQ(-EINVAL, session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name))
+			TH_LOG("second retrieve of session %d", i);
+		ASSERT_EQ(0, ioctl(fd, LIVEUPDATE_SESSION_GET_NAME, &g));
+		ASSERT_STREQ(name, (char *)g.name);
+		ASSERT_EQ(0, ioctl(fd, LIVEUPDATE_SESSION_FINISH, &f));
+		ASSERT_EQ(0, ioctl(fd, LIVEUPDATE_SESSION_FINISH, &f))
+			TH_LOG("second finish of session %d", i);
+		ASSERT_EQ(0, close(fd));
+		ASSERT_EQ(-ENOENT, session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name))
+			TH_LOG("retrieve of session %d after close", i);
+	}
+	ASSERT_EQ(-ENOENT, session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
+					 "no-such-session"));
+	ksft_print_msg("luo_sessions: verified %d sessions (each retrieved once, named, finished, closed)\n",
+		       count);
+}
+
+/* N sessions and the state for the next stage, held by a child until the kexec. */
+static void create(struct __test_metadata *_metadata, int luo)
+{
+	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
+	int i, fd;
+
+	for (i = 0; i < count; i++) {
+		name_of(i, name);
+		fd = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+		ASSERT_LE(0, fd) TH_LOG("create session %d: %s", i, strerror(-fd));
+	}
+	ksft_print_msg("luo_sessions: created %d sessions\n", count);
+	if (dup_check) {
+		name_of(count / 2, name);
+		ASSERT_EQ(-EEXIST, session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name));
+		ksft_print_msg("luo_sessions: duplicate create refused with EEXIST at %d sessions\n",
+			       count);
+	}
+	create_state_file(luo, STATE_SESSION, STATE_TOKEN, stage + 1);
+	/* The holder keeps the session files, not the device: the next test opens it. */
+	fflush(stdout);
+	if (fork() == 0) {
+		close(luo);
+		setsid();
+		for (;;)
+			pause();
+	}
+}
+
+TEST_F(sessions, carried)
+{
+	if (stage > 1)
+		verify(_metadata, self->luo);
+	if (stage == 1 || again)
+		create(_metadata, self->luo);
+}
+
+/* The stage the state session records (1 without one); it is finished here. */
+static int stage_of_this_boot(void)
+{
+	int luo = luo_open_device(), state, found;
+
+	if (luo < 0)
+		return -1;
+	state = luo_retrieve_session(luo, STATE_SESSION);
+	if (state == -ENOENT) {
+		found = 1;
+	} else {
+		if (state < 0)
+			fail_exit("retrieve the state session");
+		restore_and_read_stage(state, STATE_TOKEN, &found);
+		if (luo_session_finish(state) < 0)
+			fail_exit("finish the state session");
+		close(state);
+	}
+	close(luo);
+	return found;
+}
+
+int main(int argc, char *argv[])
+{
+	int opt, found;
+
+	while ((opt = getopt(argc, argv, "s:n:dk")) != -1) {
+		switch (opt) {
+		case 's':
+			stage = atoi(optarg);
+			break;
+		case 'n':
+			count = atoi(optarg);
+			break;
+		case 'd':
+			dup_check = true;
+			break;
+		case 'k':
+			again = true;
+			break;
+		default:
+			ksft_exit_fail_msg("usage: %s -s STAGE -n SESSIONS [-d] [-k] [-- harness options]\n",
+					   argv[0]);
+		}
+	}
+	if (stage < 1 || count < 1)
+		ksft_exit_fail_msg("the stage and the number of sessions start at 1\n");
+	found = stage_of_this_boot();
+	if (found > 0 && found != stage)
+		ksft_exit_fail_msg("asked for stage %d, but this boot is stage %d\n", stage, found);
+	/* The harness reads its own options from what follows "--". */
+	argv[optind - 1] = argv[0];
+	argc -= optind - 1;
+	argv += optind - 1;
+	optind = 1;
+	return test_harness_run(argc, argv);
+}
