@@ -163,14 +163,21 @@ def count_ktap(expected, stage=0):
     `expected` is the number of results the program must report: a plan of "1..0" (a program
     that found nothing to test) is a failure, not an empty pass.
     """
+    return count_ktap_stages([(stage, "the program", expected)])
+
+
+def count_ktap_stages(runs):
+    """count_ktap for several KTAP programs, one per stage: `runs` lists (stage, program,
+    expected results)."""
     def counter(test, out):
         logs = out.stage_logs()
-        results, plan = vm.ktap_results(logs[stage] if stage < len(logs) else "")
-        rows = ktap_rows(test.name, results)
-        problems = list(out.problems)
-        if plan != expected or len(results) != expected:
-            problems.append(f"expected {expected} results, plan said {plan}, "
-                            f"{len(results)} reported")
+        rows, problems = [], list(out.problems)
+        for stage, prog, expected in runs:
+            results, plan = vm.ktap_results(logs[stage] if stage < len(logs) else "")
+            rows += ktap_rows(test.name, results)
+            if plan != expected or len(results) != expected:
+                problems.append(f"{prog}: expected {expected} results, plan said {plan}, "
+                                f"{len(results)} reported")
         if problems:
             rows.append((test.name, "fail", "\n".join(problems)))
         return rows
@@ -288,23 +295,6 @@ def count_kunit(test, out):
     return rows
 
 
-def count_abi(test, out):
-    """The errno kselftests: each result of luo_abi (stage 1) and of luo_abi_incoming -s 2
-    (stage 2) on its own, with their plans pinned."""
-    logs = out.stage_logs()
-    rows, problems = [], list(out.problems)
-    for stage, (prog, expected) in enumerate([("luo_abi", ABI_TESTS),
-                                              ("luo_abi_incoming", ABI_INCOMING_TESTS)]):
-        results, plan = vm.ktap_results(logs[stage] if stage < len(logs) else "")
-        rows += ktap_rows(test.name, results)
-        if plan != expected or len(results) != expected:
-            problems.append(f"{prog}: expected {expected} results, plan said {plan}, "
-                            f"{len(results)} reported")
-    if problems:
-        rows.append((test.name, "fail", "\n".join(problems)))
-    return rows
-
-
 def abi_errno_test(variant, kernel, bins):
     """The errno contract kselftests; the same binaries must pass on the C and the Rust core.
 
@@ -317,7 +307,8 @@ def abi_errno_test(variant, kernel, bins):
                 vm.Stage(kernel, "luo_abi_incoming -s 2\n")],
         binaries=bins,
         timeout=180,
-        counter=count_abi,
+        counter=count_ktap_stages([(0, "luo_abi", ABI_TESTS),
+                                   (1, "luo_abi_incoming", ABI_INCOMING_TESTS)]),
     )
 
 
