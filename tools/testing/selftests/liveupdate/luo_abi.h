@@ -40,6 +40,37 @@
 	}								\
 } while (0)
 
+/*
+ * Whether @fd is close-on-exec, from /proc/self/fdinfo (which nolibc, that
+ * upstream's vmtest.sh builds the kexec tests with, can read; it has no
+ * fcntl()): 1 or 0, or -1 if it cannot be read.
+ */
+static inline int luo_abi_cloexec(int fd)
+{
+	char path[64], buf[256], *p;
+	unsigned long flags = 0;
+	ssize_t n;
+	int f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = open(path, O_RDONLY);
+	if (f < 0)
+		return -1;
+	n = read(f, buf, sizeof(buf) - 1);
+	close(f);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strstr(buf, "flags:");
+	if (!p)
+		return -1;
+	for (p += strlen("flags:"); *p == ' ' || *p == '\t'; p++)
+		;
+	for (; *p >= '0' && *p <= '7'; p++)
+		flags = flags * 8 + (*p - '0');
+	return !!(flags & O_CLOEXEC);
+}
+
 /* Creates an outgoing session; returns its fd, or -1 with errno set. */
 static inline int luo_abi_create(int luo, const char *name)
 {

@@ -110,7 +110,7 @@ TEST_F(handed_over, incoming_session_fd_cloexec)
 {
 	ASSERT_EQ(0, retrieve(self->luo, _metadata->name, self->buf,
 			      sizeof(struct liveupdate_ioctl_retrieve_session)));
-	EXPECT_TRUE(fcntl(RETRIEVED_FD(self), F_GETFD) & FD_CLOEXEC);
+	EXPECT_EQ(1, luo_abi_cloexec(RETRIEVED_FD(self)));
 }
 
 /* A finished and closed incoming session is gone. */
