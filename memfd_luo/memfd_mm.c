@@ -275,4 +275,3 @@ static int __init luo_memfd_corrupt_param(char *buf)
 }
 __setup("luo_memfd_corrupt=", luo_memfd_corrupt_param);
 #endif
-

@@ -118,7 +118,7 @@ check_am() {
 	"$LUO_ROOT/scripts/overlay.sh"
 	git -C "$repo" checkout -q -f -B luo-rs-am "v$KVER"
 	git -C "$repo" clean -q -f -d -x
-	git -C "$repo" -c user.name=am -c user.email=am@localhost am -q $(series_patches) ||
+	git -C "$repo" -c user.name=am -c user.email=am@localhost am -q --whitespace=error $(series_patches) ||
 		{ git -C "$repo" am --abort 2>/dev/null; die "the series does not apply with git am"; }
 	local tree bad=0 f changed expected
 	tree=$(kernel_tree)
