@@ -110,7 +110,7 @@ def build_guest_binaries(tree, hdr, out):
     subprocess.run(["make", "-s", "-C", os.path.join(tree, SELFTESTS), f"OUTPUT={out}",
                     f"KHDR_INCLUDES=-isystem {hdr}/include", "LDFLAGS=-static -s"], check=True)
     bins = {name: os.path.join(out, name)
-            for name in ["liveupdate", "luo_abi", "luo_abi_incoming", "luo_sessions"]
+            for name in ["liveupdate", "luo_abi", "luo_abi_incoming", "luo_sessions", "luo_memfd"]
             + UPSTREAM_KEXEC}
     cflags = ["-static", "-s", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function",
               "-isystem", f"{hdr}/include"]
@@ -806,21 +806,21 @@ MEMFD_VM = {"memory": "3G"}
 
 
 def memfd_set_test(name, first, second, mib, vmopts=None):
-    """luo-memfd's set: a large patterned memfd, a sparse one, one written through an mmap
+    """luo_memfd's set: a large patterned memfd, a sparse one, one written through an mmap
     after preserve, one per allowed seal; preserved by `first`, checked byte for byte by
     `second`."""
     return Test(
         name=name,
         stages=[
-            vm.Stage(first, f"luo-memfd set-1 {mib}\n", [
+            vm.Stage(first, f"luo_memfd -s 1 -m {mib} -- -t set\n", [
                 (r"big memfd while preserved: ftruncate Operation not permitted, fallocate "
                  r"Operation not permitted: ok", "size changes refused with EPERM"),
                 (r"after its session was closed: ftruncate and fallocate allowed: ok",
                  "size changes allowed again after the session is closed"),
-                (r"luo-memfd: preserved 6 sealed memfds", "a memfd per allowed seal"),
+                (r"luo_memfd: preserved 6 sealed memfds", "a memfd per allowed seal"),
                 (r"seal 0x40 refused by F_ADD_SEALS: ok", "no other seal can be set"),
-                (r"luo-memfd: set preserved", "set preserved")]),
-            vm.Stage(second, f"luo-memfd set-2 {mib}\n", [
+                (r"luo_memfd: set preserved", "set preserved")]),
+            vm.Stage(second, f"luo_memfd -s 2 -m {mib} -- -t set\n", [
                 (rf"big memfd checksum ([0-9a-f]{{16}}), identical to the preserved \1, 0 bad "
                  r"words: ok", f"{mib} MiB identical"),
                 (r"big memfd position 12293 \(want 12293\): ok", "position kept"),
@@ -829,7 +829,7 @@ def memfd_set_test(name, first, second, mib, vmopts=None):
                 (r"memfd written through mmap after preserve checksum .* 0 bad words: ok",
                  "mmap writes after preserve arrived"),
                 (r"seal 0x20: seals after kexec 0x3e \(want 0x3e\): ok", "seals kept"),
-                (r"luo-memfd: set verified", "every check held")]),
+                (r"luo_memfd: set verified", "every check held")]),
         ],
         timeout=600,
         **(vmopts or MEMFD_VM),
@@ -899,11 +899,11 @@ def memfd_cycle_test(name, kernels, mib, vmopts=None):
     stages = []
     for gen, k in enumerate(kernels, 1):
         last = gen == len(kernels)
-        expect = [(rf"luo-memfd: generation {gen} verified", f"generation {gen} intact")] \
+        expect = [(rf"luo_memfd: generation {gen} verified", f"generation {gen} intact")] \
             if gen > 1 else []
         if not last:
-            expect.append((rf"luo-memfd: generation {gen} preserved", f"generation {gen} preserved"))
-        stages.append(vm.Stage(k, f"luo-memfd cycle {gen} {mib}{' last' if last else ''}\n",
+            expect.append((rf"luo_memfd: generation {gen} preserved", f"generation {gen} preserved"))
+        stages.append(vm.Stage(k, f"luo_memfd -s {gen} -m {mib}{' -l' if last else ''} -- -t cycle\n",
                                expect))
     return Test(name=name, stages=stages, timeout=180 * len(kernels), **(vmopts or MEMFD_VM))
 
@@ -922,9 +922,9 @@ def memfd_tests(variant, k, bins, vmopts=None):
         Test(
             name=f"{variant}/memfd-discard-returns-memory",
             stages=[
-                vm.Stage(k, f"luo-memfd discard-1 {gone}\n",
+                vm.Stage(k, f"luo_memfd -s 1 -m {gone} -- -t discard\n",
                          [(rf"preserved {gone} MiB that will not be retrieved", "memfd preserved")]),
-                vm.Stage(k, f"luo-memfd discard-2 {gone}\n",
+                vm.Stage(k, f"luo_memfd -s 2 -m {gone} -- -t discard\n",
                          [(rf"MemFree .* MiB returned of {gone}: ok", "memory returned after FINISH")]),
             ],
             binaries=bins,
@@ -943,17 +943,17 @@ def memfd_holes_test(name, first, second, gib, vmopts=None):
     return Test(
         name=name,
         stages=[
-            vm.Stage(first, f"luo-memfd holes-1 {gib}\n", [
+            vm.Stage(first, f"luo_memfd -s 1 -m {gib} -- -t holes\n", [
                 (rf"MemFree .* kB for a {gib} GiB memfd with 3 written pages: ok",
                  "preserving it took next to no memory"),
                 (r"preserved memfd holds 3 pages: ok", "the holes were not filled")]),
-            vm.Stage(second, f"luo-memfd holes-2 {gib}\n", [
+            vm.Stage(second, f"luo_memfd -s 2 -m {gib} -- -t holes\n", [
                 (rf"retrieved memfd: size {gib << 30} \(want {gib << 30}\), 3 pages \(want 3\): ok",
                  "size kept, three pages"),
                 (r"data 1 at .*: ok", "SEEK_DATA finds the middle page where it was"),
                 (r"no data after the last page: ok", "nothing else has data"),
                 (r"3 written pages back, sampled holes read zeros, 0 bad: ok", "contents intact"),
-                (rf"luo-memfd: {gib} GiB memfd with holes verified", "every check held")]),
+                (rf"luo_memfd: {gib} GiB memfd with holes verified", "every check held")]),
         ],
         timeout=300,
         **(vmopts or {}),
@@ -966,14 +966,14 @@ def memfd_thp_test(name, first, second, vmopts=None):
     return Test(
         name=name,
         stages=[
-            vm.Stage(first, "luo-memfd thp-1\n", [
+            vm.Stage(first, "luo_memfd -s 1 -- -t thp\n", [
                 (r"ShmemHugePages 6144 kB: three 2 MiB folios .* the last past the end: ok",
                  "shmem put the file in 2 MiB folios, the last past EOF"),
-                (r"luo-memfd: preserved a memfd in 2 MiB folios", "preserved")]),
-            vm.Stage(second, "luo-memfd thp-2\n", [
+                (r"luo_memfd: preserved a memfd in 2 MiB folios", "preserved")]),
+            vm.Stage(second, "luo_memfd -s 2 -- -t thp\n", [
                 (r"memfd in 2 MiB folios checksum .* 0 bad words: ok", "every byte back"),
                 (r"ShmemHugePages after retrieve 6144 kB \(want 6144\): ok", "folios still 2 MiB"),
-                (r"luo-memfd: memfd in 2 MiB folios verified", "every check held")]),
+                (r"luo_memfd: memfd in 2 MiB folios verified", "every check held")]),
         ],
         timeout=300,
         **(vmopts or {}),
@@ -991,16 +991,16 @@ def memfd_swap_test(name, first, second, vmopts=None):
     return Test(
         name=name,
         stages=[
-            vm.Stage(first, SWAP_ON + "luo-memfd swap-1 32\n", [
+            vm.Stage(first, SWAP_ON + "luo_memfd -s 1 -m 32 -- -t swap\n", [
                 (r"swap holds \d+ kB of the memfd's 16384 kB pushed out: ok",
                  "half the memfd went to swap"),
                 (r"after PRESERVE_FD swap holds \d+ kB: read back in: ok",
                  "PRESERVE_FD read it back in"),
-                (r"luo-memfd: preserved a memfd that was half in swap", "preserved")]),
-            vm.Stage(second, "luo-memfd swap-2 32\n", [
+                (r"luo_memfd: preserved a memfd that was half in swap", "preserved")]),
+            vm.Stage(second, "luo_memfd -s 2 -m 32 -- -t swap\n", [
                 (r"memfd once in swap: 24 MiB written, 8 MiB of hole, 0 bad words: ok",
                  "every byte back"),
-                (r"luo-memfd: memfd once in swap verified", "every check held")]),
+                (r"luo_memfd: memfd once in swap verified", "every check held")]),
         ],
         timeout=300,
         **(vmopts or {}),
@@ -1165,13 +1165,13 @@ def corrupted_memfd_test(variant, k, bins, corruption, vmopts=None):
     return Test(
         name=f"{variant}/corrupt-memfd-{name}",
         stages=[
-            vm.Stage(k, "luo-memfd damaged-1\n", [
+            vm.Stage(k, "luo_memfd -s 1 -- -t damaged\n", [
                 (r"memfd data damaged as asked", "the damage was written")]),
-            vm.Stage(k, f"luo-memfd damaged-2 {errno}\n" + USABLE, [
+            vm.Stage(k, f"luo_memfd -s 2 -e {errno} -- -t damaged\n" + USABLE, [
                 (reason, "the damage is named in the log"),
-                (rf"luo-memfd: damaged memfd: RETRIEVE_FD {errno}, again {errno} .*: ok",
+                (rf"luo_memfd: damaged memfd: RETRIEVE_FD {errno}, again {errno} .*: ok",
                  f"RETRIEVE_FD refuses it with {errno}, and again"),
-                (r"luo-memfd: the damaged memfd refused, the two beside it intact",
+                (r"luo_memfd: the damaged memfd refused, the two beside it intact",
                  "the memfds beside it arrive intact"),
                 (r"^machine usable: 256 MiB written and freed$", "machine usable")]),
         ],
@@ -1326,9 +1326,9 @@ def all_scenarios(env):
             tests.append(Test(
                 name=f"cross/{name}-memfd-discard",
                 stages=[
-                    vm.Stage(first, "luo-memfd discard-1 128\n",
+                    vm.Stage(first, "luo_memfd -s 1 -m 128 -- -t discard\n",
                              [(r"preserved 128 MiB that will not be retrieved", "preserved")]),
-                    vm.Stage(second, "luo-memfd discard-2 128\n",
+                    vm.Stage(second, "luo_memfd -s 2 -m 128 -- -t discard\n",
                              [(r"MemFree .* MiB returned of 128: ok", "memory returned")]),
                 ],
                 timeout=400, **MEMFD_VM))

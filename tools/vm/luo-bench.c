@@ -47,7 +47,7 @@
 #include <unistd.h>
 
 #include "hold.h"
-#include "luo-calls.h"
+#include "../testing/selftests/liveupdate/luo_calls.h"
 
 #define MIB (1UL << 20)
 #define PAGE 4096UL

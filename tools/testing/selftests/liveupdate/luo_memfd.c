@@ -1,57 +1,59 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * luo-memfd: memfd scenarios across live updates, whichever handler (C or
- * Rust) preserves and whichever retrieves.
+ * memfds across live updates, whichever handler (C or Rust) preserves and
+ * whichever retrieves. Each test runs in two stages, like upstream's kexec
+ * tests: "-s 1" before the kexec, "-s 2" (or later) after it; the harness
+ * option after "--" picks the test:
  *
- *   luo-memfd set-1 MIB   preserve, in session "memfd-set": a MIB MiB memfd
- *                         filled with a pattern at position 12293 (token 1),
- *                         a sparse 64 MiB memfd with three written pages
- *                         (token 2), a memfd written through a shared mmap
- *                         after it was preserved (token 3), and one memfd
- *                         per allowed seal (tokens 10..15). Checks that
- *                         size changes are refused with EPERM while
- *                         preserved, and allowed again once a session is
- *                         closed.
- *   luo-memfd set-2 MIB   retrieve them all and check every byte, the
- *                         checksum, size, position and seals; finish.
- *   luo-memfd cycle G MIB generation G of a memfd carried through several
- *                         updates: G=1 creates it; later generations
- *                         retrieve, verify, finish, overwrite it with their
- *                         own data set and preserve the same file again
- *                         (unless "last" follows).
- *   luo-memfd discard-1 MIB / discard-2 MIB
- *                         a memfd that is never retrieved: after FINISH,
- *                         MemFree must grow by at least 90% of its size.
- *   luo-memfd holes-1 GIB / holes-2 GIB
- *                         a GIB GiB memfd with three written pages: its
- *                         preservation must not fill the holes (MemFree
- *                         barely moves, the file still has three pages),
- *                         and after the update the pages are back, the
- *                         holes are still holes and read as zeros.
- *   luo-memfd thp-1 / thp-2
- *                         with shmem THP on, a memfd of 4 MiB + 3 pages
- *                         held in three 2 MiB folios, the last reaching
- *                         past the end of the file; after the update
- *                         every byte is back, still in 2 MiB folios.
- *   luo-memfd swap-1 MIB / swap-2 MIB
- *                         a MIB MiB memfd whose first half is written and
- *                         then pushed out to swap (MADV_PAGEOUT; the stage
- *                         script set up a swap device), the next quarter
- *                         written and resident, the last quarter a hole:
- *                         PRESERVE_FD must read the swapped half back in,
- *                         and after the update every byte is there.
- *   luo-memfd damaged-1 / damaged-2 ERRNO
- *                         for the test build's luo_memfd_corrupt=: the
- *                         memfd in 2 MiB folios of thp-1 (token 1, the
- *                         one the handler damages), a 1 MiB memfd (token
- *                         2) and a 3-page one (token 3) in one session;
- *                         after the update RETRIEVE_FD of token 1 must
- *                         fail with ERRNO (an errno name), twice, while
- *                         the other two arrive intact and FINISH works.
+ *   luo_memfd -s 1|2 -m MIB -- -t set
+ *                     in session "memfd-set": a MIB MiB memfd filled with a
+ *                     pattern at position 12293 (token 1), a sparse 64 MiB
+ *                     memfd with three written pages (token 2), a memfd
+ *                     written through a shared mmap after it was preserved
+ *                     (token 3), and one memfd per allowed seal (tokens
+ *                     10..15); size changes are refused with EPERM while
+ *                     preserved and allowed again once a session is
+ *                     closed. Stage 2 checks every byte, the checksum,
+ *                     size, position and seals, and finishes.
+ *   luo_memfd -s G -m MIB [-l] -- -t cycle
+ *                     generation G of a memfd carried through several
+ *                     updates: G=1 creates it; later generations retrieve,
+ *                     verify, finish, overwrite it with their own data set
+ *                     and preserve the same file again (unless -l).
+ *   luo_memfd -s 1|2 -m MIB -- -t discard
+ *                     a memfd that is never retrieved: after FINISH,
+ *                     MemFree must grow by at least 90% of its size.
+ *   luo_memfd -s 1|2 -m GIB -- -t holes
+ *                     a GIB GiB memfd with three written pages: its
+ *                     preservation must not fill the holes (MemFree barely
+ *                     moves, the file still has three pages), and after the
+ *                     update the pages are back, the holes are still holes
+ *                     and read as zeros.
+ *   luo_memfd -s 1|2 -- -t thp
+ *                     with shmem THP on, a memfd of 4 MiB + 3 pages held in
+ *                     three 2 MiB folios, the last reaching past the end of
+ *                     the file; after the update every byte is back, still
+ *                     in 2 MiB folios.
+ *   luo_memfd -s 1|2 -m MIB -- -t swap
+ *                     a MIB MiB memfd whose first half is written and then
+ *                     pushed out to swap (MADV_PAGEOUT; the caller set up a
+ *                     swap device), the next quarter written and resident,
+ *                     the last quarter a hole: PRESERVE_FD must read the
+ *                     swapped half back in, and after the update every byte
+ *                     is there.
+ *   luo_memfd -s 1|2 [-e ERRNO] -- -t damaged
+ *                     for a test build's luo_memfd_corrupt=: the memfd in
+ *                     2 MiB folios of thp (token 1, the one the handler
+ *                     damages), a 1 MiB memfd (token 2) and a 3-page one
+ *                     (token 3) in one session; after the update
+ *                     RETRIEVE_FD of token 1 must fail with ERRNO (an errno
+ *                     name), twice, while the other two arrive intact and
+ *                     FINISH works.
  *
- * Every check prints what it found; the exit status is 0 only if all held.
+ * Every check prints what it found; a test passes only if all held.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <linux/liveupdate.h>
 #include <stdint.h>
@@ -63,8 +65,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "hold.h"
-#include "luo-calls.h"
+#include "../kselftest_harness.h"
+#include "luo_abi.h"
+#include "luo_calls.h"
 
 #ifndef F_SEAL_EXEC
 #define F_SEAL_EXEC 0x0020	/* uapi/linux/fcntl.h; older C libraries lack it */
@@ -91,15 +94,31 @@ static int seals_of(unsigned int seal)
 
 static int failures;
 
+/* Ends the test (its child process) as failed. */
 static void die(const char *what)
 {
-	printf("luo-memfd: %s failed: %s\n", what, strerror(errno));
-	exit(1);
+	printf("luo_memfd: %s failed: %s\n", what, strerror(errno));
+	exit(KSFT_FAIL);
+}
+
+/*
+ * Leaves a child holding every open session file until the kexec takes
+ * the machine away; it lets go of the device, which the caller closes.
+ */
+static void hold_until_kexec(int luo)
+{
+	fflush(stdout);
+	if (fork() == 0) {
+		close(luo);
+		setsid();
+		for (;;)
+			sleep(60);
+	}
 }
 
 static void check(int ok, const char *what)
 {
-	printf("luo-memfd: %s: %s\n", what, ok ? "ok" : "FAILED");
+	printf("luo_memfd: %s: %s\n", what, ok ? "ok" : "FAILED");
 	if (!ok)
 		failures++;
 }
@@ -213,7 +232,7 @@ static int set1(int luo, size_t mib)
 	if (lseek(big, POS, SEEK_SET) != POS)
 		die("lseek");
 	preserve(sfd, big, 1);
-	printf("luo-memfd: preserved %zu MiB, checksum %016llx\n", mib,
+	printf("luo_memfd: preserved %zu MiB, checksum %016llx\n", mib,
 	       (unsigned long long)pattern_checksum(1, len / 8));
 	size_frozen(big, "big memfd");
 
@@ -236,7 +255,7 @@ static int set1(int luo, size_t mib)
 	preserve(sfd, mm, 3);
 	for (size_t i = 0; i < 8 * MIB / 8; i++)
 		w[i] = pattern(3, i);
-	printf("luo-memfd: wrote 8 MiB through an mmap after preserving\n");
+	printf("luo_memfd: wrote 8 MiB through an mmap after preserving\n");
 
 	for (unsigned int i = 0; i < NSEALS; i++) {
 		int fd = filled("sealed", 2 * PAGE, 10 + i, MFD_ALLOW_SEALING);
@@ -244,12 +263,12 @@ static int set1(int luo, size_t mib)
 		if (fcntl(fd, F_ADD_SEALS, seal_list[i]))
 			die("F_ADD_SEALS");
 		if (fcntl(fd, F_GET_SEALS) != seals_of(seal_list[i])) {
-			printf("luo-memfd: seal %#x gave seals %#x\n", seal_list[i], fcntl(fd, F_GET_SEALS));
+			printf("luo_memfd: seal %#x gave seals %#x\n", seal_list[i], fcntl(fd, F_GET_SEALS));
 			failures++;
 		}
 		preserve(sfd, fd, 10 + i);
 	}
-	printf("luo-memfd: preserved %zu sealed memfds\n", NSEALS);
+	printf("luo_memfd: preserved %zu sealed memfds\n", NSEALS);
 	/*
 	 * No other seal can reach the handler: 7.3 refuses unknown seals
 	 * before they are set (the handlers' EOPNOTSUPP for them is covered
@@ -274,8 +293,8 @@ static int set1(int luo, size_t mib)
 
 	if (failures)
 		return 1;
-	printf("luo-memfd: set preserved\n");
-	hold_until_kexec();
+	printf("luo_memfd: set preserved\n");
+	hold_until_kexec(luo);
 	return 0;
 }
 
@@ -328,16 +347,16 @@ static int set2(int luo, size_t mib)
 	}
 	finish(sfd);
 	if (failures) {
-		printf("luo-memfd: %d checks FAILED\n", failures);
+		printf("luo_memfd: %d checks FAILED\n", failures);
 		return 1;
 	}
-	printf("luo-memfd: set verified\n");
+	printf("luo_memfd: set verified\n");
 	return 0;
 }
 
 #define CYCLE_SEED 100
 
-static int cycle(int luo, int gen, size_t mib, int last)
+static int memfd_cycle(int luo, int gen, size_t mib, int last)
 {
 	size_t len = mib * MIB;
 	int sfd, fd;
@@ -358,15 +377,15 @@ static int cycle(int luo, int gen, size_t mib, int last)
 		close(sfd);
 		if (failures)
 			return 1;
-		printf("luo-memfd: generation %d verified\n", gen);
+		printf("luo_memfd: generation %d verified\n", gen);
 		if (last)
 			return 0;
 		fill(fd, len, CYCLE_SEED + gen);
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-cycle");
 	preserve(sfd, fd, 7);
-	printf("luo-memfd: generation %d preserved\n", gen);
-	hold_until_kexec();
+	printf("luo_memfd: generation %d preserved\n", gen);
+	hold_until_kexec(luo);
 	return 0;
 }
 
@@ -390,7 +409,7 @@ static long mem_free_kib(void)
 	return meminfo_kib("MemFree") + pcp * (long)(PAGE / 1024);
 }
 
-static int discard(int luo, int stage, size_t mib)
+static int memfd_discard(int luo, int stage, size_t mib)
 {
 	long before, after;
 	char msg[160];
@@ -401,8 +420,8 @@ static int discard(int luo, int stage, size_t mib)
 		fd = filled("discard", mib * MIB, 5, 0);
 		preserve(sfd, fd, 5);
 		close(fd);
-		printf("luo-memfd: preserved %zu MiB that will not be retrieved\n", mib);
-		hold_until_kexec();
+		printf("luo_memfd: preserved %zu MiB that will not be retrieved\n", mib);
+		hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-discard");
@@ -427,7 +446,7 @@ static void fill_page(uint64_t *w, int i)
 		w[j] = pattern(20 + i, j);
 }
 
-static int holes(int luo, int stage, size_t gib)
+static int memfd_holes(int luo, int stage, size_t gib)
 {
 	size_t len = gib << 30, bad = 0;
 	uint64_t w[PAGE / 8], r[PAGE / 8];
@@ -459,8 +478,8 @@ static int holes(int luo, int stage, size_t gib)
 		check(st.st_blocks == 3 * 8, msg);
 		if (failures)
 			return 1;
-		printf("luo-memfd: preserved a %zu GiB memfd with 3 written pages\n", gib);
-		hold_until_kexec();
+		printf("luo_memfd: preserved a %zu GiB memfd with 3 written pages\n", gib);
+		hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-holes");
@@ -503,7 +522,7 @@ static int holes(int luo, int stage, size_t gib)
 	finish(sfd);
 	if (failures)
 		return 1;
-	printf("luo-memfd: %zu GiB memfd with holes verified\n", gib);
+	printf("luo_memfd: %zu GiB memfd with holes verified\n", gib);
 	return 0;
 }
 
@@ -544,7 +563,7 @@ static int thp_memfd(void)
 	return fd;
 }
 
-static int thp(int luo, int stage)
+static int memfd_thp(int luo, int stage)
 {
 	char msg[160];
 	long huge;
@@ -556,8 +575,8 @@ static int thp(int luo, int stage)
 		preserve(sfd, fd, 1);
 		if (failures)
 			return 1;
-		printf("luo-memfd: preserved a memfd in 2 MiB folios\n");
-		hold_until_kexec();
+		printf("luo_memfd: preserved a memfd in 2 MiB folios\n");
+		hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-thp");
@@ -569,7 +588,7 @@ static int thp(int luo, int stage)
 	finish(sfd);
 	if (failures)
 		return 1;
-	printf("luo-memfd: memfd in 2 MiB folios verified\n");
+	printf("luo_memfd: memfd in 2 MiB folios verified\n");
 	return 0;
 }
 
@@ -579,7 +598,7 @@ static int thp(int luo, int stage)
  * Three memfds of which the test build's handler damages the first it
  * freezes (token 1); the next kernel must refuse that one alone.
  */
-static int damaged(int luo, int stage, const char *want)
+static int memfd_damaged(int luo, int stage, const char *want)
 {
 	struct liveupdate_session_retrieve_fd r = { .size = sizeof(r), .token = 1 };
 	int sfd, fd, e1, e2;
@@ -592,8 +611,8 @@ static int damaged(int luo, int stage, const char *want)
 		preserve(sfd, filled("small", DAMAGED_SMALL, 32, 0), 3);
 		if (failures)
 			return 1;
-		printf("luo-memfd: preserved three memfds, the first to be damaged\n");
-		hold_until_kexec();
+		printf("luo_memfd: preserved three memfds, the first to be damaged\n");
+		hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-damaged");
@@ -610,7 +629,7 @@ static int damaged(int luo, int stage, const char *want)
 	finish(sfd);
 	if (failures)
 		return 1;
-	printf("luo-memfd: the damaged memfd refused, the two beside it intact\n");
+	printf("luo_memfd: the damaged memfd refused, the two beside it intact\n");
 	return 0;
 }
 
@@ -622,7 +641,7 @@ static long swap_used_kib(void)
 	return meminfo_kib("SwapTotal") - meminfo_kib("SwapFree");
 }
 
-static int swap(int luo, int stage, size_t mib)
+static int memfd_swap(int luo, int stage, size_t mib)
 {
 	size_t len = mib * MIB, written = len / 4 * 3, out = len / 2, bad = 0;
 	long pushed, left;
@@ -651,8 +670,8 @@ static int swap(int luo, int stage, size_t mib)
 		check(left < 1024, msg);
 		if (failures)
 			return 1;
-		printf("luo-memfd: preserved a memfd that was half in swap\n");
-		hold_until_kexec();
+		printf("luo_memfd: preserved a memfd that was half in swap\n");
+		hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-swap");
@@ -667,41 +686,62 @@ static int swap(int luo, int stage, size_t mib)
 	finish(sfd);
 	if (failures)
 		return 1;
-	printf("luo-memfd: memfd once in swap verified\n");
+	printf("luo_memfd: memfd once in swap verified\n");
 	return 0;
 }
 
+static int stage = 1;
+static size_t size_arg = 64;
+static bool last_generation;
+static const char *want_errno = "";
+
+/* Each test opens the device in its own child: it can be open once. */
+#define MEMFD_TEST(name, call)		\
+TEST(name)				\
+{					\
+	int luo;			\
+					\
+	LUO_ABI_OPEN(luo);		\
+	EXPECT_EQ(0, call);		\
+}
+
+MEMFD_TEST(set, stage == 1 ? set1(luo, size_arg) : set2(luo, size_arg))
+MEMFD_TEST(cycle, memfd_cycle(luo, stage, size_arg, last_generation))
+MEMFD_TEST(discard, memfd_discard(luo, stage, size_arg))
+MEMFD_TEST(holes, memfd_holes(luo, stage, size_arg))
+MEMFD_TEST(thp, memfd_thp(luo, stage))
+MEMFD_TEST(swap, memfd_swap(luo, stage, size_arg))
+MEMFD_TEST(damaged, memfd_damaged(luo, stage, want_errno))
+
 int main(int argc, char **argv)
 {
-	const char *mode = argc > 1 ? argv[1] : "";
-	size_t mib = argc > 2 ? strtoul(argv[2], NULL, 0) : 64;
-	int luo;
+	int opt;
 
-	luo = open("/dev/liveupdate", O_RDWR);
-	if (luo < 0)
-		die("open /dev/liveupdate");
-	if (!strcmp(mode, "set-1"))
-		return set1(luo, mib);
-	if (!strcmp(mode, "set-2"))
-		return set2(luo, mib);
-	if (!strcmp(mode, "cycle") && argc > 3)
-		return cycle(luo, atoi(argv[2]), strtoul(argv[3], NULL, 0),
-			     argc > 4 && !strcmp(argv[4], "last"));
-	if (!strcmp(mode, "discard-1"))
-		return discard(luo, 1, mib);
-	if (!strcmp(mode, "discard-2"))
-		return discard(luo, 2, mib);
-	if (!strcmp(mode, "holes-1") || !strcmp(mode, "holes-2"))
-		return holes(luo, mode[6] - '0', mib);
-	if (!strcmp(mode, "thp-1") || !strcmp(mode, "thp-2"))
-		return thp(luo, mode[4] - '0');
-	if (!strcmp(mode, "damaged-1"))
-		return damaged(luo, 1, NULL);
-	if (!strcmp(mode, "damaged-2") && argc > 2)
-		return damaged(luo, 2, argv[2]);
-	if (!strcmp(mode, "swap-1") || !strcmp(mode, "swap-2"))
-		return swap(luo, mode[5] - '0', mib);
-	fprintf(stderr, "usage: luo-memfd set-1|set-2|discard-1|discard-2 MIB | cycle GEN MIB [last]"
-		" | holes-1|holes-2 GIB | thp-1|thp-2 | swap-1|swap-2 MIB | damaged-1 | damaged-2 ERRNO\n");
-	return 2;
+	while ((opt = getopt(argc, argv, "s:m:le:")) != -1) {
+		switch (opt) {
+		case 's':
+			stage = atoi(optarg);
+			break;
+		case 'm':
+			size_arg = strtoul(optarg, NULL, 0);
+			break;
+		case 'l':
+			last_generation = true;
+			break;
+		case 'e':
+			want_errno = optarg;
+			break;
+		default:
+			ksft_exit_fail_msg("usage: %s -s STAGE [-m SIZE] [-l] [-e ERRNO] -- -t TEST\n",
+					   argv[0]);
+		}
+	}
+	if (stage < 1)
+		ksft_exit_fail_msg("stages start at 1\n");
+	/* The harness reads its own options from what follows "--". */
+	argv[optind - 1] = argv[0];
+	argc -= optind - 1;
+	argv += optind - 1;
+	optind = 1;
+	return test_harness_run(argc, argv);
 }

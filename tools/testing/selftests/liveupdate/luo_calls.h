@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Shared by the guest test programs: the /dev/liveupdate and session ioctls
- * they all make, and /proc/meminfo readings. Every failure ends the program
- * through die(), which each program defines (printing its own name).
+ * Shared by luo_memfd and the guest bench program: the /dev/liveupdate and
+ * session ioctls they make, and /proc/meminfo readings. Every failure ends
+ * the program (or the kselftest's child) through die(), which each program
+ * defines (printing its own name).
  */
-#ifndef LUO_VM_CALLS_H
-#define LUO_VM_CALLS_H
+#ifndef LUO_CALLS_H
+#define LUO_CALLS_H
 
 #include <linux/liveupdate.h>
 #include <stdint.h>
@@ -68,4 +69,4 @@ static inline long meminfo_kib(const char *key)
 	return kib;
 }
 
-#endif /* LUO_VM_CALLS_H */
+#endif /* LUO_CALLS_H */
