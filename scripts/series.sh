@@ -183,7 +183,7 @@ check_patch() {
 bisect() {
 	pristine_repo
 	[ -d "$out" ] || die "no series in $out; run scripts/series.sh make"
-	local rustcfg bdir vars p n=0 failed=0 start
+	local rustcfg bdir vars p n=0 failed=0 start label
 	rustcfg=$(build_dir rust)/.config
 	[ -f "$rustcfg" ] || die "build the product first (scripts/build-kernel.sh rust)"
 	bdir=$(build_dir series-bisect)
@@ -197,17 +197,27 @@ bisect() {
 				die "$(basename "$p") does not apply"
 		fi
 		n=$((n + 1))
+		label=${p:+$(basename "$p")}
+		label=${label:-Linux $KVER}
 		cp "$rustcfg" "$bdir/.config"
 		start=$(date +%s)
 		if make -s -C "$repo" O="$bdir" -j"$(nproc)" "${vars[@]}" olddefconfig >/dev/null &&
 			make -s -C "$repo" O="$bdir" -j"$(nproc)" "${vars[@]}" bzImage >"$bdir/log" 2>&1; then
-			echo "ok    $(( $(date +%s) - start ))s ${p:+$(basename "$p")}${p:-Linux $KVER}"
+			echo "ok    $(( $(date +%s) - start ))s $label"
 		else
-			echo "FAIL  $(( $(date +%s) - start ))s ${p:+$(basename "$p")}${p:-Linux $KVER}"
+			echo "FAIL  $(( $(date +%s) - start ))s $label"
 			tail -20 "$bdir/log"
 			failed=$((failed + 1))
 		fi
 	done
+	# After the last patch the tree is the overlaid one: the product's
+	# configuration must survive whole, so that the last build was the
+	# product's and not a kernel without luo-rs.
+	if ! diff <(grep '^CONFIG_' "$rustcfg" | sort) <(grep '^CONFIG_' "$bdir/.config" | sort) >"$bdir/config.diff"; then
+		echo "after the last patch the configuration is not the product's:"
+		head -20 "$bdir/config.diff"
+		failed=$((failed + 1))
+	fi
 	[ $failed = 0 ] || die "$failed of $n builds failed"
 	echo "all $n builds passed (Linux $KVER and after each of $((n - 1)) patches)"
 }
