@@ -71,6 +71,35 @@ static inline int luo_abi_cloexec(int fd)
 	return !!(flags & O_CLOEXEC);
 }
 
+/*
+ * Leaves a child holding every open session file until the kexec takes
+ * the machine away, as upstream's daemonize_and_wait() does; it lets go of
+ * the device @luo, which the next test opens.
+ */
+static inline void luo_abi_hold_until_kexec(int luo)
+{
+	fflush(stdout);
+	if (fork() == 0) {
+		close(luo);
+		setsid();
+		for (;;)
+			sleep(60);
+	}
+}
+
+/*
+ * Runs the harness on what follows "--" after a test's own options, which
+ * getopt() parsed up to @optind.
+ */
+static inline int luo_abi_run_harness(int argc, char **argv)
+{
+	argv[optind - 1] = argv[0];
+	argc -= optind - 1;
+	argv += optind - 1;
+	optind = 1;
+	return test_harness_run(argc, argv);
+}
+
 /* Creates an outgoing session; returns its fd, or -1 with errno set. */
 static inline int luo_abi_create(int luo, const char *name)
 {

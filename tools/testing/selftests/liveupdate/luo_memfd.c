@@ -101,21 +101,6 @@ static void die(const char *what)
 	exit(KSFT_FAIL);
 }
 
-/*
- * Leaves a child holding every open session file until the kexec takes
- * the machine away; it lets go of the device, which the caller closes.
- */
-static void hold_until_kexec(int luo)
-{
-	fflush(stdout);
-	if (fork() == 0) {
-		close(luo);
-		setsid();
-		for (;;)
-			sleep(60);
-	}
-}
-
 static void check(int ok, const char *what)
 {
 	printf("luo_memfd: %s: %s\n", what, ok ? "ok" : "FAILED");
@@ -294,7 +279,7 @@ static int set1(int luo, size_t mib)
 	if (failures)
 		return 1;
 	printf("luo_memfd: set preserved\n");
-	hold_until_kexec(luo);
+	luo_abi_hold_until_kexec(luo);
 	return 0;
 }
 
@@ -385,7 +370,7 @@ static int memfd_cycle(int luo, int gen, size_t mib, int last)
 	sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "memfd-cycle");
 	preserve(sfd, fd, 7);
 	printf("luo_memfd: generation %d preserved\n", gen);
-	hold_until_kexec(luo);
+	luo_abi_hold_until_kexec(luo);
 	return 0;
 }
 
@@ -421,7 +406,7 @@ static int memfd_discard(int luo, int stage, size_t mib)
 		preserve(sfd, fd, 5);
 		close(fd);
 		printf("luo_memfd: preserved %zu MiB that will not be retrieved\n", mib);
-		hold_until_kexec(luo);
+		luo_abi_hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-discard");
@@ -479,7 +464,7 @@ static int memfd_holes(int luo, int stage, size_t gib)
 		if (failures)
 			return 1;
 		printf("luo_memfd: preserved a %zu GiB memfd with 3 written pages\n", gib);
-		hold_until_kexec(luo);
+		luo_abi_hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-holes");
@@ -576,7 +561,7 @@ static int memfd_thp(int luo, int stage)
 		if (failures)
 			return 1;
 		printf("luo_memfd: preserved a memfd in 2 MiB folios\n");
-		hold_until_kexec(luo);
+		luo_abi_hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-thp");
@@ -612,7 +597,7 @@ static int memfd_damaged(int luo, int stage, const char *want)
 		if (failures)
 			return 1;
 		printf("luo_memfd: preserved three memfds, the first to be damaged\n");
-		hold_until_kexec(luo);
+		luo_abi_hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-damaged");
@@ -671,7 +656,7 @@ static int memfd_swap(int luo, int stage, size_t mib)
 		if (failures)
 			return 1;
 		printf("luo_memfd: preserved a memfd that was half in swap\n");
-		hold_until_kexec(luo);
+		luo_abi_hold_until_kexec(luo);
 		return 0;
 	}
 	sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "memfd-swap");
@@ -738,10 +723,5 @@ int main(int argc, char **argv)
 	}
 	if (stage < 1)
 		ksft_exit_fail_msg("stages start at 1\n");
-	/* The harness reads its own options from what follows "--". */
-	argv[optind - 1] = argv[0];
-	argc -= optind - 1;
-	argv += optind - 1;
-	optind = 1;
-	return test_harness_run(argc, argv);
+	return luo_abi_run_harness(argc, argv);
 }

@@ -120,14 +120,7 @@ static void create(struct __test_metadata *_metadata, int luo)
 		ksft_print_msg("luo_sessions: duplicate create refused with EEXIST at %d sessions\n",
 			       count);
 	}
-	/* The holder keeps the session files, not the device: the next test opens it. */
-	fflush(stdout);
-	if (fork() == 0) {
-		close(luo);
-		setsid();
-		for (;;)
-			sleep(60);
-	}
+	luo_abi_hold_until_kexec(luo);
 }
 
 TEST_F(sessions, carried)
@@ -163,10 +156,5 @@ int main(int argc, char *argv[])
 	}
 	if (stage < 1 || count < 1)
 		ksft_exit_fail_msg("the stage and the number of sessions start at 1\n");
-	/* The harness reads its own options from what follows "--". */
-	argv[optind - 1] = argv[0];
-	argc -= optind - 1;
-	argv += optind - 1;
-	optind = 1;
-	return test_harness_run(argc, argv);
+	return luo_abi_run_harness(argc, argv);
 }
