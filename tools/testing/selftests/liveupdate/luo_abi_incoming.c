@@ -258,13 +258,13 @@ static void stage_1(int luo)
 	unsigned int i;
 
 	create_state_file(luo, STATE_SESSION, STATE_TOKEN, 2);
-	for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+	for (i = 0; i < ARRAY_SIZE(tests); i++) {
 		session_name(name, sizeof(name), tests[i]);
 		if (luo_create_session(luo, name) < 0)
 			fail_exit("luo_create_session for '%s'", name);
 	}
 	ksft_print_msg("[STAGE 1] %zu sessions left for the next kernel\n",
-		       sizeof(tests) / sizeof(tests[0]));
+		       ARRAY_SIZE(tests));
 	close(luo);
 	daemonize_and_wait();
 }

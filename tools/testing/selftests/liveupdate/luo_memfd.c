@@ -82,7 +82,8 @@
 static const unsigned int seal_list[] = {
 	F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE, F_SEAL_EXEC,
 };
-#define NSEALS (sizeof(seal_list) / sizeof(seal_list[0]))
+
+#define NSEALS ARRAY_SIZE(seal_list)
 
 /* F_SEAL_EXEC on an executable memfd implies the write and size seals. */
 static int seals_of(unsigned int seal)
@@ -248,7 +249,8 @@ static int set1(int luo, size_t mib)
 		if (fcntl(fd, F_ADD_SEALS, seal_list[i]))
 			die("F_ADD_SEALS");
 		if (fcntl(fd, F_GET_SEALS) != seals_of(seal_list[i])) {
-			printf("luo_memfd: seal %#x gave seals %#x\n", seal_list[i], fcntl(fd, F_GET_SEALS));
+			printf("luo_memfd: seal %#x gave seals %#x\n", seal_list[i],
+			       fcntl(fd, F_GET_SEALS));
 			failures++;
 		}
 		preserve(sfd, fd, 10 + i);
@@ -325,8 +327,8 @@ static int set2(int luo, size_t mib)
 	for (unsigned int i = 0; i < NSEALS; i++) {
 		fd = retrieve(sfd, 10 + i);
 		seals = fcntl(fd, F_GET_SEALS);
-		snprintf(msg, sizeof(msg), "seal %#x: seals after kexec %#x (want %#x)", seal_list[i],
-			 seals, seals_of(seal_list[i]));
+		snprintf(msg, sizeof(msg), "seal %#x: seals after kexec %#x (want %#x)",
+			 seal_list[i], seals, seals_of(seal_list[i]));
 		check(seals == seals_of(seal_list[i]), msg);
 		verify_filled(fd, 2 * PAGE, 10 + i, "sealed memfd");
 	}
@@ -455,11 +457,13 @@ static int memfd_holes(int luo, int stage, size_t gib)
 		preserve(sfd, fd, 1);
 		after = meminfo_kib("MemFree");
 		snprintf(msg, sizeof(msg), "MemFree %ld kB before PRESERVE_FD, %ld kB after: %ld kB "
-			 "for a %zu GiB memfd with 3 written pages", before, after, before - after, gib);
+			 "for a %zu GiB memfd with 3 written pages",
+			 before, after, before - after, gib);
 		check(before - after < 8 * 1024, msg);
 		if (fstat(fd, &st))
 			die("fstat");
-		snprintf(msg, sizeof(msg), "preserved memfd holds %lld pages", (long long)st.st_blocks / 8);
+		snprintf(msg, sizeof(msg), "preserved memfd holds %lld pages",
+			 (long long)st.st_blocks / 8);
 		check(st.st_blocks == 3 * 8, msg);
 		if (failures)
 			return 1;
@@ -651,7 +655,8 @@ static int memfd_swap(int luo, int stage, size_t mib)
 		check(pushed >= (long)(out / 1024) * 9 / 10, msg);
 		preserve(sfd, fd, 1);
 		left = swap_used_kib();
-		snprintf(msg, sizeof(msg), "after PRESERVE_FD swap holds %ld kB: read back in", left);
+		snprintf(msg, sizeof(msg), "after PRESERVE_FD swap holds %ld kB: read back in",
+			 left);
 		check(left < 1024, msg);
 		if (failures)
 			return 1;
@@ -692,28 +697,54 @@ static bool swap_available(void)
 	return stage > 1 || meminfo_kib("SwapTotal") > 0;
 }
 
+enum memfd_case { SET, CYCLE, DISCARD, HOLES, THP, SWAP, DAMAGED };
+
 /*
- * Each test opens the device in its own child (it can be open once); a
- * kernel or machine without what the test needs skips it.
+ * Runs one test in the harness's child, where it opens the device (it can
+ * be open once); a kernel or machine without what the test needs skips it.
  */
-#define MEMFD_TEST(name, need, call)					\
-TEST(name)								\
-{									\
-	int luo;							\
-									\
-	if (!(need))							\
-		SKIP(return, "this machine lacks what it needs: %s", #need); \
-	LUO_ABI_OPEN(luo);						\
-	EXPECT_EQ(0, call);						\
+static void memfd_test(struct __test_metadata *_metadata, enum memfd_case c)
+{
+	int luo, ret = -1;
+
+	if ((c == THP || c == DAMAGED) && !thp_available())
+		SKIP(return, "the kernel has no shmem THP to switch on");
+	if (c == SWAP && !swap_available())
+		SKIP(return, "no swap space to push the memfd out to");
+	LUO_ABI_OPEN(luo);
+	switch (c) {
+	case SET:
+		ret = stage == 1 ? set1(luo, size_arg) : set2(luo, size_arg);
+		break;
+	case CYCLE:
+		ret = memfd_cycle(luo, stage, size_arg, last_generation);
+		break;
+	case DISCARD:
+		ret = memfd_discard(luo, stage, size_arg);
+		break;
+	case HOLES:
+		ret = memfd_holes(luo, stage, size_arg);
+		break;
+	case THP:
+		ret = memfd_thp(luo, stage);
+		break;
+	case SWAP:
+		ret = memfd_swap(luo, stage, size_arg);
+		break;
+	case DAMAGED:
+		ret = memfd_damaged(luo, stage, want_errno);
+		break;
+	}
+	EXPECT_EQ(0, ret);
 }
 
-MEMFD_TEST(set, true, stage == 1 ? set1(luo, size_arg) : set2(luo, size_arg))
-MEMFD_TEST(cycle, true, memfd_cycle(luo, stage, size_arg, last_generation))
-MEMFD_TEST(discard, true, memfd_discard(luo, stage, size_arg))
-MEMFD_TEST(holes, true, memfd_holes(luo, stage, size_arg))
-MEMFD_TEST(thp, thp_available(), memfd_thp(luo, stage))
-MEMFD_TEST(swap, swap_available(), memfd_swap(luo, stage, size_arg))
-MEMFD_TEST(damaged, thp_available(), memfd_damaged(luo, stage, want_errno))
+TEST(set) { memfd_test(_metadata, SET); }
+TEST(cycle) { memfd_test(_metadata, CYCLE); }
+TEST(discard) { memfd_test(_metadata, DISCARD); }
+TEST(holes) { memfd_test(_metadata, HOLES); }
+TEST(thp) { memfd_test(_metadata, THP); }
+TEST(swap) { memfd_test(_metadata, SWAP); }
+TEST(damaged) { memfd_test(_metadata, DAMAGED); }
 
 int main(int argc, char **argv)
 {
