@@ -110,8 +110,8 @@ def build_guest_binaries(tree, hdr, out):
     subprocess.run(["make", "-s", "-C", os.path.join(tree, SELFTESTS), f"OUTPUT={out}",
                     f"KHDR_INCLUDES=-isystem {hdr}/include", "LDFLAGS=-static -s"], check=True)
     bins = {name: os.path.join(out, name)
-            for name in ["liveupdate", "luo_abi", "luo_abi_incoming", "luo_sessions", "luo_memfd"]
-            + UPSTREAM_KEXEC}
+            for name in ["liveupdate", "luo_abi", "luo_abi_incoming", "luo_sessions", "luo_memfd",
+                         "luo_test_files"] + UPSTREAM_KEXEC}
     cflags = ["-static", "-s", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function",
               "-isystem", f"{hdr}/include"]
     for src in sorted(os.listdir(os.path.join(ROOT, "tools", "vm"))):
@@ -408,16 +408,16 @@ def file_lifecycle_tests(variant, k, bins, vmopts=None):
     test = two_stage(variant, k, bins, vmopts)
     # 4 sessions of 25 files; file 60 (value 2010, third session) fails freeze on request.
     freeze_failure = (
-        "luo-test-files preserve 4 25 60\n"
+        "luo_test_files -n 4 -f 25 -k 60 -- -t preserve\n"
         f"if luo-kexec /next/kernel /next/initrd {NEXT_CMDLINE}; then exit 1; fi\n"
         + count_lines("luo_test: unfreeze [0-9]+$", "unfrozen")
         + count_lines("luo_test: unfreeze 2010$", "failing file unfrozen")
-        + "kill -USR1 $(cat /tmp/luo-test-files.pid)\nsleep 1\n"
+        + "kill -USR1 $(cat /tmp/luo_test_files.pid)\nsleep 1\n"
     )
     flb_once = count_lines("luo_test: flb finish$", "test FLB finished")
     return [
         test("freeze-failure-rollback", freeze_failure,
-             "luo-test-files verify 4 25\n" + flb_once, [
+             "luo_test_files -n 4 -f 25 -- -t verify\n" + flb_once, [
                  (r"luo_test: freeze 2010 fails on request", "the handler failed freeze"),
                  (r"Freeze failed for token\[0x7da\] handler\[luo-rs-test-v1\]",
                   "the core reported the failing file"),
@@ -425,29 +425,29 @@ def file_lifecycle_tests(variant, k, bins, vmopts=None):
                   "the kexec was called off with the handler's error"),
                  (r"^unfrozen: 60$", "the 60 files frozen before it were unfrozen"),
                  (r"^failing file unfrozen: 0$", "the failing file was not unfrozen"),
-                 (r"luo-test-files: freeze failure cleared", "failure cleared for the retry"),
+                 (r"luo_test_files: freeze failure cleared", "failure cleared for the retry"),
              ], [
-                 (r"luo-test-files: verified 4 x 25 test files", "all 100 files arrived"),
+                 (r"luo_test_files: verified 4 x 25 test files", "all 100 files arrived"),
                  (r"^test FLB finished: 1$", "the test FLB finished once"),
              ]),
-        test("preserve-after-session-close", "luo-test-files reuse\n",
-             "luo-test-files reuse-verify\n", [
+        test("preserve-after-session-close", "luo_test_files -- -t reuse\n",
+             "luo_test_files -- -t reuse_verify\n", [
                  (r"preserved in another session: EBUSY", "one file, one session"),
                  (r"preserved again after its session was closed", "closing released it"),
              ], [(r"re-preserved memfd arrived intact", "the second preservation crossed")]),
-        test("retrieve-twice", "luo-test-files memfd\n", "luo-test-files twice\n",
-             [(r"luo-test-files: memfd preserved", "memfd preserved")],
-             [(r"luo-test-files: two fds, one open file", "idempotent retrieve")]),
-        test("finish-discards-unretrieved", "luo-test-files preserve 1 3\n",
-             "luo-test-files partial 3\n"
+        test("retrieve-twice", "luo_test_files -- -t memfd\n", "luo_test_files -- -t twice\n",
+             [(r"luo_test_files: memfd preserved", "memfd preserved")],
+             [(r"luo_test_files: two fds, one open file", "idempotent retrieve")]),
+        test("finish-discards-unretrieved", "luo_test_files -n 1 -f 3 -- -t preserve\n",
+             "luo_test_files -f 3 -- -t partial\n"
              + count_lines("luo_test: finish [0-9]+ discarded$", "discarded")
              + count_lines("luo_test: finish 0 retrieved$", "retrieved and finished"), [], [
                  (r"finished with 2 unretrieved files", "FINISH with files left"),
                  (r"^discarded: 2$", "the handler discarded both"),
                  (r"^retrieved and finished: 1$", "the retrieved one finished as such"),
              ]),
-        test("finish-refused-while-busy", "luo-test-files preserve 1 2\n",
-             "luo-test-files refuse\n" + flb_once, [], [
+        test("finish-refused-while-busy", "luo_test_files -n 1 -f 2 -- -t preserve\n",
+             "luo_test_files -- -t refuse\n" + flb_once, [], [
                  (r"luo_test: can_finish 1: not yet", "the handler said no"),
                  (r"FINISH refused with EBUSY", "EBUSY"),
                  (r"FINISH accepted once the handler agreed", "finish after all"),
@@ -541,8 +541,8 @@ def failure_path_tests(variant, k, bins, vmopts=None, with_flb=True):
     Without `with_flb`, only the file's failure, on a handler without its FLB."""
     test = two_stage(variant, k, bins, vmopts if with_flb else without_test_flb(vmopts))
     tests = [
-        test("retrieve-failure-kept", "luo-test-files fail-retrieve\n",
-             "luo-test-files fail-retrieve-verify\n"
+        test("retrieve-failure-kept", "luo_test_files -- -t fail_retrieve\n",
+             "luo_test_files -- -t fail_retrieve_verify\n"
              + count_lines("luo_test: retrieve 1 fails on request$", "handler retrieve calls")
              + count_lines("luo_test: finish 1 failed$", "finished as failed")
              + count_lines("luo_test: finish [02] retrieved$", "others finished"),
@@ -558,37 +558,37 @@ def failure_path_tests(variant, k, bins, vmopts=None, with_flb=True):
     if not with_flb:
         return tests
     return tests + [
-        test("flb-preserve-failure", "luo-test-files flb-fail-preserve\n",
-             "luo-test-files verify 1 1\n"
+        test("flb-preserve-failure", "luo_test_files -- -t flb_fail_preserve\n",
+             "luo_test_files -n 1 -f 1 -- -t verify\n"
              + count_lines("luo_test: flb finish$", "test FLB finished"), [
                  (r"luo_test: flb preserve fails on request", "the FLB failed"),
                  (r"PRESERVE_FD failed with the FLB's ENOSPC", "its error reaches userspace"),
                  (r"the same PRESERVE_FD succeeded once the FLB worked", "nothing was left"),
              ], [
-                 (r"luo-test-files: verified 1 x 1 test files", "the retried file arrived"),
+                 (r"luo_test_files: verified 1 x 1 test files", "the retried file arrived"),
                  (r"^test FLB finished: 1$", "and its FLB, once"),
              ]),
-        test("flb-retrieve-failure", "luo-test-files flb-fail-retrieve\n",
-             "luo-test-files verify 1 2\n"
+        test("flb-retrieve-failure", "luo_test_files -- -t flb_fail_retrieve\n",
+             "luo_test_files -n 1 -f 2 -- -t verify\n"
              + count_lines("luo_test: flb retrieve fails on request$", "FLB retrieve calls")
              + count_lines("luo_test: flb finish$", "test FLB finished"),
              [(r"preserved 2 files on an FLB whose retrieve will fail", "preserved")], [
-                 (r"luo-test-files: verified 1 x 2 test files", "the files still arrive"),
+                 (r"luo_test_files: verified 1 x 2 test files", "the files still arrive"),
                  (r"^FLB retrieve calls: 1$", "the FLB's retrieve was tried once"),
                  (r"^test FLB finished: 0$", "an FLB that was never retrieved is not finished"),
              ]),
         # An FLB only an outgoing reference keeps preserved: no file would finish it in the
         # next kernel, so the kexec is refused until the reference is put.
         test("flb-held-refuses-kexec",
-             "luo-test-files flb-held\n"
+             "luo_test_files -- -t flb_held\n"
              f"if luo-kexec /next/kernel /next/initrd {NEXT_CMDLINE}; then exit 1; fi\n"
              + count_lines("luo_test: flb unpreserve$", "FLB unpreserved while referenced")
-             + "luo-test-files flb-put\n"
+             + "luo_test_files -- -t flb_put\n"
              + count_lines("luo_test: flb unpreserve$", "FLB unpreserved after the put")
-             + "luo-test-files preserve 1 1\n",
-             "luo-test-files verify 1 1\n"
+             + "luo_test_files -n 1 -f 1 -- -t preserve\n",
+             "luo_test_files -n 1 -f 1 -- -t verify\n"
              + count_lines("luo_test: flb finish$", "test FLB finished"), [
-                 (r"luo-test-files: FLB referenced, its only file's session closed",
+                 (r"luo_test_files: FLB referenced, its only file's session closed",
                   "a reference alone keeps the FLB preserved"),
                  (r"FLB 'luo-rs-test-flb-v1' is referenced but no preserved file depends on it",
                   "the core names the FLB"),
@@ -597,7 +597,7 @@ def failure_path_tests(variant, k, bins, vmopts=None, with_flb=True):
                  (r"^FLB unpreserved while referenced: 0$", "the referenced FLB stays preserved"),
                  (r"^FLB unpreserved after the put: 1$", "the put unpreserves it"),
              ], [
-                 (r"luo-test-files: verified 1 x 1 test files", "the next kexec carries a file"),
+                 (r"luo_test_files: verified 1 x 1 test files", "the next kexec carries a file"),
                  (r"^test FLB finished: 1$", "and its FLB, finished once"),
              ]),
     ]
@@ -614,16 +614,16 @@ def lifecycle_edge_tests(variant, k, bins, vmopts=None, with_flb=True):
                     " > /tmp/kexec-with\nchmod +x /tmp/kexec-with\n")
     return [
         Test(name=f"{variant}/kexec-after-an-unloaded-image", stages=[
-            vm.Stage(k, "luo-test-files preserve 1 2\n" + unload_first, [
+            vm.Stage(k, "luo_test_files -n 1 -f 2 -- -t preserve\n" + unload_first, [
                 (r"luo-kexec: image loaded and unloaded", "an image was loaded and unloaded"),
                 (r"reboot without an image refused with EINVAL", "kexec without image refused"),
             ]),
-            vm.Stage(k, "luo-test-files verify 1 2\n", [
-                (r"luo-test-files: verified 1 x 2 test files", "nothing was lost"),
+            vm.Stage(k, "luo_test_files -n 1 -f 2 -- -t verify\n", [
+                (r"luo_test_files: verified 1 x 2 test files", "nothing was lost"),
             ]),
         ], **opts),
         Test(name=f"{variant}/kexec-into-liveupdate-off", stages=[
-            vm.Stage(k, "luo-test-files preserve 1 2\necho liveupdate=off > /tmp/next-cmdline\n"),
+            vm.Stage(k, "luo_test_files -n 1 -f 2 -- -t preserve\necho liveupdate=off > /tmp/next-cmdline\n"),
             vm.Stage(k, "grep -q 'luo_stage=2 liveupdate=off$' /proc/cmdline && echo 'live update off'\n"
                      "test ! -e /dev/liveupdate && echo 'no /dev/liveupdate'\n" + USABLE, [
                 (r"^live update off$", "booted with liveupdate=off"),
@@ -632,11 +632,11 @@ def lifecycle_edge_tests(variant, k, bins, vmopts=None, with_flb=True):
             ]),
         ], **opts),
         Test(name=f"{variant}/kexec-with-incoming-unfinished", stages=[
-            vm.Stage(k, "luo-test-files preserve 2 2\n"),
-            vm.Stage(k, "luo-test-files half\n", [
+            vm.Stage(k, "luo_test_files -n 2 -f 2 -- -t preserve\n"),
+            vm.Stage(k, "luo_test_files -- -t half\n", [
                 (r"tf-0 retrieved, not finished; tf-1 untouched; next preserved", "left unfinished"),
             ]),
-            vm.Stage(k, "luo-test-files after-half\n", [
+            vm.Stage(k, "luo_test_files -- -t after_half\n", [
                 (r"the unfinished sessions did not cross a second kexec", "they are gone"),
                 (r"the session made beside them arrived", "the new one arrived"),
             ]),
@@ -645,8 +645,8 @@ def lifecycle_edge_tests(variant, k, bins, vmopts=None, with_flb=True):
         # ends the run) with test files and their FLB preserved: the live update's reboot path
         # is the kexec's alone, so nothing is frozen or written.
         Test(name=f"{variant}/plain-reboot-with-sessions-open", stages=[
-            vm.Stage(k, "luo-test-files preserve 2 3\n", [
-                (r"luo-test-files: preserved 2 x 3 test files", "test files preserved"),
+            vm.Stage(k, "luo_test_files -n 2 -f 3 -- -t preserve\n", [
+                (r"luo_test_files: preserved 2 x 3 test files", "test files preserved"),
                 (r"reboot: Restarting system", "the machine restarts"),
                 (r"\A(?![\s\S]*(?:luo_test: freeze|liveupdate_reboot:|Freeze failed))",
                  "nothing of the live update's reboot path ran"),
@@ -655,13 +655,13 @@ def lifecycle_edge_tests(variant, k, bins, vmopts=None, with_flb=True):
         # The orchestrator keeps pointers to a handler in the files it holds for it, and does
         # not wait for them when the handler is unregistered (review defect 1).
         Test(name=f"{variant}/unregister-with-files-present", stages=[
-            vm.Stage(k, "luo-test-files unregister\n", [
+            vm.Stage(k, "luo_test_files -- -t unregister\n", [
                 (r"handler unregistered with 2 files preserved", "unregistered with files"),
                 (r"without its handler, a new file is refused with ENOENT", "no handler, no file"),
                 (r"registered again, file 2 preserved", "registered again"),
             ]),
-            vm.Stage(k, "luo-test-files verify 1 3\n", [
-                (r"luo-test-files: verified 1 x 3 test files", "all three files arrived"),
+            vm.Stage(k, "luo_test_files -n 1 -f 3 -- -t verify\n", [
+                (r"luo_test_files: verified 1 x 3 test files", "all three files arrived"),
             ]),
         ], **opts),
     ]
@@ -680,7 +680,7 @@ def missing_handler_test(variant, k, bins, vmopts=None):
     return Test(
         name=f"{variant}/missing-handler-eio",
         stages=[
-            vm.Stage(k, "luo-test-files preserve 1 2\n" + kexec_without),
+            vm.Stage(k, "luo_test_files -n 1 -f 2 -- -t preserve\n" + kexec_without),
             vm.Stage(k, eio_twice + "grep -q luo_test=off /proc/cmdline && echo 'no test handler'\n", [
                 (r"^no test handler$", "booted without the test handler"),
                 (r"No registered handler for compatible 'luo-rs-test-v1'", "cause logged"),
@@ -786,9 +786,9 @@ def flb_unasked_test(variant, k, bins, vmopts=None):
     t = Test(
         name=f"{variant}/flb-finished-by-its-files",
         stages=[
-            vm.Stage(k, "luo-test-files preserve 1 2\n",
+            vm.Stage(k, "luo_test_files -n 1 -f 2 -- -t preserve\n",
                      [(r"luo_test: flb preserve", "the test FLB was preserved with the first file")]),
-            vm.Stage(k, "luo-test-files verify 1 2\n"
+            vm.Stage(k, "luo_test_files -n 1 -f 2 -- -t verify\n"
                      + count_lines("luo_test: flb retrieve$", "test FLB retrieved")
                      + count_lines("luo_test: flb finish$", "test FLB finished"), [
                 (r"^test FLB retrieved: 1$", "retrieved once, when the last file finished"),
@@ -1049,10 +1049,10 @@ def scale_tests(variant, k, bins, long=False):
     big.timeout, big.long = (900 if long else 300), long
     return [big, Test(
         name=f"{variant}/files-{files}-in-one-session",
-        stages=[vm.Stage(k, f"{quiet}luo-test-files preserve 1 {files}\n", [
-                    (rf"luo-test-files: preserved 1 x {files} test files", "files preserved")]),
-                vm.Stage(k, f"{quiet}luo-test-files verify 1 {files}\n", [
-                    (rf"luo-test-files: verified 1 x {files} test files", "files verified")])],
+        stages=[vm.Stage(k, f"{quiet}luo_test_files -n 1 -f {files} -- -t preserve\n", [
+                    (rf"luo_test_files: preserved 1 x {files} test files", "files preserved")]),
+                vm.Stage(k, f"{quiet}luo_test_files -n 1 -f {files} -- -t verify\n", [
+                    (rf"luo_test_files: verified 1 x {files} test files", "files verified")])],
         binaries=bins, timeout=900 if long else 300, long=long, memory="2G")]
 
 
@@ -1132,7 +1132,7 @@ def corrupted_handover_test(variant, k, bins, corruption, vmopts=None):
         name=f"{variant}/corrupt-{name}",
         stages=[
             # 60 sessions of 2 test files: two session blocks, files, the test FLB.
-            vm.Stage(k, "luo-test-files preserve 60 2\n", [
+            vm.Stage(k, "luo_test_files -n 60 -f 2 -- -t preserve\n", [
                 (r"handover data corrupted as asked", "the damage was written")]),
             vm.Stage(k, script, expect),
         ],
@@ -1299,10 +1299,10 @@ def all_scenarios(env):
         # Test-handler files and their FLB written by the C core, finished by the Rust core.
         tests.append(Test(
             name="cross/c-to-rust-test-files",
-            stages=[vm.Stage(c, "luo-test-files preserve 3 40\n"),
-                    vm.Stage(r, "luo-test-files verify 3 40\n"
+            stages=[vm.Stage(c, "luo_test_files -n 3 -f 40 -- -t preserve\n"),
+                    vm.Stage(r, "luo_test_files -n 3 -f 40 -- -t verify\n"
                              + count_lines("luo_test: flb finish$", "test FLB finished"), [
-                        (r"luo-test-files: verified 3 x 40 test files", "files crossed"),
+                        (r"luo_test_files: verified 3 x 40 test files", "files crossed"),
                         (r"^test FLB finished: 1$", "the C core's FLB count is honoured"),
                     ])],
             binaries=bins, timeout=240))

@@ -738,13 +738,18 @@ static void memfd_test(struct __test_metadata *_metadata, enum memfd_case c)
 	EXPECT_EQ(0, ret);
 }
 
-TEST(set) { memfd_test(_metadata, SET); }
-TEST(cycle) { memfd_test(_metadata, CYCLE); }
-TEST(discard) { memfd_test(_metadata, DISCARD); }
-TEST(holes) { memfd_test(_metadata, HOLES); }
-TEST(thp) { memfd_test(_metadata, THP); }
-TEST(swap) { memfd_test(_metadata, SWAP); }
-TEST(damaged) { memfd_test(_metadata, DAMAGED); }
+/* A fixture only for the timeout: the harness's default of 30 s is short for a GiB. */
+FIXTURE(shape) {};
+FIXTURE_SETUP(shape) {}
+FIXTURE_TEARDOWN(shape) {}
+
+TEST_F_TIMEOUT(shape, set, 900) { memfd_test(_metadata, SET); }
+TEST_F_TIMEOUT(shape, cycle, 900) { memfd_test(_metadata, CYCLE); }
+TEST_F_TIMEOUT(shape, discard, 900) { memfd_test(_metadata, DISCARD); }
+TEST_F_TIMEOUT(shape, holes, 900) { memfd_test(_metadata, HOLES); }
+TEST_F_TIMEOUT(shape, thp, 900) { memfd_test(_metadata, THP); }
+TEST_F_TIMEOUT(shape, swap, 900) { memfd_test(_metadata, SWAP); }
+TEST_F_TIMEOUT(shape, damaged, 900) { memfd_test(_metadata, DAMAGED); }
 
 int main(int argc, char **argv)
 {

@@ -123,7 +123,8 @@ static void create(struct __test_metadata *_metadata, int luo)
 	luo_abi_hold_until_kexec(luo);
 }
 
-TEST_F(sessions, carried)
+/* The harness's default of 30 s is too short for 510,000 sessions under emulation. */
+TEST_F_TIMEOUT(sessions, carried, 3600)
 {
 	if (stage > 1)
 		verify(_metadata, self->luo);

@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * luo-test-files: drive the file lifecycle of live update from a test VM.
+ * The file lifecycle of live update, driven through the luo-rs test file
+ * handler.
  *
  * Test files come from /dev/luo_test (the luo-rs test file handler); each
  * holds a value, which is also its token. Stage 1 modes leave a child
- * holding the sessions until the kexec.
+ * holding the sessions until the kexec. Each step below is a test of its
+ * own, chosen with the harness's -t after "--" (dashes become
+ * underscores: -t reuse_verify); S, N and K are given with -n, -f and -k:
+ *
+ *   luo_test_files -n 4 -f 25 -k 60 -- -t preserve
  *
  *   preserve S N [K]  S sessions "tf-<s>" of N test files each, values
  *                     1000*s+i; with K, the K-th file (counting from 0
@@ -46,10 +51,11 @@
  *                     closed: the reference alone keeps the FLB preserved
  *   flb-put           puts that reference back (again: ENOENT)
  *
- * Every check prints one line; a failure prints "luo-test-files: FAIL ..."
- * and exits 1.
+ * Every check prints one line; a failure prints "luo_test_files: FAIL ..."
+ * and fails the test.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <linux/liveupdate.h>
 #include <signal.h>
@@ -62,8 +68,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "../../luo_test/uapi.h"
-#include "hold.h"
+#include "../kselftest_harness.h"
+#include "luo_abi.h"
+/* The test handler's control interface, in the luo-rs directory of the tree. */
+#include "../../../../kernel/liveupdate/luo_rs/luo_test/uapi.h"
 
 #define MAX_FILES 4096
 
@@ -72,12 +80,12 @@ static void fail(const char *fmt, ...)
 	va_list ap;
 	int err = errno;
 
-	printf("luo-test-files: FAIL ");
+	printf("luo_test_files: FAIL ");
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
 	printf(": %s\n", strerror(err));
-	exit(1);
+	exit(KSFT_FAIL);
 }
 
 static int open_luo(void)
@@ -89,7 +97,7 @@ static int open_luo(void)
 	return fd;
 }
 
-static int session(int luo, unsigned long cmd, const char *name)
+static int session_ioctl(int luo, unsigned long cmd, const char *name)
 {
 	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
 
@@ -99,14 +107,14 @@ static int session(int luo, unsigned long cmd, const char *name)
 	return a.fd;
 }
 
-static int preserve(int s, int fd, unsigned long long token)
+static int preserve_fd(int s, int fd, unsigned long long token)
 {
 	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = fd, .token = token };
 
 	return ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, &a) < 0 ? -errno : 0;
 }
 
-static int retrieve(int s, unsigned long long token)
+static int retrieve_fd(int s, unsigned long long token)
 {
 	struct liveupdate_session_retrieve_fd a = { .size = sizeof(a), .token = token };
 
@@ -115,7 +123,7 @@ static int retrieve(int s, unsigned long long token)
 	return a.fd;
 }
 
-static int finish(int s)
+static int finish_session(int s)
 {
 	struct liveupdate_session_finish a = { .size = sizeof(a) };
 
@@ -145,7 +153,7 @@ static void clear_flags(int sig)
 {
 	(void)sig;
 	if (ioctl(failing_fd, LUO_TEST_SET_FLAGS, 0UL) == 0)
-		write(1, "luo-test-files: freeze failure cleared\n", 39);
+		write(1, "luo_test_files: freeze failure cleared\n", 39);
 }
 
 static void do_preserve(int ns, int n, int fail_at)
@@ -160,7 +168,7 @@ static void do_preserve(int ns, int n, int fail_at)
 		int sfd;
 
 		snprintf(name, sizeof(name), "tf-%d", s);
-		sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+		sfd = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
 		if (sfd < 0)
 			errno = -sfd, fail("create %s", name);
 		for (int i = 0; i < n; i++, k++) {
@@ -171,21 +179,21 @@ static void do_preserve(int ns, int n, int fail_at)
 				if (ioctl(fd, LUO_TEST_SET_FLAGS, (unsigned long)LUO_TEST_FAIL_FREEZE))
 					fail("set FAIL_FREEZE");
 				failing_fd = fd;
-				printf("luo-test-files: file %lu will fail freeze\n", v);
+				printf("luo_test_files: file %lu will fail freeze\n", v);
 			}
-			errno = -preserve(sfd, fd, v);
+			errno = -preserve_fd(sfd, fd, v);
 			if (errno)
 				fail("preserve %lu", v);
 			if (fd != failing_fd)
 				close(fd);
 		}
 	}
-	printf("luo-test-files: preserved %d x %d test files\n", ns, n);
+	printf("luo_test_files: preserved %d x %d test files\n", ns, n);
 	if (failing_fd >= 0) {
 		signal(SIGUSR1, clear_flags);
 		fflush(stdout);
 		if (fork() == 0) {
-			FILE *f = fopen("/tmp/luo-test-files.pid", "w");
+			FILE *f = fopen("/tmp/luo_test_files.pid", "w");
 
 			setsid();
 			fprintf(f, "%d\n", getpid());
@@ -194,16 +202,16 @@ static void do_preserve(int ns, int n, int fail_at)
 				pause();
 		}
 		/* Wait until the holder wrote its pid. */
-		for (int i = 0; i < 100 && access("/tmp/luo-test-files.pid", F_OK); i++)
+		for (int i = 0; i < 100 && access("/tmp/luo_test_files.pid", F_OK); i++)
 			usleep(10000);
 		return;
 	}
-	hold_until_kexec();
+	luo_abi_hold_until_kexec(luo);
 }
 
 static int retrieve_session(int luo, const char *name)
 {
-	int sfd = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+	int sfd = session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
 
 	if (sfd < 0)
 		errno = -sfd, fail("retrieve session %s", name);
@@ -233,19 +241,19 @@ static void do_verify(int ns, int n)
 		sfd = retrieve_session(luo, name);
 		for (int i = 0; i < n; i++) {
 			unsigned long v = 1000UL * s + i;
-			int fd = retrieve(sfd, v);
+			int fd = retrieve_fd(sfd, v);
 
 			if (fd < 0)
 				errno = -fd, fail("retrieve %lu", v);
 			check_value(fd, v);
 			close(fd);
 		}
-		errno = -finish(sfd);
+		errno = -finish_session(sfd);
 		if (errno)
 			fail("finish %s", name);
 		close(sfd);
 	}
-	printf("luo-test-files: verified %d x %d test files\n", ns, n);
+	printf("luo_test_files: verified %d x %d test files\n", ns, n);
 }
 
 static int new_memfd(const char *text)
@@ -260,24 +268,24 @@ static int new_memfd(const char *text)
 static void do_reuse(void)
 {
 	int luo = open_luo(), mfd = new_memfd("reused after close");
-	int a = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "a");
-	int b = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "b");
+	int a = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "a");
+	int b = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "b");
 
 	if (a < 0 || b < 0)
 		fail("create sessions");
-	errno = -preserve(a, mfd, 7);
+	errno = -preserve_fd(a, mfd, 7);
 	if (errno)
 		fail("preserve in a");
-	errno = -preserve(b, mfd, 7);
+	errno = -preserve_fd(b, mfd, 7);
 	if (errno != EBUSY)
 		fail("preserve in b while in a: want EBUSY");
-	printf("luo-test-files: preserved in another session: EBUSY\n");
+	printf("luo_test_files: preserved in another session: EBUSY\n");
 	close(a);
-	errno = -preserve(b, mfd, 7);
+	errno = -preserve_fd(b, mfd, 7);
 	if (errno)
 		fail("preserve in b after a was closed");
-	printf("luo-test-files: preserved again after its session was closed\n");
-	hold_until_kexec();
+	printf("luo_test_files: preserved again after its session was closed\n");
+	luo_abi_hold_until_kexec(luo);
 }
 
 static void read_back(int fd, const char *want)
@@ -290,37 +298,37 @@ static void read_back(int fd, const char *want)
 
 static void do_reuse_verify(void)
 {
-	int luo = open_luo(), b = retrieve_session(luo, "b"), fd = retrieve(b, 7);
+	int luo = open_luo(), b = retrieve_session(luo, "b"), fd = retrieve_fd(b, 7);
 
 	if (fd < 0)
 		errno = -fd, fail("retrieve 7");
 	read_back(fd, "reused after close");
-	if (session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "a") != -ENOENT)
+	if (session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "a") != -ENOENT)
 		fail("session a arrived");
-	errno = -finish(b);
+	errno = -finish_session(b);
 	if (errno)
 		fail("finish b");
-	printf("luo-test-files: re-preserved memfd arrived intact\n");
+	printf("luo_test_files: re-preserved memfd arrived intact\n");
 }
 
 static void do_memfd(void)
 {
 	int luo = open_luo(), mfd = new_memfd("one open file");
-	int s = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "twice");
+	int s = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "twice");
 
 	if (s < 0)
 		fail("create twice");
-	errno = -preserve(s, mfd, 5);
+	errno = -preserve_fd(s, mfd, 5);
 	if (errno)
 		fail("preserve 5");
-	printf("luo-test-files: memfd preserved\n");
-	hold_until_kexec();
+	printf("luo_test_files: memfd preserved\n");
+	luo_abi_hold_until_kexec(luo);
 }
 
 static void do_twice(void)
 {
 	int luo = open_luo(), s = retrieve_session(luo, "twice");
-	int fd1 = retrieve(s, 5), fd2 = retrieve(s, 5);
+	int fd1 = retrieve_fd(s, 5), fd2 = retrieve_fd(s, 5);
 
 	if (fd1 < 0 || fd2 < 0 || fd1 == fd2)
 		errno = fd1 < 0 ? -fd1 : fd2 < 0 ? -fd2 : EINVAL, fail("retrieve twice");
@@ -329,55 +337,55 @@ static void do_twice(void)
 		fail("the two fds do not share one open file");
 	close(fd1);
 	read_back(fd2, "one open file");
-	errno = -finish(s);
+	errno = -finish_session(s);
 	if (errno)
 		fail("finish twice");
-	printf("luo-test-files: two fds, one open file\n");
+	printf("luo_test_files: two fds, one open file\n");
 }
 
 static void do_partial(int n)
 {
-	int luo = open_luo(), s = retrieve_session(luo, "tf-0"), fd = retrieve(s, 0);
+	int luo = open_luo(), s = retrieve_session(luo, "tf-0"), fd = retrieve_fd(s, 0);
 
 	if (fd < 0)
 		errno = -fd, fail("retrieve 0");
 	check_value(fd, 0);
-	errno = -finish(s);
+	errno = -finish_session(s);
 	if (errno)
 		fail("finish with unretrieved files");
 	for (int i = 0; i < n; i++) {
-		if (retrieve(s, i) != -ENOENT)
+		if (retrieve_fd(s, i) != -ENOENT)
 			fail("token %d still there after finish", i);
 	}
 	check_value(fd, 0);
-	printf("luo-test-files: finished with %d unretrieved files\n", n - 1);
+	printf("luo_test_files: finished with %d unretrieved files\n", n - 1);
 }
 
 static void do_refuse(void)
 {
 	int luo = open_luo(), s = retrieve_session(luo, "tf-0");
-	int f0 = retrieve(s, 0), f1 = retrieve(s, 1);
+	int f0 = retrieve_fd(s, 0), f1 = retrieve_fd(s, 1);
 
 	if (f0 < 0 || f1 < 0)
 		fail("retrieve");
 	if (ioctl(f1, LUO_TEST_SET_FLAGS, (unsigned long)LUO_TEST_REFUSE_FINISH))
 		fail("set REFUSE_FINISH");
-	errno = -finish(s);
+	errno = -finish_session(s);
 	if (errno != EBUSY)
 		fail("finish while a handler refuses: want EBUSY");
-	printf("luo-test-files: FINISH refused with EBUSY\n");
+	printf("luo_test_files: FINISH refused with EBUSY\n");
 	/* Nothing was finished: both tokens still work. */
 	close(f0);
-	f0 = retrieve(s, 0);
+	f0 = retrieve_fd(s, 0);
 	if (f0 < 0)
 		errno = -f0, fail("retrieve 0 after the refusal");
 	check_value(f0, 0);
 	if (ioctl(f1, LUO_TEST_SET_FLAGS, 0UL))
 		fail("clear REFUSE_FINISH");
-	errno = -finish(s);
+	errno = -finish_session(s);
 	if (errno)
 		fail("finish once the handler agrees");
-	printf("luo-test-files: FINISH accepted once the handler agreed\n");
+	printf("luo_test_files: FINISH accepted once the handler agreed\n");
 }
 
 static int dev_with_flb_flags(unsigned long flags)
@@ -393,7 +401,7 @@ static int dev_with_flb_flags(unsigned long flags)
 
 static int create_tf0(int luo)
 {
-	int sfd = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
+	int sfd = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
 
 	if (sfd < 0)
 		errno = -sfd, fail("create tf-0");
@@ -409,13 +417,13 @@ static void do_fail_retrieve(void)
 
 		if (v == 1 && ioctl(fd, LUO_TEST_SET_FLAGS, (unsigned long)LUO_TEST_FAIL_RETRIEVE))
 			fail("set FAIL_RETRIEVE");
-		errno = -preserve(sfd, fd, v);
+		errno = -preserve_fd(sfd, fd, v);
 		if (errno)
 			fail("preserve %lu", v);
 		close(fd);
 	}
-	printf("luo-test-files: preserved 3 files, file 1 to fail its retrieve\n");
-	hold_until_kexec();
+	printf("luo_test_files: preserved 3 files, file 1 to fail its retrieve\n");
+	luo_abi_hold_until_kexec(luo);
 }
 
 static void do_fail_retrieve_verify(void)
@@ -423,7 +431,7 @@ static void do_fail_retrieve_verify(void)
 	int luo = open_luo(), s = retrieve_session(luo, "tf-0");
 
 	for (unsigned long v = 0; v < 3; v += 2) {
-		int fd = retrieve(s, v);
+		int fd = retrieve_fd(s, v);
 
 		if (fd < 0)
 			errno = -fd, fail("retrieve %lu", v);
@@ -431,16 +439,16 @@ static void do_fail_retrieve_verify(void)
 		close(fd);
 	}
 	for (int i = 1; i <= 2; i++) {
-		int fd = retrieve(s, 1);
+		int fd = retrieve_fd(s, 1);
 
 		if (fd != -EIO)
 			errno = fd < 0 ? -fd : 0, fail("retrieve 1 (attempt %d): want EIO", i);
-		printf("luo-test-files: retrieve of file 1, attempt %d: EIO\n", i);
+		printf("luo_test_files: retrieve of file 1, attempt %d: EIO\n", i);
 	}
-	errno = -finish(s);
+	errno = -finish_session(s);
 	if (errno)
 		fail("finish after a failed retrieve");
-	printf("luo-test-files: FINISH after a failed retrieve succeeded\n");
+	printf("luo_test_files: FINISH after a failed retrieve succeeded\n");
 }
 
 static void do_flb_fail_preserve(void)
@@ -448,19 +456,19 @@ static void do_flb_fail_preserve(void)
 	int luo = open_luo(), dev = dev_with_flb_flags(LUO_TEST_FLB_FAIL_PRESERVE);
 	int sfd = create_tf0(luo), fd = new_test_file(dev, 0);
 
-	errno = -preserve(sfd, fd, 0);
+	errno = -preserve_fd(sfd, fd, 0);
 	if (errno != ENOSPC)
 		fail("preserve while the FLB fails: want ENOSPC");
-	printf("luo-test-files: PRESERVE_FD failed with the FLB's ENOSPC\n");
+	printf("luo_test_files: PRESERVE_FD failed with the FLB's ENOSPC\n");
 	/* The retry below would fail with EEXIST or EBUSY had the failure left anything. */
 	if (ioctl(dev, LUO_TEST_SET_FLB_FLAGS, 0UL))
 		fail("clear FLB flags");
-	errno = -preserve(sfd, fd, 0);
+	errno = -preserve_fd(sfd, fd, 0);
 	if (errno)
 		fail("preserve once the FLB works");
-	printf("luo-test-files: the same PRESERVE_FD succeeded once the FLB worked\n");
+	printf("luo_test_files: the same PRESERVE_FD succeeded once the FLB worked\n");
 	close(fd);
-	hold_until_kexec();
+	luo_abi_hold_until_kexec(luo);
 }
 
 static void do_flb_fail_retrieve(void)
@@ -471,31 +479,31 @@ static void do_flb_fail_retrieve(void)
 	for (unsigned long v = 0; v < 2; v++) {
 		int fd = new_test_file(dev, v);
 
-		errno = -preserve(sfd, fd, v);
+		errno = -preserve_fd(sfd, fd, v);
 		if (errno)
 			fail("preserve %lu", v);
 		close(fd);
 	}
-	printf("luo-test-files: preserved 2 files on an FLB whose retrieve will fail\n");
-	hold_until_kexec();
+	printf("luo_test_files: preserved 2 files on an FLB whose retrieve will fail\n");
+	luo_abi_hold_until_kexec(luo);
 }
 
 static void do_half(void)
 {
 	int luo = open_luo(), dev = dev_with_flb_flags(0);
-	int s = retrieve_session(luo, "tf-0"), fd = retrieve(s, 0), next;
+	int s = retrieve_session(luo, "tf-0"), fd = retrieve_fd(s, 0), next;
 
 	if (fd < 0)
 		errno = -fd, fail("retrieve 0");
 	check_value(fd, 0);
-	next = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "next");
+	next = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "next");
 	if (next < 0)
 		errno = -next, fail("create next");
-	errno = -preserve(next, new_test_file(dev, 7), 7);
+	errno = -preserve_fd(next, new_test_file(dev, 7), 7);
 	if (errno)
 		fail("preserve 7");
-	printf("luo-test-files: tf-0 retrieved, not finished; tf-1 untouched; next preserved\n");
-	hold_until_kexec();
+	printf("luo_test_files: tf-0 retrieved, not finished; tf-1 untouched; next preserved\n");
+	luo_abi_hold_until_kexec(luo);
 }
 
 static void do_after_half(void)
@@ -506,20 +514,20 @@ static void do_after_half(void)
 		char name[8];
 
 		snprintf(name, sizeof(name), "tf-%d", i);
-		s = session(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+		s = session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
 		if (s != -ENOENT)
 			errno = s < 0 ? -s : 0, fail("retrieve %s: want ENOENT", name);
 	}
-	printf("luo-test-files: the unfinished sessions did not cross a second kexec\n");
+	printf("luo_test_files: the unfinished sessions did not cross a second kexec\n");
 	s = retrieve_session(luo, "next");
-	fd = retrieve(s, 7);
+	fd = retrieve_fd(s, 7);
 	if (fd < 0)
 		errno = -fd, fail("retrieve 7");
 	check_value(fd, 7);
-	errno = -finish(s);
+	errno = -finish_session(s);
 	if (errno)
 		fail("finish next");
-	printf("luo-test-files: the session made beside them arrived\n");
+	printf("luo_test_files: the session made beside them arrived\n");
 }
 
 static void do_unregister(void)
@@ -528,12 +536,12 @@ static void do_unregister(void)
 
 	if (dev < 0)
 		fail("open /dev/luo_test");
-	s = session(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
+	s = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
 	if (s < 0)
 		errno = -s, fail("create tf-0");
 	for (int i = 0; i < 2; i++) {
 		fd = new_test_file(dev, i);
-		errno = -preserve(s, fd, i);
+		errno = -preserve_fd(s, fd, i);
 		if (errno)
 			fail("preserve %d", i);
 		close(fd);
@@ -542,22 +550,22 @@ static void do_unregister(void)
 		fail("unregister");
 	if (ioctl(dev, LUO_TEST_UNREGISTER) == 0 || errno != ENOENT)
 		fail("second unregister: want ENOENT");
-	printf("luo-test-files: handler unregistered with 2 files preserved\n");
+	printf("luo_test_files: handler unregistered with 2 files preserved\n");
 	fd = new_test_file(dev, 2);
-	errno = -preserve(s, fd, 2);
+	errno = -preserve_fd(s, fd, 2);
 	if (errno != ENOENT)
 		fail("preserve 2 without a handler: want ENOENT");
-	printf("luo-test-files: without its handler, a new file is refused with ENOENT\n");
+	printf("luo_test_files: without its handler, a new file is refused with ENOENT\n");
 	if (ioctl(dev, LUO_TEST_REGISTER))
 		fail("register again");
 	if (ioctl(dev, LUO_TEST_REGISTER) == 0 || errno != EEXIST)
 		fail("second register: want EEXIST");
-	errno = -preserve(s, fd, 2);
+	errno = -preserve_fd(s, fd, 2);
 	if (errno)
 		fail("preserve 2");
 	close(fd);
-	printf("luo-test-files: registered again, file 2 preserved\n");
-	hold_until_kexec();
+	printf("luo_test_files: registered again, file 2 preserved\n");
+	luo_abi_hold_until_kexec(luo);
 }
 
 static void do_flb_held(void)
@@ -568,7 +576,7 @@ static void do_flb_held(void)
 		fail("reference to an FLB nothing preserves: want ENOENT");
 	sfd = create_tf0(luo);
 	fd = new_test_file(dev, 0);
-	errno = -preserve(sfd, fd, 0);
+	errno = -preserve_fd(sfd, fd, 0);
 	if (errno)
 		fail("preserve 0");
 	if (ioctl(dev, LUO_TEST_HOLD_FLB))
@@ -577,7 +585,7 @@ static void do_flb_held(void)
 		fail("second reference kept: want EBUSY");
 	close(fd);
 	close(sfd);
-	printf("luo-test-files: FLB referenced, its only file's session closed\n");
+	printf("luo_test_files: FLB referenced, its only file's session closed\n");
 }
 
 static void do_flb_put(void)
@@ -588,52 +596,70 @@ static void do_flb_put(void)
 		fail("put the FLB reference");
 	if (ioctl(dev, LUO_TEST_PUT_FLB) == 0 || errno != ENOENT)
 		fail("second put: want ENOENT");
-	printf("luo-test-files: FLB reference put\n");
+	printf("luo_test_files: FLB reference put\n");
 }
+
+static int sessions = 1;
+static int files = 1;
+static int fail_at = -1;
+
+/* A kernel without LUO or without the test handler skips every step. */
+static bool devices_present(struct __test_metadata *_metadata)
+{
+	if (access("/dev/liveupdate", F_OK))
+		SKIP(return false, "/dev/liveupdate does not exist");
+	if (access("/dev/luo_test", F_OK))
+		SKIP(return false, "/dev/luo_test does not exist (CONFIG_LIVEUPDATE_RUST_TEST_HANDLER)");
+	return true;
+}
+
+/*
+ * Each step runs in the harness's child and ends it through fail() at the
+ * first check that does not hold. The fixture is there for the timeout: the
+ * harness's default of 30 s is short for 200,000 files under emulation.
+ */
+FIXTURE(step) {};
+FIXTURE_SETUP(step) {}
+FIXTURE_TEARDOWN(step) {}
+
+TEST_F_TIMEOUT(step, preserve, 1800) { if (devices_present(_metadata)) do_preserve(sessions, files, fail_at); }
+TEST_F_TIMEOUT(step, verify, 1800) { if (devices_present(_metadata)) do_verify(sessions, files); }
+TEST_F_TIMEOUT(step, reuse, 1800) { if (devices_present(_metadata)) do_reuse(); }
+TEST_F_TIMEOUT(step, reuse_verify, 1800) { if (devices_present(_metadata)) do_reuse_verify(); }
+TEST_F_TIMEOUT(step, memfd, 1800) { if (devices_present(_metadata)) do_memfd(); }
+TEST_F_TIMEOUT(step, twice, 1800) { if (devices_present(_metadata)) do_twice(); }
+TEST_F_TIMEOUT(step, partial, 1800) { if (devices_present(_metadata)) do_partial(files); }
+TEST_F_TIMEOUT(step, refuse, 1800) { if (devices_present(_metadata)) do_refuse(); }
+TEST_F_TIMEOUT(step, fail_retrieve, 1800) { if (devices_present(_metadata)) do_fail_retrieve(); }
+TEST_F_TIMEOUT(step, fail_retrieve_verify, 1800) { if (devices_present(_metadata)) do_fail_retrieve_verify(); }
+TEST_F_TIMEOUT(step, flb_fail_preserve, 1800) { if (devices_present(_metadata)) do_flb_fail_preserve(); }
+TEST_F_TIMEOUT(step, flb_fail_retrieve, 1800) { if (devices_present(_metadata)) do_flb_fail_retrieve(); }
+TEST_F_TIMEOUT(step, half, 1800) { if (devices_present(_metadata)) do_half(); }
+TEST_F_TIMEOUT(step, after_half, 1800) { if (devices_present(_metadata)) do_after_half(); }
+TEST_F_TIMEOUT(step, unregister, 1800) { if (devices_present(_metadata)) do_unregister(); }
+TEST_F_TIMEOUT(step, flb_held, 1800) { if (devices_present(_metadata)) do_flb_held(); }
+TEST_F_TIMEOUT(step, flb_put, 1800) { if (devices_present(_metadata)) do_flb_put(); }
 
 int main(int argc, char **argv)
 {
-	const char *mode = argc > 1 ? argv[1] : "";
-	int a = argc > 2 ? atoi(argv[2]) : 0, b = argc > 3 ? atoi(argv[3]) : 0;
+	int opt;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (!strcmp(mode, "preserve"))
-		do_preserve(a, b, argc > 4 ? atoi(argv[4]) : -1);
-	else if (!strcmp(mode, "verify"))
-		do_verify(a, b);
-	else if (!strcmp(mode, "reuse"))
-		do_reuse();
-	else if (!strcmp(mode, "reuse-verify"))
-		do_reuse_verify();
-	else if (!strcmp(mode, "memfd"))
-		do_memfd();
-	else if (!strcmp(mode, "twice"))
-		do_twice();
-	else if (!strcmp(mode, "partial"))
-		do_partial(a);
-	else if (!strcmp(mode, "refuse"))
-		do_refuse();
-	else if (!strcmp(mode, "fail-retrieve"))
-		do_fail_retrieve();
-	else if (!strcmp(mode, "fail-retrieve-verify"))
-		do_fail_retrieve_verify();
-	else if (!strcmp(mode, "flb-fail-preserve"))
-		do_flb_fail_preserve();
-	else if (!strcmp(mode, "flb-fail-retrieve"))
-		do_flb_fail_retrieve();
-	else if (!strcmp(mode, "half"))
-		do_half();
-	else if (!strcmp(mode, "after-half"))
-		do_after_half();
-	else if (!strcmp(mode, "unregister"))
-		do_unregister();
-	else if (!strcmp(mode, "flb-held"))
-		do_flb_held();
-	else if (!strcmp(mode, "flb-put"))
-		do_flb_put();
-	else {
-		fprintf(stderr, "usage: see the comment at the top of luo-test-files.c\n");
-		return 2;
+	while ((opt = getopt(argc, argv, "n:f:k:")) != -1) {
+		switch (opt) {
+		case 'n':
+			sessions = atoi(optarg);
+			break;
+		case 'f':
+			files = atoi(optarg);
+			break;
+		case 'k':
+			fail_at = atoi(optarg);
+			break;
+		default:
+			ksft_exit_fail_msg("usage: %s [-n SESSIONS] [-f FILES] [-k FAILING] -- -t STEP\n",
+					   argv[0]);
+		}
 	}
-	return 0;
+	return luo_abi_run_harness(argc, argv);
 }
