@@ -622,23 +622,103 @@ FIXTURE(step) {};
 FIXTURE_SETUP(step) {}
 FIXTURE_TEARDOWN(step) {}
 
-TEST_F_TIMEOUT(step, preserve, 1800) { if (devices_present(_metadata)) do_preserve(sessions, files, fail_at); }
-TEST_F_TIMEOUT(step, verify, 1800) { if (devices_present(_metadata)) do_verify(sessions, files); }
-TEST_F_TIMEOUT(step, reuse, 1800) { if (devices_present(_metadata)) do_reuse(); }
-TEST_F_TIMEOUT(step, reuse_verify, 1800) { if (devices_present(_metadata)) do_reuse_verify(); }
-TEST_F_TIMEOUT(step, memfd, 1800) { if (devices_present(_metadata)) do_memfd(); }
-TEST_F_TIMEOUT(step, twice, 1800) { if (devices_present(_metadata)) do_twice(); }
-TEST_F_TIMEOUT(step, partial, 1800) { if (devices_present(_metadata)) do_partial(files); }
-TEST_F_TIMEOUT(step, refuse, 1800) { if (devices_present(_metadata)) do_refuse(); }
-TEST_F_TIMEOUT(step, fail_retrieve, 1800) { if (devices_present(_metadata)) do_fail_retrieve(); }
-TEST_F_TIMEOUT(step, fail_retrieve_verify, 1800) { if (devices_present(_metadata)) do_fail_retrieve_verify(); }
-TEST_F_TIMEOUT(step, flb_fail_preserve, 1800) { if (devices_present(_metadata)) do_flb_fail_preserve(); }
-TEST_F_TIMEOUT(step, flb_fail_retrieve, 1800) { if (devices_present(_metadata)) do_flb_fail_retrieve(); }
-TEST_F_TIMEOUT(step, half, 1800) { if (devices_present(_metadata)) do_half(); }
-TEST_F_TIMEOUT(step, after_half, 1800) { if (devices_present(_metadata)) do_after_half(); }
-TEST_F_TIMEOUT(step, unregister, 1800) { if (devices_present(_metadata)) do_unregister(); }
-TEST_F_TIMEOUT(step, flb_held, 1800) { if (devices_present(_metadata)) do_flb_held(); }
-TEST_F_TIMEOUT(step, flb_put, 1800) { if (devices_present(_metadata)) do_flb_put(); }
+enum step_case {
+	PRESERVE,
+	VERIFY,
+	REUSE,
+	REUSE_VERIFY,
+	MEMFD,
+	TWICE,
+	PARTIAL,
+	REFUSE,
+	FAIL_RETRIEVE,
+	FAIL_RETRIEVE_VERIFY,
+	FLB_FAIL_PRESERVE,
+	FLB_FAIL_RETRIEVE,
+	HALF,
+	AFTER_HALF,
+	UNREGISTER,
+	FLB_HELD,
+	FLB_PUT,
+};
+
+/* Runs one step in the harness's child, unless the kernel lacks a device. */
+static void run_step(struct __test_metadata *_metadata, enum step_case c)
+{
+	if (!devices_present(_metadata))
+		return;
+	switch (c) {
+	case PRESERVE:
+		do_preserve(sessions, files, fail_at);
+		break;
+	case VERIFY:
+		do_verify(sessions, files);
+		break;
+	case REUSE:
+		do_reuse();
+		break;
+	case REUSE_VERIFY:
+		do_reuse_verify();
+		break;
+	case MEMFD:
+		do_memfd();
+		break;
+	case TWICE:
+		do_twice();
+		break;
+	case PARTIAL:
+		do_partial(files);
+		break;
+	case REFUSE:
+		do_refuse();
+		break;
+	case FAIL_RETRIEVE:
+		do_fail_retrieve();
+		break;
+	case FAIL_RETRIEVE_VERIFY:
+		do_fail_retrieve_verify();
+		break;
+	case FLB_FAIL_PRESERVE:
+		do_flb_fail_preserve();
+		break;
+	case FLB_FAIL_RETRIEVE:
+		do_flb_fail_retrieve();
+		break;
+	case HALF:
+		do_half();
+		break;
+	case AFTER_HALF:
+		do_after_half();
+		break;
+	case UNREGISTER:
+		do_unregister();
+		break;
+	case FLB_HELD:
+		do_flb_held();
+		break;
+	case FLB_PUT:
+		do_flb_put();
+		break;
+	}
+}
+
+TEST_F_TIMEOUT(step, preserve, 1800) { run_step(_metadata, PRESERVE); }
+TEST_F_TIMEOUT(step, verify, 1800) { run_step(_metadata, VERIFY); }
+TEST_F_TIMEOUT(step, reuse, 1800) { run_step(_metadata, REUSE); }
+TEST_F_TIMEOUT(step, reuse_verify, 1800) { run_step(_metadata, REUSE_VERIFY); }
+TEST_F_TIMEOUT(step, memfd, 1800) { run_step(_metadata, MEMFD); }
+TEST_F_TIMEOUT(step, twice, 1800) { run_step(_metadata, TWICE); }
+TEST_F_TIMEOUT(step, partial, 1800) { run_step(_metadata, PARTIAL); }
+TEST_F_TIMEOUT(step, refuse, 1800) { run_step(_metadata, REFUSE); }
+TEST_F_TIMEOUT(step, fail_retrieve, 1800) { run_step(_metadata, FAIL_RETRIEVE); }
+TEST_F_TIMEOUT(step, fail_retrieve_verify, 1800) { run_step(_metadata, FAIL_RETRIEVE_VERIFY); }
+TEST_F_TIMEOUT(step, flb_fail_preserve, 1800) { run_step(_metadata, FLB_FAIL_PRESERVE); }
+TEST_F_TIMEOUT(step, flb_fail_retrieve, 1800) { run_step(_metadata, FLB_FAIL_RETRIEVE); }
+TEST_F_TIMEOUT(step, half, 1800) { run_step(_metadata, HALF); }
+TEST_F_TIMEOUT(step, after_half, 1800) { run_step(_metadata, AFTER_HALF); }
+TEST_F_TIMEOUT(step, unregister, 1800) { run_step(_metadata, UNREGISTER); }
+TEST_F_TIMEOUT(step, flb_held, 1800) { run_step(_metadata, FLB_HELD); }
+TEST_F_TIMEOUT(step, flb_put, 1800) { run_step(_metadata, FLB_PUT); }
 
 int main(int argc, char **argv)
 {
