@@ -101,11 +101,12 @@ cover_letter() {
 	Patch 1 lets KHO's users restore untrusted addresses quietly; patches
 	2-6 add the kernel-crate abstractions (rwsem, anonymous-inode files,
 	extensible ioctl structures, KHO, live update handlers and FLBs);
-	7-9 the core, the memfd handler and a test handler; 10-13 kselftests
+	7-9 the core, the memfd handler and a test handler; 10-15 kselftests
 	that hold both cores to the same behaviour (the errno of every
 	ioctl, many sessions across chains of kexecs, memfds of every
-	shape, the file lifecycle's error paths); then the documentation,
-	and last the Kconfig glue, so that every patch builds.
+	shape, the file lifecycle's error paths, every allocation failed in
+	turn, racing random calls); then the documentation, and last the
+	Kconfig glue, so that every patch builds.
 	EOF
 }
 

@@ -111,7 +111,7 @@ def build_guest_binaries(tree, hdr, out):
                     f"KHDR_INCLUDES=-isystem {hdr}/include", "LDFLAGS=-static -s"], check=True)
     bins = {name: os.path.join(out, name)
             for name in ["liveupdate", "luo_abi", "luo_abi_incoming", "luo_sessions", "luo_memfd",
-                         "luo_test_files"] + UPSTREAM_KEXEC}
+                         "luo_test_files", "luo_fault", "luo_stress"] + UPSTREAM_KEXEC}
     cflags = ["-static", "-s", "-O2", "-Wall", "-D_GNU_SOURCE=", "-Wno-unused-function",
               "-isystem", f"{hdr}/include"]
     for src in sorted(os.listdir(os.path.join(ROOT, "tools", "vm"))):
@@ -691,45 +691,45 @@ def missing_handler_test(variant, k, bins, vmopts=None):
         binaries=bins, timeout=240, **(vmopts or {}))
 
 
-# Stage 1 of the fault-injection tests leaves the kexec to luo-fault, which calls reboot()
+# Stage 1 of the fault-injection tests leaves the kexec to luo_fault, which calls reboot()
 # under faults until it goes through.
-REBOOT_UNDER_FAULTS = ("printf '#!/bin/sh\\nexec luo-fault reboot \"$1\" \"$2\" \"$3\"\\n'"
+REBOOT_UNDER_FAULTS = ("printf '#!/bin/sh\\nexec luo_fault reboot \"$1\" \"$2\" \"$3\"\\n'"
                        " > /tmp/kexec-with\nchmod +x /tmp/kexec-with\n")
 FAULTS = r"(\d+) faults injected: \d+ refused \(([A-Z ]+|none)\), \d+ got by; then it succeeded"
 
 
 def fault_injection_test(variant, k, bins, vmopts=None, open_faults=True):
     """Every LUO call with its 1st, 2nd, ... allocation failing (CONFIG_FAILSLAB,
-    CONFIG_FAIL_PAGE_ALLOC, /proc/thread-self/fail-nth; tools/vm/luo-fault.c) until it
+    CONFIG_FAIL_PAGE_ALLOC, /proc/thread-self/fail-nth; luo_fault) until it
     succeeds: each fault is refused with an errno and leaves nothing behind (the same call
     then succeeds), and what the final calls made crosses the kexec intact. The reboot path
     runs under faults too. Without `open_faults`, the first open in the next kernel is made
     without faults (the C core loses every incoming session at one: see
     fault_first_open_test)."""
     opts = dict(vmopts or {}) if open_faults else without_test_flb(vmopts)
-    call = lambda name: (rf"luo-fault: {name}: {FAULTS}", f"{name} under faults")  # noqa: E731
+    call = lambda name: (rf"luo_fault: {name}: {FAULTS}", f"{name} under faults")  # noqa: E731
     stage2 = [call(r"open \(first, reading the incoming sessions\)")] if open_faults else []
     return Test(
         name=f"{variant}/fault-injection",
         stages=[
-            vm.Stage(k, "luo-fault out\n" + REBOOT_UNDER_FAULTS, [
+            vm.Stage(k, "luo_fault -t out\n" + REBOOT_UNDER_FAULTS, [
                 call(r"open \(first\)"), call("CREATE_SESSION"), call("PRESERVE_FD memfd"),
                 call("PRESERVE_FD test file"), call("GET_NAME"),
-                (r"luo-fault: stage 1 done", "the files for stage 2 preserved"),
-                (r"luo-fault: reboot: attempt 1$", "reboot() under faults"),
+                (r"luo_fault: stage 1 done", "the files for stage 2 preserved"),
+                (r"luo_fault: reboot: attempt 1$", "reboot() under faults"),
             ]),
-            vm.Stage(k, "luo-fault " + ("in" if open_faults else "in-no-open") + "\n", stage2 + [
+            vm.Stage(k, "luo_fault -t " + ("in" if open_faults else "in_no_open") + "\n", stage2 + [
                 call("RETRIEVE_SESSION"),
-                (r"luo-fault: the memfd preserved under faults arrived intact",
+                (r"luo_fault: the memfd preserved under faults arrived intact",
                  "the memfd crossed intact"),
-                (r"luo-fault: the test file preserved under faults arrived",
+                (r"luo_fault: the test file preserved under faults arrived",
                  "the test file crossed"),
                 call("FINISH"),
-                (rf"luo-fault: RETRIEVE_FD memfd: \d+ faults injected", "RETRIEVE_FD of memfds"),
-                (rf"luo-fault: RETRIEVE_FD test file: \d+ faults injected",
+                (rf"luo_fault: RETRIEVE_FD memfd: \d+ faults injected", "RETRIEVE_FD of memfds"),
+                (rf"luo_fault: RETRIEVE_FD test file: \d+ faults injected",
                  "RETRIEVE_FD of test files"),
                 call("FINISH with files given up and left"),
-                (r"luo-fault: stage 2 done", "every call made under faults"),
+                (r"luo_fault: stage 2 done", "every call made under faults"),
             ]),
         ],
         binaries=bins, timeout=400, **opts)
@@ -741,23 +741,23 @@ STRESS_SEED = int(os.environ.get("LUO_STRESS_SEED", "20261202"))
 
 def stress_test(variant, k, bins, vmopts=None):
     """Threads in several processes issuing every ioctl with random arguments, seeded
-    (tools/vm/luo-stress.c): each outcome as predicted, never two live sessions of one name,
+    (luo_stress): each outcome as predicted, never two live sessions of one name,
     one winner of two racing preserves of a file, files free again after their session was
     closed under a preserve; then the kexec carries exactly the survivors, byte for byte."""
     return Test(
         name=f"{variant}/stress-random-calls",
         stages=[
-            vm.Stage(k, f"luo-stress out {STRESS_SEED}\n", [
-                (rf"luo-stress: seed {STRESS_SEED}: ", "the seed printed"),
-                (r"luo-stress: stage 1 outcomes: success \d+(?=.* EBUSY)(?=.* EEXIST)(?=.* EFAULT)"
+            vm.Stage(k, f"luo_stress -r {STRESS_SEED} -- -t out\n", [
+                (rf"luo_stress: seed {STRESS_SEED}: ", "the seed printed"),
+                (r"luo_stress: stage 1 outcomes: success \d+(?=.* EBUSY)(?=.* EEXIST)(?=.* EFAULT)"
                  r"(?=.* E2BIG)(?=.* EBADF)(?=.* ENOTTY)", "the calls met every refusal"),
-                (r"luo-stress: stage 1: [1-9]\d* sessions with [1-9]\d* files survive; \d+ calls, "
+                (r"luo_stress: stage 1: [1-9]\d* sessions with [1-9]\d* files survive; \d+ calls, "
                  r"0 wrong outcomes", "every outcome as predicted"),
-                (r"luo-stress: stage 1 done", "the survivors written down")]),
-            vm.Stage(k, "luo-stress in\n", [
-                (r"luo-stress: stage 2: [1-9]\d* sessions and [1-9]\d* files arrived as the "
+                (r"luo_stress: stage 1 done", "the survivors written down")]),
+            vm.Stage(k, "luo_stress -- -t in\n", [
+                (r"luo_stress: stage 2: [1-9]\d* sessions and [1-9]\d* files arrived as the "
                  r"manifest says; \d+ calls, 0 wrong outcomes", "exactly the survivors crossed"),
-                (r"luo-stress: stage 2 done", "every survivor finished")]),
+                (r"luo_stress: stage 2 done", "every survivor finished")]),
         ],
         binaries=bins, timeout=600, **dict(vmopts or {}))
 
@@ -770,11 +770,11 @@ def fault_first_open_test(variant, k, bins, vmopts=None):
     return Test(
         name=f"{variant}/fault-first-open-latches-upstream",
         stages=[
-            vm.Stage(k, "luo-fault out\n"),
-            vm.Stage(k, "luo-fault open-latches\n", [
-                (r"luo-fault: first open, allocation \d+ failing: EIO",
+            vm.Stage(k, "luo_fault -t out\n"),
+            vm.Stage(k, "luo_fault -t open_latches\n", [
+                (r"luo_fault: first open, allocation \d+ failing: EIO",
                  "a fault reading the incoming sessions fails the open with EIO"),
-                (r"luo-fault: open 3 without faults: EIO", "latched: every session is lost"),
+                (r"luo_fault: open 3 without faults: EIO", "latched: every session is lost"),
             ]),
         ],
         binaries=bins, timeout=300, **without_test_flb(vmopts))

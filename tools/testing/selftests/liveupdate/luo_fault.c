@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * luo-fault: every live update call made to fail at each of its allocations
- * in turn.
+ * Every live update call made to fail at each of its allocations in turn.
  *
  * Writing n to /proc/thread-self/fail-nth makes the n-th slab or page
  * allocation of the calling thread fail (CONFIG_FAILSLAB,
@@ -14,6 +13,10 @@
  * latched EIO). What the final attempts made is carried across the kexec
  * and checked there.
  *
+ * Each stage is a test of its own, chosen with the harness's -t after "--"
+ * (luo_fault -t out); "reboot" is a helper for the stage-1 script, not a
+ * test:
+ *
  *   out              stage 1: the first open of /dev/liveupdate,
  *                    CREATE_SESSION, PRESERVE_FD of a memfd and of a test
  *                    file, GET_NAME; plus the files stage 2 retrieves
@@ -23,15 +26,15 @@
  *   in               stage 2: the first open (reading the incoming
  *                    sessions), RETRIEVE_SESSION, RETRIEVE_FD of memfds
  *                    and test files, FINISH; then every byte carried
- *   in-no-open       the same without faults at the first open (the C
+ *   in_no_open       the same without faults at the first open (the C
  *                    core loses every incoming session at one)
- *   open-latches     stage 2: one fault at the first open, then plain
+ *   open_latches     stage 2: one fault at the first open, then plain
  *                    opens: prints what they return (the C core: EIO for
  *                    the rest of the boot)
  *
- * Each call prints "luo-fault: CALL: N faults injected: R refused (errnos),
- * A got by; then it succeeded". Failures print "luo-fault: FAIL ..." and
- * exit 1.
+ * Each call prints "luo_fault: CALL: N faults injected: R refused (errnos),
+ * A got by; then it succeeded". Failures print "luo_fault: FAIL ..." and
+ * fail the test.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,8 +51,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "../../luo_test/uapi.h"
-#include "hold.h"
+#include "../kselftest_harness.h"
+#include "luo_abi.h"
+/* The test handler's control interface, in the luo-rs directory of the tree. */
+#include "../../../../kernel/liveupdate/luo_rs/luo_test/uapi.h"
 
 /* No call here makes anywhere near this many allocations. */
 #define MAX_FAULTS 1000
@@ -66,7 +71,7 @@ static void fail(const char *fmt, ...)
 {
 	va_list ap;
 
-	printf("luo-fault: FAIL ");
+	printf("luo_fault: FAIL ");
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
@@ -159,7 +164,7 @@ static int under_faults(struct call *c)
 			     strerror(-r));
 		if (!injected || (r >= 0 && !c->undo)) {
 			got_by += injected;
-			printf("luo-fault: %s: %u faults injected: %d refused (%s), %d got by; "
+			printf("luo_fault: %s: %u faults injected: %d refused (%s), %d got by; "
 			       "then it succeeded\n", c->name, n - !injected, refused,
 			       refused ? errnos + 1 : "none", got_by);
 			fflush(stdout);
@@ -378,8 +383,8 @@ static void stage_out(void)
 		close(m);
 		close(t);
 	}
-	printf("luo-fault: stage 1 done: 4 sessions for the next kernel\n");
-	hold_until_kexec();
+	printf("luo_fault: stage 1 done: 4 sessions for the next kernel\n");
+	luo_abi_hold_until_kexec(luo_fd);
 }
 
 static int load(const char *kernel, const char *initrd, const char *cmdline)
@@ -411,7 +416,7 @@ static void stage_reboot(const char *kernel, const char *initrd, const char *cmd
 	load(kernel, initrd, cmdline);
 	sync();
 	for (n = 1; n <= MAX_FAULTS; n++) {
-		printf("luo-fault: reboot: attempt %u\n", n);
+		printf("luo_fault: reboot: attempt %u\n", n);
 		fflush(stdout);
 		arm(n);
 		r = syscall(__NR_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
@@ -420,7 +425,7 @@ static void stage_reboot(const char *kernel, const char *initrd, const char *cmd
 		if (!injected)
 			fail("reboot(KEXEC) returned %ld (%s) with no fault injected", r,
 			     strerror(errno));
-		printf("luo-fault: reboot: fault %u refused with %s\n", n, strerrorname_np(errno));
+		printf("luo_fault: reboot: fault %u refused with %s\n", n, strerrorname_np(errno));
 	}
 	fail("reboot: still failing after %d faults", MAX_FAULTS);
 }
@@ -491,7 +496,7 @@ static void retrieve_set(int set, const char *what, uint64_t first, int memfd)
 	}
 	if (n > RETRIEVE_SET)
 		fail("RETRIEVE_FD %s: still failing after %d faults", what, RETRIEVE_SET);
-	printf("luo-fault: RETRIEVE_FD %s: %d faults injected: %d refused (%d before the handler "
+	printf("luo_fault: RETRIEVE_FD %s: %d faults injected: %d refused (%d before the handler "
 	       "was asked, the file then retrieved intact; %d by the handler, the error kept and "
 	       "the file given up), %d got by; then it succeeded\n", what, n - 1, refused, retried,
 	       refused - retried, got_by);
@@ -519,7 +524,7 @@ static void stage_in(int open_faults)
 
 	fd = must(retrieve(memfd_session, MEMFD_TOKEN), "RETRIEVE_FD memfd");
 	check_memfd(fd, MEMFD_TOKEN, MEMFD_BYTES);
-	printf("luo-fault: the memfd preserved under faults arrived intact (%u bytes)\n",
+	printf("luo_fault: the memfd preserved under faults arrived intact (%u bytes)\n",
 	       MEMFD_BYTES);
 	close(fd);
 	must(finish(memfd_session), "FINISH fault-memfd");
@@ -528,7 +533,7 @@ static void stage_in(int open_faults)
 			  "RETRIEVE_SESSION fault-testfile");
 	fd = must(retrieve(tf_session, TEST_FILE_VALUE), "RETRIEVE_FD test file");
 	check_test_file(fd, TEST_FILE_VALUE);
-	printf("luo-fault: the test file preserved under faults arrived\n");
+	printf("luo_fault: the test file preserved under faults arrived\n");
 	close(fd);
 	must(finish(tf_session), "FINISH fault-testfile");
 
@@ -543,7 +548,7 @@ static void stage_in(int open_faults)
 	retrieve_set(set, "test file", SET_FILE_TOKEN, 0);
 	fin_set.session = set;
 	under_faults(&fin_set);
-	printf("luo-fault: stage 2 done\n");
+	printf("luo_fault: stage 2 done\n");
 }
 
 /*
@@ -569,31 +574,34 @@ static void open_latches(void)
 		if (fd != -ENOMEM)
 			break;
 	}
-	printf("luo-fault: first open, allocation %u failing: %s\n", n, strerrorname_np(-fd));
+	printf("luo_fault: first open, allocation %u failing: %s\n", n, strerrorname_np(-fd));
 	for (i = 0; i < 3; i++) {
 		fd = open_luo();
-		printf("luo-fault: open %d without faults: %s\n", i + 1,
+		printf("luo_fault: open %d without faults: %s\n", i + 1,
 		       fd >= 0 ? "ok" : strerrorname_np(-fd));
 		if (fd >= 0)
 			close(fd);
 	}
 }
 
+/*
+ * A fixture only for the timeout: the harness's default of 30 s is short for
+ * a thousand faults per call under emulation.
+ */
+FIXTURE(fault) {};
+FIXTURE_SETUP(fault) {}
+FIXTURE_TEARDOWN(fault) {}
+
+TEST_F_TIMEOUT(fault, out, 900) { stage_out(); }
+TEST_F_TIMEOUT(fault, in, 900) { stage_in(1); }
+TEST_F_TIMEOUT(fault, in_no_open, 900) { stage_in(0); }
+TEST_F_TIMEOUT(fault, open_latches, 900) { open_latches(); }
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (argc == 2 && !strcmp(argv[1], "out"))
-		stage_out();
-	else if (argc == 5 && !strcmp(argv[1], "reboot"))
+	/* The helper the stage-1 script kexecs with: no test, no harness. */
+	if (argc == 5 && !strcmp(argv[1], "reboot"))
 		stage_reboot(argv[2], argv[3], argv[4]);
-	else if (argc == 2 && !strcmp(argv[1], "in"))
-		stage_in(1);
-	else if (argc == 2 && !strcmp(argv[1], "in-no-open"))
-		stage_in(0);
-	else if (argc == 2 && !strcmp(argv[1], "open-latches"))
-		open_latches();
-	else
-		fail("usage: luo-fault out | reboot KERNEL INITRD CMDLINE | in | in-no-open | "
-		     "open-latches");
-	return 0;
+	return test_harness_run(argc, argv);
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * luo-stress: many threads in several processes issuing every live update
+ * Many threads in several processes issuing every live update
  * ioctl with random arguments, reproducible by seed, then a kexec that must
  * carry exactly what the survivors preserved.
  *
@@ -12,7 +12,10 @@
  * exactly one of two racing PRESERVE_FDs of a file wins and the other gets
  * EBUSY.
  *
- *   out SEED  stage 1: WORKERS processes of THREADS threads each share one
+ * Each stage is a test of its own, chosen with the harness's -t after "--";
+ * the seed is given with -r (luo_stress -r 20261202 -- -t out):
+ *
+ *   out       stage 1: WORKERS processes of THREADS threads each share one
  *             open /dev/liveupdate. Each thread makes ROUNDS random calls:
  *             CREATE_SESSION (names from a pool, so creators collide; also
  *             empty and unterminated names), closing sessions,
@@ -37,7 +40,7 @@
  *             EINVAL) and RETRIEVE_FDs of one token (both get the same
  *             file) along the way; FINISH of every session.
  *
- * Prints "luo-stress: FAIL ..." for every wrong outcome and exits 1.
+ * Prints "luo_stress: FAIL ..." for every wrong outcome and fails the test.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +57,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "../kselftest_harness.h"
+#include "luo_abi.h"
 
 #define WORKERS 2
 #define THREADS 3
@@ -87,14 +93,14 @@ static void fail(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	printf("luo-stress: FAIL %s\n", buf);
+	printf("luo_stress: FAIL %s\n", buf);
 	fflush(stdout);
 	atomic_fetch_add(&failures, 1);
 }
 
 static void die(const char *what)
 {
-	printf("luo-stress: FAIL %s: %s\n", what, strerror(errno));
+	printf("luo_stress: FAIL %s: %s\n", what, strerror(errno));
 	exit(1);
 }
 
@@ -321,15 +327,15 @@ static int call(int fd, unsigned long cmd, void *arg)
  */
 static int conclude(int stage, const char *summary)
 {
-	printf("luo-stress: stage %d outcomes:", stage);
+	printf("luo_stress: stage %d outcomes:", stage);
 	for (int e = 0; e < ERRNOS; e++)
 		if (outcomes[e])
 			printf(" %s %lu", e ? strerrorname_np(e) : "success", outcomes[e]);
-	printf("\nluo-stress: stage %d: %s; %lu calls, %lu wrong outcomes\n", stage, summary,
+	printf("\nluo_stress: stage %d: %s; %lu calls, %lu wrong outcomes\n", stage, summary,
 	       calls, failures);
 	if (failures)
 		return 1;
-	printf("luo-stress: stage %d done\n", stage);
+	printf("luo_stress: stage %d done\n", stage);
 	fflush(stdout);
 	return 0;
 }
@@ -956,7 +962,7 @@ static int stage_out(uint64_t seed)
 
 		shared_memfd[k] = make_memfd(&c);
 	}
-	printf("luo-stress: seed %llu: %d processes x %d threads x %d calls, then the races\n",
+	printf("luo_stress: seed %llu: %d processes x %d threads x %d calls, then the races\n",
 	       (unsigned long long)seed, WORKERS, THREADS, ROUNDS);
 	fflush(stdout);
 	for (worker = 0; worker < WORKERS; worker++)
@@ -1098,19 +1104,30 @@ static void race(void *(*fn)(void *))
 /* Every token the stress could have preserved under. */
 static int token_at(int i, uint64_t *token)
 {
-	if (i < SMALL_TOKENS)
+	if (i < SMALL_TOKENS) {
 		*token = i;
-	else if (i == SMALL_TOKENS)
+		return 1;
+	}
+	if (i == SMALL_TOKENS) {
 		*token = UINT64_MAX;
-	else if ((i -= SMALL_TOKENS + 1) < PAIR_ROUNDS)
+		return 1;
+	}
+	i -= SMALL_TOKENS + 1;
+	if (i < PAIR_ROUNDS) {
 		*token = PAIR_TOKEN + i;
-	else if ((i -= PAIR_ROUNDS) < CLOSE_ROUNDS * CLOSE_FILES)
+		return 1;
+	}
+	i -= PAIR_ROUNDS;
+	if (i < CLOSE_ROUNDS * CLOSE_FILES) {
 		*token = CLOSE_TOKEN + i;
-	else if ((i -= CLOSE_ROUNDS * CLOSE_FILES) < SHARED_MEMFDS)
+		return 1;
+	}
+	i -= CLOSE_ROUNDS * CLOSE_FILES;
+	if (i < SHARED_MEMFDS) {
 		*token = SHARED_TOKEN + i;
-	else
-		return 0;
-	return 1;
+		return 1;
+	}
+	return 0;
 }
 
 static void check_session(const char *name, int sfd, int *nfiles, int *raced)
@@ -1159,6 +1176,11 @@ static void check_session(const char *name, int sfd, int *nfiles, int *raced)
 	expect("FINISH", call(sfd, LIVEUPDATE_SESSION_FINISH, &f), 0);
 }
 
+/* The names the races of stage 1 used, by worker. */
+static const char * const race_names[] = {
+	"stress-race-%d-a", "stress-race-%d-b", "stress-victim-%d",
+};
+
 static int stage_in(void)
 {
 	struct manifest_head head;
@@ -1185,7 +1207,7 @@ static int stage_in(void)
 	}
 	for (uint64_t i = 0; i < nrecords; i++)
 		expected_sessions += records[i].kind == 0;
-	printf("luo-stress: seed %llu: %llu records in the manifest\n",
+	printf("luo_stress: seed %llu: %llu records in the manifest\n",
 	       (unsigned long long)head.seed, (unsigned long long)nrecords);
 	/* Every name the stress could have created. */
 	for (int k = 0; k < NAMES + 3 * WORKERS; k++) {
@@ -1195,9 +1217,7 @@ static int stage_in(void)
 		if (k < NAMES)
 			name_of(k, name);
 		else
-			snprintf(name, sizeof(name), (const char *[]){ "stress-race-%d-a",
-				 "stress-race-%d-b", "stress-victim-%d" }[(k - NAMES) % 3],
-				 (k - NAMES) / 3);
+			snprintf(name, sizeof(name), race_names[(k - NAMES) % 3], (k - NAMES) / 3);
 		r = find(name, 0, 0);
 		if (r && !raced_session) {
 			twin.name = name;
@@ -1239,13 +1259,28 @@ static int stage_in(void)
 	return conclude(2, summary);
 }
 
+static unsigned long long seed = 1;
+
+/*
+ * A fixture only for the timeout: the harness's default of 30 s is short for
+ * thousands of racing calls under emulation.
+ */
+FIXTURE(stress) {};
+FIXTURE_SETUP(stress) {}
+FIXTURE_TEARDOWN(stress) {}
+
+TEST_F_TIMEOUT(stress, out, 900) { EXPECT_EQ(0, stage_out(seed)); }
+TEST_F_TIMEOUT(stress, in, 900) { EXPECT_EQ(0, stage_in()); }
+
 int main(int argc, char **argv)
 {
+	int opt;
+
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (argc == 3 && !strcmp(argv[1], "out"))
-		return stage_out(strtoull(argv[2], NULL, 0));
-	if (argc == 2 && !strcmp(argv[1], "in"))
-		return stage_in();
-	fprintf(stderr, "usage: luo-stress out SEED | in\n");
-	return 2;
+	while ((opt = getopt(argc, argv, "r:")) != -1) {
+		if (opt != 'r')
+			ksft_exit_fail_msg("usage: %s [-r SEED] -- -t out|in\n", argv[0]);
+		seed = strtoull(optarg, NULL, 0);
+	}
+	return luo_abi_run_harness(argc, argv);
 }
