@@ -100,15 +100,30 @@ static inline int luo_abi_run_harness(int argc, char **argv)
 	return test_harness_run(argc, argv);
 }
 
-/* Creates an outgoing session; returns its fd, or -1 with errno set. */
-static inline int luo_abi_create(int luo, const char *name)
+/*
+ * CREATE_SESSION or RETRIEVE_SESSION (@cmd, whose argument has one layout)
+ * of session @name: its fd, or -errno.
+ */
+static inline int luo_abi_session_ioctl(int luo, unsigned long cmd, const char *name)
 {
 	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
 
 	snprintf((char *)a.name, sizeof(a.name), "%s", name);
-	if (ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, &a) < 0)
-		return -1;
+	if (ioctl(luo, cmd, &a) < 0)
+		return -errno;
 	return a.fd;
+}
+
+/* Creates an outgoing session; returns its fd, or -1 with errno set. */
+static inline int luo_abi_create(int luo, const char *name)
+{
+	int fd = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+
+	if (fd < 0) {
+		errno = -fd;
+		return -1;
+	}
+	return fd;
 }
 
 #endif /* LUO_ABI_H */

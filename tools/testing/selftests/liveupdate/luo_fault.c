@@ -193,16 +193,6 @@ static int open_luo(void)
 	return fd < 0 ? -errno : fd;
 }
 
-static int session_ioctl(int luo, unsigned long cmd, const char *name)
-{
-	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
-
-	snprintf((char *)a.name, sizeof(a.name), "%s", name);
-	if (ioctl(luo, cmd, &a) < 0)
-		return -errno;
-	return a.fd;
-}
-
 static int preserve(int s, int fd, uint64_t token)
 {
 	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = fd, .token = token };
@@ -303,7 +293,7 @@ static void undo_close(struct call *c, int fd)
 
 static int run_create(struct call *c)
 {
-	return session_ioctl(c->fd, LIVEUPDATE_IOCTL_CREATE_SESSION, c->session_name);
+	return luo_abi_session_ioctl(c->fd, LIVEUPDATE_IOCTL_CREATE_SESSION, c->session_name);
 }
 
 static int run_preserve(struct call *c)
@@ -319,7 +309,7 @@ static void undo_preserve(struct call *c, int r)
 {
 	(void)r;
 	close(c->session);
-	c->session = must(session_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION,
+	c->session = must(luo_abi_session_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION,
 					c->session_name), "CREATE_SESSION again");
 }
 
@@ -355,7 +345,7 @@ static void stage_out(void)
 	under_faults(&create);
 
 	memfd.fd = new_memfd(MEMFD_TOKEN, MEMFD_BYTES);
-	memfd.session = must(session_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION,
+	memfd.session = must(luo_abi_session_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION,
 					   memfd.session_name), "CREATE_SESSION fault-memfd");
 	under_faults(&memfd);
 
@@ -363,7 +353,7 @@ static void stage_out(void)
 	if (dev < 0)
 		fail("open /dev/luo_test: %s", strerror(errno));
 	test_file.fd = new_test_file(dev, TEST_FILE_VALUE);
-	test_file.session = must(session_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION,
+	test_file.session = must(luo_abi_session_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION,
 					       test_file.session_name),
 				 "CREATE_SESSION fault-testfile");
 	under_faults(&test_file);
@@ -372,7 +362,7 @@ static void stage_out(void)
 	under_faults(&get_name);
 
 	/* For stage 2's retrieves, one file per fault, made without faults. */
-	set = must(session_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION, "fault-retrieve"),
+	set = must(luo_abi_session_ioctl(luo_fd, LIVEUPDATE_IOCTL_CREATE_SESSION, "fault-retrieve"),
 		   "CREATE_SESSION fault-retrieve");
 	for (i = 0; i < RETRIEVE_SET; i++) {
 		int m = new_memfd(SET_MEMFD_TOKEN + i, SMALL_MEMFD_BYTES);
@@ -434,7 +424,7 @@ static void stage_reboot(const char *kernel, const char *initrd, const char *cmd
 
 static int run_retrieve_session(struct call *c)
 {
-	return session_ioctl(c->fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, c->session_name);
+	return luo_abi_session_ioctl(c->fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, c->session_name);
 }
 
 static int run_finish(struct call *c)
@@ -529,7 +519,7 @@ static void stage_in(int open_faults)
 	close(fd);
 	must(finish(memfd_session), "FINISH fault-memfd");
 
-	tf_session = must(session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "fault-testfile"),
+	tf_session = must(luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "fault-testfile"),
 			  "RETRIEVE_SESSION fault-testfile");
 	fd = must(retrieve(tf_session, TEST_FILE_VALUE), "RETRIEVE_FD test file");
 	check_test_file(fd, TEST_FILE_VALUE);
@@ -537,12 +527,12 @@ static void stage_in(int open_faults)
 	close(fd);
 	must(finish(tf_session), "FINISH fault-testfile");
 
-	create_session = must(session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "fault-create"),
+	create_session = must(luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "fault-create"),
 			      "RETRIEVE_SESSION fault-create");
 	fin.session = create_session;
 	under_faults(&fin);
 
-	set = must(session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "fault-retrieve"),
+	set = must(luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "fault-retrieve"),
 		   "RETRIEVE_SESSION fault-retrieve");
 	retrieve_set(set, "memfd", SET_MEMFD_TOKEN, 1);
 	retrieve_set(set, "test file", SET_FILE_TOKEN, 0);

@@ -47,16 +47,6 @@ static void name_of(int i, char *buf)
 	buf[n + extra] = 0;
 }
 
-static int session_ioctl(int luo, unsigned long cmd, const char *name)
-{
-	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
-
-	memcpy(a.name, name, strlen(name) + 1);
-	if (ioctl(luo, cmd, &a) < 0)
-		return -errno;
-	return a.fd;
-}
-
 FIXTURE(sessions) {
 	int luo;
 };
@@ -83,9 +73,9 @@ static void verify(struct __test_metadata *_metadata, int luo)
 
 	for (i = 0; i < count; i++) {
 		name_of(i, name);
-		fd = session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+		fd = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
 		ASSERT_LE(0, fd) TH_LOG("retrieve session %d: %s", i, strerror(-fd));
-		ASSERT_EQ(-EINVAL, session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name))
+		ASSERT_EQ(-EINVAL, luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name))
 			TH_LOG("second retrieve of session %d", i);
 		ASSERT_EQ(0, ioctl(fd, LIVEUPDATE_SESSION_GET_NAME, &g));
 		ASSERT_STREQ(name, (char *)g.name);
@@ -93,10 +83,10 @@ static void verify(struct __test_metadata *_metadata, int luo)
 		ASSERT_EQ(0, ioctl(fd, LIVEUPDATE_SESSION_FINISH, &f))
 			TH_LOG("second finish of session %d", i);
 		ASSERT_EQ(0, close(fd));
-		ASSERT_EQ(-ENOENT, session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name))
+		ASSERT_EQ(-ENOENT, luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name))
 			TH_LOG("retrieve of session %d after close", i);
 	}
-	ASSERT_EQ(-ENOENT, session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
+	ASSERT_EQ(-ENOENT, luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
 					 "no-such-session"));
 	ksft_print_msg("luo_sessions: verified %d sessions (each retrieved once, named, finished, closed)\n",
 		       count);
@@ -110,13 +100,13 @@ static void create(struct __test_metadata *_metadata, int luo)
 
 	for (i = 0; i < count; i++) {
 		name_of(i, name);
-		fd = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+		fd = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
 		ASSERT_LE(0, fd) TH_LOG("create session %d: %s", i, strerror(-fd));
 	}
 	ksft_print_msg("luo_sessions: created %d sessions\n", count);
 	if (dup_check) {
 		name_of(count / 2, name);
-		ASSERT_EQ(-EEXIST, session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name));
+		ASSERT_EQ(-EEXIST, luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name));
 		ksft_print_msg("luo_sessions: duplicate create refused with EEXIST at %d sessions\n",
 			       count);
 	}

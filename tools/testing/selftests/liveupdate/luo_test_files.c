@@ -97,16 +97,6 @@ static int open_luo(void)
 	return fd;
 }
 
-static int session_ioctl(int luo, unsigned long cmd, const char *name)
-{
-	struct liveupdate_ioctl_create_session a = { .size = sizeof(a) };
-
-	snprintf((char *)a.name, sizeof(a.name), "%s", name);
-	if (ioctl(luo, cmd, &a) < 0)
-		return -errno;
-	return a.fd;
-}
-
 static int preserve_fd(int s, int fd, unsigned long long token)
 {
 	struct liveupdate_session_preserve_fd a = { .size = sizeof(a), .fd = fd, .token = token };
@@ -168,7 +158,7 @@ static void do_preserve(int ns, int n, int fail_at)
 		int sfd;
 
 		snprintf(name, sizeof(name), "tf-%d", s);
-		sfd = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
+		sfd = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, name);
 		if (sfd < 0)
 			errno = -sfd, fail("create %s", name);
 		for (int i = 0; i < n; i++, k++) {
@@ -211,7 +201,7 @@ static void do_preserve(int ns, int n, int fail_at)
 
 static int retrieve_session(int luo, const char *name)
 {
-	int sfd = session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+	int sfd = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
 
 	if (sfd < 0)
 		errno = -sfd, fail("retrieve session %s", name);
@@ -268,8 +258,8 @@ static int new_memfd(const char *text)
 static void do_reuse(void)
 {
 	int luo = open_luo(), mfd = new_memfd("reused after close");
-	int a = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "a");
-	int b = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "b");
+	int a = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "a");
+	int b = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "b");
 
 	if (a < 0 || b < 0)
 		fail("create sessions");
@@ -303,7 +293,7 @@ static void do_reuse_verify(void)
 	if (fd < 0)
 		errno = -fd, fail("retrieve 7");
 	read_back(fd, "reused after close");
-	if (session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "a") != -ENOENT)
+	if (luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, "a") != -ENOENT)
 		fail("session a arrived");
 	errno = -finish_session(b);
 	if (errno)
@@ -314,7 +304,7 @@ static void do_reuse_verify(void)
 static void do_memfd(void)
 {
 	int luo = open_luo(), mfd = new_memfd("one open file");
-	int s = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "twice");
+	int s = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "twice");
 
 	if (s < 0)
 		fail("create twice");
@@ -401,7 +391,7 @@ static int dev_with_flb_flags(unsigned long flags)
 
 static int create_tf0(int luo)
 {
-	int sfd = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
+	int sfd = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
 
 	if (sfd < 0)
 		errno = -sfd, fail("create tf-0");
@@ -496,7 +486,7 @@ static void do_half(void)
 	if (fd < 0)
 		errno = -fd, fail("retrieve 0");
 	check_value(fd, 0);
-	next = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "next");
+	next = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "next");
 	if (next < 0)
 		errno = -next, fail("create next");
 	errno = -preserve_fd(next, new_test_file(dev, 7), 7);
@@ -514,7 +504,7 @@ static void do_after_half(void)
 		char name[8];
 
 		snprintf(name, sizeof(name), "tf-%d", i);
-		s = session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
+		s = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, name);
 		if (s != -ENOENT)
 			errno = s < 0 ? -s : 0, fail("retrieve %s: want ENOENT", name);
 	}
@@ -536,7 +526,7 @@ static void do_unregister(void)
 
 	if (dev < 0)
 		fail("open /dev/luo_test");
-	s = session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
+	s = luo_abi_session_ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, "tf-0");
 	if (s < 0)
 		errno = -s, fail("create tf-0");
 	for (int i = 0; i < 2; i++) {
