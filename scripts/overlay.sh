@@ -18,29 +18,25 @@ if [ "$(readlink "$link" 2>/dev/null)" != "$LUO_ROOT" ]; then
 fi
 
 # The files patches/series adds outside the luo-rs directory (the kernel
-# crate, Documentation) are linked one by one at their tree paths; an
-# upstream file of that name is never replaced. Every project file at such
-# a path must belong to a patch of the series, so the overlay and the
-# series agree.
-series_steps | while read -r patch paths; do
-	series_files $paths
-done > "$LUO_CACHE/.series-files.$$"
-unlisted=$(series_files rust Documentation/core-api tools/testing | grep -vxF -f "$LUO_CACHE/.series-files.$$" || true)
-[ -z "$unlisted" ] || { rm -f "$LUO_CACHE/.series-files.$$"; die "in no patch of patches/series: $unlisted"; }
+# crate, Documentation, selftests) are linked one by one at their tree
+# paths; an upstream file of that name is never replaced. Every project
+# file at such a path must belong to a patch of the series, so the overlay
+# and the series agree.
+listed=$(series_steps | while read -r patch paths; do series_files $paths; done)
+unlisted=$(series_files rust Documentation/core-api tools/testing | grep -vxF -f <(echo "$listed") || true)
+[ -z "$unlisted" ] || die "in no patch of patches/series: $unlisted"
 while read -r f; do
 	rel=$(tree_path "$f")
 	case $rel in kernel/liveupdate/luo_rs/*) continue ;; esac
 	dst=$tree/$rel
 	if [ -e "$dst" ] && [ ! -L "$dst" ]; then
-		rm -f "$LUO_CACHE/.series-files.$$"
 		die "$rel exists in the kernel tree; luo-rs must not replace upstream files"
 	fi
 	if [ "$(readlink "$dst" 2>/dev/null)" != "$LUO_ROOT/$f" ]; then
 		mkdir -p "$(dirname "$dst")"
 		ln -sfn "$LUO_ROOT/$f" "$dst"
 	fi
-done < "$LUO_CACHE/.series-files.$$"
-rm -f "$LUO_CACHE/.series-files.$$"
+done <<<"$listed"
 
 applied=$tree/.luo-patches
 want=$(series_steps | while read -r patch paths; do cat "$patch"; done | sha256sum | cut -d' ' -f1)
