@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <linux/liveupdate.h>
@@ -88,16 +89,46 @@ static inline void luo_abi_hold_until_kexec(int luo)
 }
 
 /*
- * Runs the harness on what follows "--" after a test's own options, which
- * getopt() parsed up to @optind.
+ * Leaves in @argc/@argv what follows "--" after a test's own options, which
+ * getopt() parsed up to optind, for the harness to parse.
  */
+static inline void luo_abi_harness_args(int *argc, char ***argv)
+{
+	(*argv)[optind - 1] = (*argv)[0];
+	*argc -= optind - 1;
+	*argv += optind - 1;
+	optind = 1;
+}
+
+/* Runs the harness on what follows "--" after a test's own options. */
 static inline int luo_abi_run_harness(int argc, char **argv)
 {
-	argv[optind - 1] = argv[0];
-	argc -= optind - 1;
-	argv += optind - 1;
-	optind = 1;
+	luo_abi_harness_args(&argc, &argv);
 	return test_harness_run(argc, argv);
+}
+
+/*
+ * Runs the harness on @argc/@argv in the kernel after a kexec. Upstream's
+ * vmtest.sh decides a two-stage test passed when the serial log holds
+ * "TEST PASSED", as its own tests print; the harness exits when it is done,
+ * so it runs in a child and the parent says so for @test.
+ */
+static inline int luo_abi_run_harness_after_kexec(const char *test, int argc, char **argv)
+{
+	int status;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		ksft_exit_fail_msg("fork: %s\n", strerror(errno));
+	if (pid == 0)
+		exit(test_harness_run(argc, argv));
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return KSFT_FAIL;
+	if (WEXITSTATUS(status) == KSFT_PASS)
+		ksft_print_msg("--- %s KEXEC TEST PASSED ---\n", test);
+	return WEXITSTATUS(status);
 }
 
 /*

@@ -284,7 +284,7 @@ static void stage_2(int luo, int state)
 	close(luo);
 	/* luo_test() parsed "-s 2" with getopt(); the harness parses anew. */
 	optind = 1;
-	exit(test_harness_run(1, argv));
+	exit(luo_abi_run_harness_after_kexec("ABI INCOMING", 1, argv));
 }
 
 int main(int argc, char *argv[])

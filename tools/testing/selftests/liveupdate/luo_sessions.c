@@ -147,5 +147,8 @@ int main(int argc, char *argv[])
 	}
 	if (stage < 1 || count < 1)
 		ksft_exit_fail_msg("the stage and the number of sessions start at 1\n");
-	return luo_abi_run_harness(argc, argv);
+	if (stage == 1)
+		return luo_abi_run_harness(argc, argv);
+	luo_abi_harness_args(&argc, &argv);
+	return luo_abi_run_harness_after_kexec("SESSIONS", argc, argv);
 }
