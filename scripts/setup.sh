@@ -2,8 +2,10 @@
 # Install everything the build and the VM tests need, idempotently.
 #
 # The extra Debian suites reuse the mirror and keyring of the machine's own
-# bookworm entry so that nothing in this repository names a mirror host, and
-# trixie-backports is pinned low so the host is never upgraded from it.
+# bookworm entry so that nothing in this repository names a mirror host;
+# trixie-backports and unstable (only for the systemd guest's root
+# filesystem, scripts/systemd-rootfs.sh) are pinned low so the host is never
+# upgraded from them.
 source "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "setup must run as root (it installs packages)"
@@ -15,7 +17,7 @@ STAMP=$LUO_CACHE/stamps
 mkdir -p "$STAMP"
 
 apt_sources() {
-	[ -f "$SRC" ] || die "cannot find $SRC to derive the mirror from; add bookworm-backports and trixie-backports by hand"
+	[ -f "$SRC" ] || die "cannot find $SRC to derive the mirror from; add bookworm-backports, trixie-backports and unstable by hand"
 	# Pick the stanza that carries the plain 'bookworm' suite.
 	local uri keyring
 	read -r uri keyring < <(awk '
@@ -26,14 +28,14 @@ apt_sources() {
 		END { if (s) print u, k }' "$SRC")
 	[ -n "${uri:-}" ] || die "no bookworm stanza with URIs in $SRC"
 	local want
-	want=$(printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports trixie-backports\nComponents: main\nSigned-By: %s\n' "$uri" "$keyring")
+	want=$(printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports trixie-backports unstable\nComponents: main\nSigned-By: %s\n' "$uri" "$keyring")
 	if [ ! -f "$OURS" ] || [ "$(cat "$OURS")" != "$want" ]; then
-		note "adding bookworm-backports and trixie-backports (mirror taken from $SRC)"
+		note "adding bookworm-backports, trixie-backports and unstable (mirror taken from $SRC)"
 		echo "$want" > "$OURS"
 		rm -f "$STAMP/apt-update"
 	fi
 	local pin
-	pin=$(printf 'Package: *\nPin: release n=trixie-backports\nPin-Priority: 50\n')
+	pin=$(printf 'Package: *\nPin: release n=trixie-backports\nPin-Priority: 50\n\nPackage: *\nPin: release n=sid\nPin-Priority: 1\n')
 	if [ ! -f "$PIN" ] || [ "$(cat "$PIN")" != "$pin" ]; then
 		echo "$pin" > "$PIN"
 	fi
@@ -43,7 +45,7 @@ apt_sources() {
 	fi
 }
 
-PKGS="busybox-static lz4 flex bison bc libelf-dev libssl-dev rsync cpio libclang1-19 clang-19 lld-19 llvm-19 rustc-web rust-web-src gcc make python3"
+PKGS="busybox-static mmdebstrap libsystemd-dev e2fsprogs lz4 flex bison bc libelf-dev libssl-dev rsync cpio libclang1-19 clang-19 lld-19 llvm-19 rustc-web rust-web-src gcc make python3"
 # QEMU comes from bookworm-backports: the machine image already carries
 # qemu-utils from there, which conflicts with bookworm's older qemu-system.
 QEMU_PKGS="qemu-system-x86"

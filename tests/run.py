@@ -330,7 +330,9 @@ def run_scenario(scn, env, args, tally, lock):
     """Boots one test and counts its results; what it prints is printed in one piece."""
     workdir = os.path.join(env.work, scn.name.replace("/", "_"))
     try:
-        out = vm.run(scn, workdir, env.gen_init_cpio)
+        # A test that boots its own kind of guest (systemd_guest) says how.
+        boot = getattr(scn, "boot", None)
+        out = boot(workdir, env) if boot else vm.run(scn, workdir, env.gen_init_cpio)
     except Exception as e:  # noqa: BLE001 - counted as the test's failure
         fail_all(scn, tally, lock, f"the test could not run: {e!r}")
         return

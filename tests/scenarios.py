@@ -24,8 +24,10 @@ ABI_INCOMING_TESTS = 18
 
 # Kernels the test command builds, the matrix of DESIGN.md: the C reference (C core, C
 # memfd), the product (Rust core, Rust memfd), the two mixed combinations, and the
-# product with KASAN, lockdep and atomic-sleep checks (built with LLVM).
-VARIANTS = ("c", "rust", "rust-cmemfd", "c-rmemfd", "rust-debug", "c-debug")
+# product with KASAN, lockdep and atomic-sleep checks (built with LLVM), and the C
+# reference and the product able to boot Debian's systemd (systemd_guest.py).
+VARIANTS = ("c", "rust", "rust-cmemfd", "c-rmemfd", "rust-debug", "c-debug", "c-systemd",
+            "rust-systemd")
 
 
 @dataclasses.dataclass
@@ -48,7 +50,8 @@ class Environment:
         cache = vm.cache_dir()
         wanted = [v for v in VARIANTS
                   if pattern.startswith("*") or pattern.startswith(v + "/")
-                  or pattern.startswith("cross/") and v in ("c", "rust")
+                  or pattern.startswith("cross/") and v in ("c", "rust", "c-systemd",
+                                                            "rust-systemd")
                   or pattern.startswith("harness/") and v == "c"]
         if not wanted:
             return None
@@ -1332,6 +1335,8 @@ def all_scenarios(env):
                              [(r"MemFree .* MiB returned of 128: ok", "memory returned")]),
                 ],
                 timeout=400, **MEMFD_VM))
+    import systemd_guest
+    tests += systemd_guest.systemd_tests(env)
     for t in tests:
         t.binaries = t.binaries or bins
         t.long = t.long or t.name in DEBUG_REPLAYS_LONG

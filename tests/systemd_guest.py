@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: GPL-2.0
+"""A real client: Debian's systemd (262) as PID 1 carries its services' fd stores across a
+live update, on the C reference, on the product and across.
+
+The other scenarios boot an initramfs whose PID 1 is the project's own script. These boot a
+Debian root filesystem (scripts/systemd-rootfs.sh) from a virtio disk, opened with
+snapshot=on so that no run changes it, and a second small disk with what the scenario
+brings: the driver script (tests/systemd/run.sh), the service program
+(tests/systemd/luo-fdstore.c, linked against libsystemd like any service) and the next
+kernel. systemd does the update itself (`systemctl kexec`): its shutdown path preserves the
+fd stores in a LUO session of its own, and the next kernel's PID 1 gives them back to the
+services.
+
+One boot pair counts two results: the memfd a service kept in its fd store, and the LUO
+session a service created itself and kept there. A problem of the run as a whole (a kernel
+report, a stage that did not finish) fails both.
+"""
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+import vm
+from scenarios import Test
+
+ROOTFS_SCRIPT = os.path.join(vm.ROOT, "scripts", "systemd-rootfs.sh")
+GUEST = os.path.join(vm.ROOT, "tests", "systemd")
+# systemd as PID 1 logs at debug level to the kernel's ring buffer (the driver prints its LUO
+# lines), which the console's level keeps off the serial line.
+CMDLINE = ("root=/dev/vda rw liveupdate=on kunit.enable=0 systemd.log_level=debug "
+           "systemd.log_target=kmsg printk.devkmsg=on log_buf_len=8M")
+KERNELS = ("c-systemd", "rust-systemd")
+
+_rootfs_lock = threading.Lock()
+_rootfs = None
+
+
+def rootfs():
+    """The guest image, built on first use (about half a minute, then cached)."""
+    global _rootfs
+    with _rootfs_lock:
+        if _rootfs is None:
+            out = subprocess.run(["bash", ROOTFS_SCRIPT], check=True, stdout=subprocess.PIPE)
+            _rootfs = out.stdout.decode().strip().splitlines()[-1]
+        return _rootfs
+
+
+def service_program(out):
+    """luo-fdstore, built against the host's libsystemd and uAPI header; the guest's newer
+    libsystemd runs it."""
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror",
+                    "-I", os.path.join(vm.ROOT, "include", "uapi"),
+                    os.path.join(GUEST, "luo-fdstore.c"), "-o", out, "-lsystemd"], check=True)
+
+
+# What each service prints when its part worked, per stage.
+PARTS = {
+    "memfd": ([r"luo-fdstore: pushed 'dataset' into the fd store",
+               r"LUO-VM: luo-memfd.service holds 1 fd"],
+              [r"luo-fdstore: received fd \d+ named 'dataset'",
+               r"luo-fdstore: memfd stage 2 ok"]),
+    "session": ([r"luo-fdstore: pushed 'own-session' into the fd store",
+                 r"LUO-VM: luo-session.service holds 1 fd"],
+                [r"luo-fdstore: the session fd is 'anon_inode:\[luo_session\] luo-fdstore-own'",
+                 r"luo-fdstore: session 'luo-fdstore-own' finished",
+                 r"luo-fdstore: session stage 2 ok"]),
+}
+RESULT = {"memfd": "fdstore-memfd", "session": "fdstore-own-session"}
+
+
+@dataclasses.dataclass
+class SystemdTest(Test):
+    """A two-stage scenario in the systemd guest: stage 1 on stages[0].kernel, the update to
+    stages[1].kernel."""
+
+    timeout: int = 420
+    memory: str = "2G"
+    cmdline: str = CMDLINE
+
+    def result_names(self):
+        return [f"{self.name}-{RESULT[p]}" for p in PARTS]
+
+    def boot(self, workdir, env):
+        """Runs the scenario; returns a vm.Outcome like vm.run."""
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
+        image = rootfs()
+        payload = os.path.join(workdir, "payload")
+        os.makedirs(payload, exist_ok=True)
+        service_program(os.path.join(payload, "luo-fdstore"))
+        with open(os.path.join(GUEST, "run.sh")) as src, \
+                open(os.path.join(payload, "run.sh"), "w") as dst:
+            dst.write(src.read())
+        with open(self.stages[1].kernel, "rb") as src, \
+                open(os.path.join(payload, "next-kernel"), "wb") as dst:
+            dst.write(src.read())
+        disk = os.path.join(workdir, "payload.ext4")
+        subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", payload, disk, "64M"], check=True,
+                       stdout=subprocess.DEVNULL)
+        serial = os.path.join(workdir, "serial.log")
+        cmd = [
+            "timeout", "--kill-after=5", str(self.timeout),
+            "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
+            "-m", self.memory, "-smp", "2", "-no-reboot", "-nographic", "-nodefaults",
+            "-serial", f"file:{serial}", "-kernel", self.stages[0].kernel,
+            "-drive", f"file={image},format=raw,if=virtio,snapshot=on",
+            "-drive", f"file={disk},format=raw,if=virtio,readonly=on",
+            "-append", f"console=ttyS0 panic=-1 {self.cmdline} luo_stage=1",
+        ]
+        start = time.monotonic()
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+        seconds = time.monotonic() - start
+        log = ""
+        if os.path.exists(serial):
+            with open(serial, errors="replace") as f:
+                log = f.read().replace("\r\n", "\n")
+        problems = vm.judge(self, log)
+        if proc.returncode == 124:
+            problems.insert(0, f"QEMU killed after the {self.timeout}s timeout")
+        elif proc.returncode != 0:
+            problems.insert(0, f"QEMU exited with status {proc.returncode}: "
+                               f"{proc.stdout.decode(errors='replace').strip()[-300:]}")
+        return vm.Outcome(self.name, not problems, problems, log, seconds)
+
+    def results(self, out):
+        logs = out.stage_logs()
+        systemd_said = "\n".join(l for l in out.log.splitlines() if "LUO-SYSTEMD:" in l)
+        rows = []
+        for part, per_stage in PARTS.items():
+            problems = list(out.problems)
+            for i, regexes in enumerate(per_stage):
+                text = logs[i] if i < len(logs) else ""
+                problems += [f"stage {i + 1}: missing /{r}/" for r in regexes
+                             if not re.search(r, text, re.M)]
+            sums = [re.findall(rf"luo-fdstore: {part}: .*checksum ([0-9a-f]{{16}})", logs[i])
+                    if i < len(logs) else [] for i in range(2)]
+            if not sums[0] or not sums[1] or set(sums[0]) != set(sums[1]):
+                problems.append(f"the {part} data set's checksum before the update {sums[0]} "
+                                f"is not the one after it {sums[1]}")
+            detail = "\n".join(problems)
+            if problems and systemd_said:
+                detail += "\nwhat systemd logged about LUO and the fd stores:\n" + systemd_said
+            rows.append((f"{self.name}-{RESULT[part]}", "fail" if problems else "pass",
+                         detail))
+        return rows
+
+
+def systemd_tests(env):
+    """The fd-store scenarios on each combination of the two systemd kernels."""
+    k = {v: env.kernels.get(v) for v in KERNELS}
+    pairs = [("c-systemd", "c-systemd", "c-systemd/update"),
+             ("rust-systemd", "rust-systemd", "rust-systemd/update"),
+             ("c-systemd", "rust-systemd", "cross/c-to-rust-systemd"),
+             ("rust-systemd", "c-systemd", "cross/rust-to-c-systemd")]
+    tests = []
+    for first, second, name in pairs:
+        if k[first] and k[second]:
+            tests.append(SystemdTest(name=name, stages=[
+                vm.Stage(k[first], "", [(r"LUO-VM: stage 1: systemctl kexec", "systemd asked")]),
+                vm.Stage(k[second], "", [])]))
+    return tests
