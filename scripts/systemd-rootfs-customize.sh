@@ -51,6 +51,18 @@ StandardError=journal+console
 EOF
 done
 
+# luo-agent as packaged (tools/luo-agent/systemd/luo-agent.service), its
+# binary taken from the scenario's disk; the driver starts it.
+cp "$LUO_ROOT/tools/luo-agent/systemd/luo-agent.service" "$sd/luo-agent.service"
+mkdir -p "$sd/luo-agent.service.d"
+cat > "$sd/luo-agent.service.d/luo-test.conf" <<'EOF'
+[Service]
+ExecStart=
+ExecStart=/luo/luo-agent --systemd
+StandardOutput=journal+console
+StandardError=journal+console
+EOF
+
 # Nothing else starts on its own: no logins on the console, no timers.
 for unit in getty@tty1.service serial-getty@ttyS0.service console-getty.service \
 	apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \

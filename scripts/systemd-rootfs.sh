@@ -3,9 +3,9 @@
 # (262 or later, with its LUO fd store) as PID 1, on an ext4 image in the
 # cache. Prints the image's path.
 #
-# The image is made again when this script or systemd-rootfs-customize.sh
-# changes (their hash is in the image's name), so the two are the whole
-# truth about the guest.
+# The image is made again when this script, systemd-rootfs-customize.sh or
+# luo-agent's unit file changes (their hash is in the image's name), so they
+# are the whole truth about the guest.
 # It is read-only to the tests: QEMU opens it with snapshot=on, and what a
 # scenario needs (its programs, the next kernel, its driver script) comes on
 # a second disk, mounted at /luo by luo-test.service.
@@ -20,7 +20,8 @@ PACKAGES=systemd,systemd-sysv,kexec-tools,libsystemd0
 MIN_SYSTEMD=262
 
 customize=$LUO_ROOT/scripts/systemd-rootfs-customize.sh
-recipe=$(cat "$0" "$customize" | sha256sum | cut -c1-12)
+unit=$LUO_ROOT/tools/luo-agent/systemd/luo-agent.service
+recipe=$(cat "$0" "$customize" "$unit" | sha256sum | cut -c1-12)
 dir=$LUO_CACHE/systemd-rootfs
 img=$dir/rootfs-$recipe.ext4
 
@@ -49,7 +50,7 @@ mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
 	--dpkgopt='path-exclude=/usr/share/doc/*' \
 	--dpkgopt='path-exclude=/usr/share/man/*' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
-	--customize-hook="$customize \"\$1\"" \
+	--customize-hook="LUO_ROOT=$LUO_ROOT $customize \"\$1\"" \
 	unstable "$tree" "deb [signed-by=$keyring] $uri unstable main" ||
 	die "mmdebstrap of the systemd guest failed"
 

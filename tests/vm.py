@@ -129,6 +129,9 @@ def judge(scenario, log):
             m = re.search(rf"LUO-VM: stage {i}: script failed.*", part)
             why = m.group(0) if m else f"no 'LUO-VM: stage {i}: script ok' marker"
             problems.append(f"stage {i}: {why}")
+        elif m := re.search(rf"LUO-VM: stage {i}: script failed.*", part):
+            # A driver that goes on after its own checks (systemd_guest) may still fail later.
+            problems.append(f"stage {i}: after 'script ok': {m.group(0)}")
         for regex, meaning in stage.expect:
             if not re.search(regex, part, re.M):
                 problems.append(f"stage {i}: missing marker /{regex}/ ({meaning})")

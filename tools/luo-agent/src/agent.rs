@@ -58,6 +58,21 @@ impl SessionOps for liveupdate::Session {
     }
 }
 
+/// `/dev/liveupdate` (or the path given) opened for each call and closed after it, so that
+/// others can open the device in between: systemd at boot and at `systemctl kexec`, and
+/// services that make sessions of their own.
+pub struct OnDemand(pub std::path::PathBuf);
+
+impl Device for OnDemand {
+    type Session = liveupdate::Session;
+    fn create_session(&self, name: &str) -> liveupdate::Result<Self::Session> {
+        liveupdate::LiveUpdate::open_path(&self.0)?.create_session(name)
+    }
+    fn retrieve_session(&self, name: &str) -> liveupdate::Result<Self::Session> {
+        liveupdate::LiveUpdate::open_path(&self.0)?.retrieve_session(name)
+    }
+}
+
 struct Held<S> {
     session: S,
     direction: Direction,
@@ -350,6 +365,40 @@ impl<D: Device> Agent<D> {
         }
         self.sessions.remove(name);
         Response::Ok
+    }
+
+    /// Takes on a session someone kept for the agent (systemd's fd store, see
+    /// [`crate::systemd`]), with the tokens it holds.
+    pub fn adopt(
+        &mut self,
+        name: String,
+        session: D::Session,
+        direction: Direction,
+        tokens: Vec<u64>,
+    ) {
+        self.sessions.insert(
+            name,
+            Held {
+                session,
+                direction,
+                tokens,
+            },
+        );
+    }
+
+    /// Every session held, with what [`Agent::list`] says of it.
+    pub fn held(&self) -> Vec<(&str, &D::Session, SessionInfo)> {
+        self.sessions
+            .iter()
+            .map(|(name, h)| {
+                let info = SessionInfo {
+                    name: name.clone(),
+                    direction: h.direction,
+                    tokens: h.tokens.clone(),
+                };
+                (name.as_str(), &h.session, info)
+            })
+            .collect()
     }
 
     /// The sessions held.

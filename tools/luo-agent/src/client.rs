@@ -145,18 +145,17 @@ impl Client {
         .map(|_| ())
     }
 
-    /// Asks the agent to live update into `kernel`; returns only if that failed.
-    pub fn kexec(&self, kernel: &str, initrd: &str, cmdline: &str) -> ClientError {
-        match self.call(
+    /// Asks the agent to live update into `kernel`. An agent that kexecs itself answers only
+    /// if that failed; one under systemd answers `Ok` once systemd performs the update.
+    pub fn kexec(&self, kernel: &str, initrd: &str, cmdline: &str) -> Result<(), ClientError> {
+        self.call(
             &Request::Kexec {
                 kernel: kernel.into(),
                 initrd: initrd.into(),
                 cmdline: cmdline.into(),
             },
             None,
-        ) {
-            Err(e) => e,
-            Ok(_) => ClientError::Protocol("the agent answered a kexec".into()),
-        }
+        )
+        .map(|_| ())
     }
 }

@@ -30,3 +30,4 @@ pub mod fdpass;
 pub mod proto;
 pub mod server;
 pub mod sys;
+pub mod systemd;

@@ -7,14 +7,35 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-/// Loads a kernel and reboots into it; returns only on failure.
-pub type KexecFn = dyn Fn(&str, &str, &str) -> io::Error + Send + Sync;
+/// Loads a kernel and reboots into it, or has it done: returns `Ok` when the update is under
+/// way and the caller may answer (systemd does it), and an error if it failed. A kexec done
+/// here does not return.
+pub type KexecFn = dyn Fn(&str, &str, &str) -> io::Result<()> + Send + Sync;
+
+/// Called with the agent after every request that may have changed what it holds.
+pub type ChangedFn<D> = dyn Fn(&Agent<D>) -> io::Result<()> + Send + Sync;
+
+/// Has the system manager perform the live update of a loaded kernel.
+pub type HandOverFn = dyn Fn() -> io::Result<()> + Send + Sync;
+
+/// How a live update carries the agent's record of its sessions.
+pub enum Manifest {
+    /// In a session of its own, written at the KEXEC request ([`Agent::preserve_manifest`]);
+    /// the agent kexecs itself.
+    Session,
+    /// Kept by someone else all along (systemd's fd store, see [`crate::systemd`]), who also
+    /// performs the update: `kexec` only loads the kernel, and once the client has its answer
+    /// `hand_over` asks for the update.
+    Kept { hand_over: Box<HandOverFn> },
+}
 
 /// The agent and how it kexecs, shared by the client threads.
 pub struct Server<D: Device> {
     pub agent: Mutex<Agent<D>>,
     pub kexec: Box<KexecFn>,
     pub log: Box<dyn Fn(&str) + Send + Sync>,
+    pub manifest: Manifest,
+    pub changed: Option<Box<ChangedFn<D>>>,
 }
 
 impl<D> Server<D>
@@ -57,7 +78,16 @@ where
                     None,
                 ),
             };
-            if fdpass::send(conn.as_fd(), &resp.encode(), fd.as_ref().map(|f| f.as_fd())).is_err() {
+            let sent = fdpass::send(conn.as_fd(), &resp.encode(), fd.as_ref().map(|f| f.as_fd()));
+            if let (Ok(Request::Kexec { .. }), Response::Ok, Manifest::Kept { hand_over }) =
+                (Request::decode(&msg), &resp, &self.manifest)
+            {
+                // The machine goes down from here: the client has its answer first.
+                if let Err(e) = hand_over() {
+                    (self.log)(&format!("the system manager did not take the update: {e}"));
+                }
+            }
+            if sent.is_err() {
                 return;
             }
         }
@@ -81,6 +111,11 @@ where
         } = req
         else {
             let (resp, fd) = agent.handle(req, fds);
+            if let (Some(changed), false) = (&self.changed, matches!(req, Request::List)) {
+                if let Err(e) = changed(&agent) {
+                    (self.log)(&format!("cannot record the change for the next boot: {e}"));
+                }
+            }
             if let (
                 Request::Preserve { session, token } | Request::Retrieve { session, token },
                 Response::Ok,
@@ -105,6 +140,22 @@ where
                 None,
             );
         }
+        if let Manifest::Kept { .. } = self.manifest {
+            (self.log)(&format!(
+                "live update into {kernel}, handed to the system manager"
+            ));
+            return match (self.kexec)(kernel, initrd, cmdline) {
+                Ok(()) => (Response::Ok, None),
+                Err(e) => (
+                    Response::Refused {
+                        why: Refusal::Failed,
+                        errno: e.raw_os_error().unwrap_or(0),
+                        message: format!("kexec: {e}"),
+                    },
+                    None,
+                ),
+            };
+        }
         let memfd = match crate::sys::memfd(c"luo-agent-manifest") {
             Ok(m) => m,
             Err(e) => {
@@ -128,7 +179,10 @@ where
             agent.list().len()
         ));
         // The lock stays held: nothing may change once the manifest is written.
-        let e = (self.kexec)(kernel, initrd, cmdline);
+        let e = match (self.kexec)(kernel, initrd, cmdline) {
+            Ok(()) => io::Error::other("the kexec returned"),
+            Err(e) => e,
+        };
         drop(manifest);
         (
             Response::Refused {

@@ -8,7 +8,7 @@ use luo_agent::agent::{
 };
 use luo_agent::client::{Client, ClientError};
 use luo_agent::proto::{Direction, Refusal, Request, Response};
-use luo_agent::server::Server;
+use luo_agent::server::{Manifest, Server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -399,9 +399,11 @@ fn clients_over_the_socket_and_a_client_that_disconnects() {
     let server = Arc::new(Server {
         agent: Mutex::new(agent),
         kexec: Box::new(|_: &str, _: &str, _: &str| {
-            std::io::Error::from_raw_os_error(libc::ENOEXEC)
+            Err(std::io::Error::from_raw_os_error(libc::ENOEXEC))
         }),
         log: Box::new(|_: &str| {}),
+        manifest: Manifest::Session,
+        changed: None,
     });
     let connect = || {
         let (a, b) = socketpair();
@@ -432,10 +434,10 @@ fn clients_over_the_socket_and_a_client_that_disconnects() {
     }
     // A failed kexec says why and withdraws the manifest; the sessions stay.
     match second.kexec("/no/kernel", "/no/initrd", "") {
-        ClientError::Refused {
+        Err(ClientError::Refused {
             why: Refusal::Failed,
             ..
-        } => {}
+        }) => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(second.list().unwrap().len(), 1);

@@ -1,48 +1,81 @@
 //! luo-agent: holds live update sessions for other programs.
 //!
-//! usage: luo-agent [--socket PATH] [--device PATH]
+//! usage: luo-agent [--socket PATH] [--device PATH] [--systemd]
+//!
+//! With `--systemd` (as `luo-agent.service`) the agent opens the device only for each call and
+//! keeps its sessions in systemd's fd store, which systemd carries across `systemctl kexec`;
+//! see the `systemd` module.
 
-use luo_agent::agent::Agent;
+use luo_agent::agent::{Agent, Device, OnDemand};
 use luo_agent::client::SOCKET;
 use luo_agent::fdpass;
-use luo_agent::server::Server;
+use luo_agent::server::{Manifest, Server};
+use luo_agent::systemd::{self, Keeper, Notifier};
 use std::fs::File;
+use std::io;
 use std::os::fd::AsFd;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};
 
 fn log(msg: &str) {
     println!("luo-agent: {msg}");
 }
 
-fn kexec(kernel: &str, initrd: &str, cmdline: &str) -> std::io::Error {
-    let open =
-        |p: &str| File::open(p).map_err(|e| std::io::Error::new(e.kind(), format!("{p}: {e}")));
-    let (k, i) = match (open(kernel), open(initrd)) {
-        (Ok(k), Ok(i)) => (k, i),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
-    if let Err(e) = luo_agent::sys::kexec_file_load(k.as_fd(), i.as_fd(), cmdline) {
-        return std::io::Error::new(e.kind(), format!("kexec_file_load: {e}"));
-    }
+fn load(kernel: &str, initrd: &str, cmdline: &str) -> io::Result<()> {
+    let open = |p: &str| File::open(p).map_err(|e| io::Error::new(e.kind(), format!("{p}: {e}")));
+    let (k, i) = (open(kernel)?, open(initrd)?);
+    luo_agent::sys::kexec_file_load(k.as_fd(), i.as_fd(), cmdline)
+        .map_err(|e| io::Error::new(e.kind(), format!("kexec_file_load: {e}")))
+}
+
+/// Loads the kernel and kexecs into it here; returns only on failure.
+fn kexec(kernel: &str, initrd: &str, cmdline: &str) -> io::Result<()> {
+    load(kernel, initrd, cmdline)?;
     log("rebooting into the new kernel");
-    luo_agent::sys::reboot_kexec()
+    Err(luo_agent::sys::reboot_kexec())
+}
+
+/// Has systemd perform the update of the loaded kernel, so that its shutdown preserves the fd
+/// stores (the agent's among them).
+fn systemctl_kexec() -> io::Result<()> {
+    let status = Command::new("systemctl")
+        .args(["--no-block", "kexec"])
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("systemctl kexec: {status}")));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let mut socket = SOCKET.to_owned();
     let mut device = liveupdate::DEVICE.to_owned();
+    let mut under_systemd = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--socket", Some(v)) => socket = v,
-            ("--device", Some(v)) => device = v,
-            _ => {
-                eprintln!("usage: luo-agent [--socket PATH] [--device PATH]");
-                return ExitCode::from(2);
-            }
+        match a.as_str() {
+            "--systemd" => under_systemd = true,
+            "--socket" | "--device" => match args.next() {
+                Some(v) if a == "--socket" => socket = v,
+                Some(v) => device = v,
+                None => return usage(),
+            },
+            _ => return usage(),
         }
     }
+    if under_systemd {
+        run_under_systemd(socket, device)
+    } else {
+        run_alone(socket, device)
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: luo-agent [--socket PATH] [--device PATH] [--systemd]");
+    ExitCode::from(2)
+}
+
+fn run_alone(socket: String, device: String) -> ExitCode {
     let luo = match liveupdate::LiveUpdate::open_path(&device) {
         Ok(l) => l,
         Err(e) => {
@@ -54,6 +87,80 @@ fn main() -> ExitCode {
     for line in found {
         log(&line);
     }
+    serve(
+        socket,
+        Server {
+            agent: Mutex::new(agent),
+            kexec: Box::new(kexec),
+            log: Box::new(log),
+            manifest: Manifest::Session,
+            changed: None,
+        },
+        None,
+    )
+}
+
+fn run_under_systemd(socket: String, device: String) -> ExitCode {
+    let notifier = match Notifier::from_env() {
+        Some(Ok(n)) => n,
+        Some(Err(e)) => {
+            log(&format!("cannot use NOTIFY_SOCKET: {e}"));
+            return ExitCode::FAILURE;
+        }
+        None => {
+            log("--systemd needs NOTIFY_SOCKET: run luo-agent.service with Type=notify");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut keeper = match Keeper::new(notifier) {
+        Ok(k) => k,
+        Err(e) => {
+            log(&format!("cannot read the boot id: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    // Sessions an agent of an earlier kernel left in a session of its own, then those the
+    // fd store kept.
+    let (mut agent, found) = Agent::start(OnDemand(device.into()));
+    for line in found {
+        log(&line);
+    }
+    for line in keeper.adopt(&mut agent, systemd::listen_fds()) {
+        log(&line);
+    }
+    if let Err(e) = keeper.sync(&agent) {
+        log(&format!("cannot write to the fd store: {e}"));
+        return ExitCode::FAILURE;
+    }
+    let keeper = Arc::new(Mutex::new(keeper));
+    let k = Arc::clone(&keeper);
+    let server = Server {
+        agent: Mutex::new(agent),
+        kexec: Box::new(load),
+        log: Box::new(log),
+        manifest: Manifest::Kept {
+            hand_over: Box::new(systemctl_kexec),
+        },
+        changed: Some(Box::new(move |agent| match k.lock() {
+            Ok(mut k) => k.sync(agent),
+            Err(_) => Err(io::Error::other("the fd store keeper was lost")),
+        })),
+    };
+    let ready = |status: &str| {
+        if let Ok(k) = keeper.lock() {
+            if let Err(e) = k.notifier().ready(status) {
+                log(&format!("cannot tell systemd the agent is ready: {e}"));
+            }
+        }
+    };
+    serve(socket, server, Some(&ready))
+}
+
+fn serve<D>(socket: String, server: Server<D>, ready: Option<&dyn Fn(&str)>) -> ExitCode
+where
+    D: Device + Send + 'static,
+    D::Session: Send,
+{
     let listener = match fdpass::listen(socket.as_ref()) {
         Ok(l) => l,
         Err(e) => {
@@ -62,12 +169,10 @@ fn main() -> ExitCode {
         }
     };
     log(&format!("ready on {socket}"));
-    let server = Arc::new(Server {
-        agent: Mutex::new(agent),
-        kexec: Box::new(kexec),
-        log: Box::new(log),
-    });
-    let e = server.run(listener);
+    if let Some(ready) = ready {
+        ready(&format!("holding sessions on {socket}"));
+    }
+    let e = Arc::new(server).run(listener);
     log(&format!("stopped: {e}"));
     ExitCode::FAILURE
 }

@@ -108,7 +108,8 @@ fn run(client: &Client, args: &[String]) -> Result<(), String> {
         [cmd, kernel, initrd, cmdline] if cmd == "kexec" => {
             println!("luoctl: asking the agent to live update into {kernel}");
             std::io::stdout().flush().ok();
-            return Err(fail(client.kexec(kernel, initrd, cmdline)));
+            client.kexec(kernel, initrd, cmdline).map_err(fail)?;
+            println!("luoctl: the system manager is performing the live update");
         }
         _ => return Err(USAGE.into()),
     }
