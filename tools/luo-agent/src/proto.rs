@@ -191,15 +191,20 @@ impl<'a> Reader<'a> {
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| self.err("bad string length"))?;
+        // The length is the peer's: a huge one must not wrap around.
+        let end = colon
+            .checked_add(1)
+            .and_then(|start| start.checked_add(len))
+            .ok_or_else(|| self.err("bad string length"))?;
         let body = self
             .rest
-            .get(colon + 1..colon + 1 + len)
+            .get(colon + 1..end)
             .ok_or_else(|| self.err("string too short"))?;
         let s = String::from_utf8(body.to_vec()).map_err(|_| self.err("a string is not UTF-8"))?;
         if s.contains('\0') {
             return Err(self.err("a string contains NUL"));
         }
-        self.rest = &self.rest[colon + 1 + len..];
+        self.rest = self.rest.get(end..).unwrap_or_default();
         Ok(s)
     }
 
@@ -438,6 +443,8 @@ mod tests {
             b"FROB",
             b"RELEASE 2:a\0",
             b"RELEASE 1:\xff",
+            b"RELEASE 18446744073709551615:a",
+            b"PRESERVE 18446744073709551614:ab 1",
         ] {
             assert!(
                 Request::decode(bad).is_err(),
