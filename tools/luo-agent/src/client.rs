@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::Mutex;
 
 /// The default socket of the agent.
 pub const SOCKET: &str = "/run/luo-agent.sock";
@@ -49,21 +50,24 @@ impl From<ParseError> for ClientError {
     }
 }
 
-/// A connection to the agent.
+/// A connection to the agent. It may be shared between threads: each request and its answer
+/// hold the connection, so no thread reads another's answer.
 pub struct Client {
-    sock: OwnedFd,
+    sock: Mutex<OwnedFd>,
 }
 
 impl Client {
     /// Connects to the agent at `path` ([`SOCKET`] by default).
     pub fn connect(path: impl AsRef<Path>) -> io::Result<Self> {
         let sock = fdpass::connect(path.as_ref())?;
-        Ok(Client { sock })
+        Ok(Client::from_fd(sock))
     }
 
     /// A client over an already connected socket (for tests and socket activation).
     pub fn from_fd(sock: OwnedFd) -> Self {
-        Client { sock }
+        Client {
+            sock: Mutex::new(sock),
+        }
     }
 
     fn call(
@@ -71,8 +75,11 @@ impl Client {
         req: &Request,
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<(Response, Option<OwnedFd>), ClientError> {
-        fdpass::send(self.sock.as_fd(), &req.encode(), fd)?;
-        let (msg, mut fds) = fdpass::recv(self.sock.as_fd())?.ok_or_else(|| {
+        // A thread that panicked mid-call left the connection as it was; the lock only orders
+        // calls, so its poison is no reason to fail this one.
+        let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        fdpass::send(sock.as_fd(), &req.encode(), fd)?;
+        let (msg, mut fds) = fdpass::recv(sock.as_fd())?.ok_or_else(|| {
             ClientError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the agent closed the connection",

@@ -448,3 +448,41 @@ fn clients_over_the_socket_and_a_client_that_disconnects() {
         .live
         .contains_key(MANIFEST_SESSION));
 }
+
+#[test]
+fn threads_sharing_a_client_each_get_their_own_answers() {
+    let machine = Machine::default();
+    let (agent, _) = Agent::start(machine.clone());
+    let server = Arc::new(Server {
+        agent: Mutex::new(agent),
+        kexec: Box::new(|_: &str, _: &str, _: &str| {
+            Err(std::io::Error::from_raw_os_error(libc::ENOEXEC))
+        }),
+        log: Box::new(|_: &str| {}),
+        manifest: Manifest::Session,
+        changed: None,
+    });
+    let (a, b) = socketpair();
+    std::thread::spawn(move || server.client(b));
+    let client = Arc::new(Client::from_fd(a));
+    // One thread only lists, the other only asks for what is not there: an answer read by the
+    // wrong thread shows as a refusal where a list was due, or the other way round.
+    let lister = {
+        let c = Arc::clone(&client);
+        std::thread::spawn(move || {
+            for _ in 0..5000 {
+                assert!(c.list().unwrap().is_empty());
+            }
+        })
+    };
+    for _ in 0..5000 {
+        match client.retrieve("absent", 1) {
+            Err(ClientError::Refused {
+                why: Refusal::UnknownSession,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    lister.join().unwrap();
+}
