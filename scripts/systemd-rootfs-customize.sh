@@ -58,7 +58,7 @@ mkdir -p "$sd/luo-agent.service.d"
 cat > "$sd/luo-agent.service.d/luo-test.conf" <<'EOF'
 [Service]
 ExecStart=
-ExecStart=/luo/luo-agent --systemd
+ExecStart=/luo/luo-agent --systemd --socket-mode 0666
 StandardOutput=journal+console
 StandardError=journal+console
 EOF

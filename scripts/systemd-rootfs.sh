@@ -15,7 +15,10 @@
 source "$(dirname "$0")/lib.sh"
 
 SOURCES=/etc/apt/sources.list.d/luo-rs.sources
-PACKAGES=systemd,systemd-sysv,kexec-tools,libsystemd0
+# dbus and kmod: without them systemd falls back with errors on the console
+# (systemctl reboot cannot reach logind, kmod cannot be loaded), and a real
+# host has both.
+PACKAGES=systemd,systemd-sysv,kexec-tools,libsystemd0,dbus,kmod
 # systemd's first version whose fd store is carried across a kexec by LUO.
 MIN_SYSTEMD=262
 

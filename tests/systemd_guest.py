@@ -70,6 +70,9 @@ PARTS = {
                  r"luo-fdstore: session 'luo-fdstore-own' finished",
                  r"luo-fdstore: session stage 2 ok"]),
     "agent": ([r"kv-service cache-a: 16 MiB data set .* handed to the agent",
+               r"luoctl: the agent holds no sessions",
+               r"luoctl: refused \(NotPermitted\): session \"cache-a\" belongs to another user",
+               r"luoctl: refused \(NotPermitted\): only root may live update the machine",
                r"luo-agent: adopted session \"cache-a\" with 1 file\(s\) kept across the "
                r"agent's restart",
                r"luoctl: session \"cache-a\" \(to carry across the next live update\): "

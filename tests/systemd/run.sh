@@ -44,6 +44,11 @@ if [ "$stage" = 1 ]; then
 	# to make a session of its own (luo-session), and systemd at the kexec.
 	systemctl start luo-agent.service || fail "luo-agent.service did not start"
 	/luo/kv-service start cache-a 16 || fail "kv-service could not hand its data to the agent"
+	# Another user reaches the agent (its socket is 0666) but nothing of root's.
+	nobody="setpriv --reuid=65534 --regid=65534 --clear-groups"
+	$nobody /luo/luoctl list
+	$nobody /luo/luoctl release cache-a && fail "nobody released root's session"
+	$nobody /luo/luoctl kexec /luo/next-kernel /luo/empty.cpio x && fail "nobody live updated"
 	systemctl start luo-memfd.service || fail "luo-memfd.service did not start"
 	systemctl start luo-session.service || fail "luo-session.service did not start"
 	for unit in luo-memfd luo-session; do

@@ -73,8 +73,14 @@ impl Device for OnDemand {
     }
 }
 
+/// The uid of root, who may act on every session.
+pub const ROOT: u32 = 0;
+
 struct Held<S> {
     session: S,
+    /// The uid that created the session (carried across the update); only it and root may
+    /// see, add to, take from or release the session.
+    owner: u32,
     direction: Direction,
     /// Outgoing: the tokens preserved. Incoming: the tokens not yet handed back.
     tokens: Vec<u64>,
@@ -129,10 +135,27 @@ fn refusal(e: &Error, what: &str) -> Response {
     refuse(why, errno, format!("{what}: {e}"))
 }
 
-/// Reads what a manifest records: session names and their tokens.
-pub fn parse_manifest(text: &str) -> Option<Vec<(String, Vec<u64>)>> {
+/// One session of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub name: String,
+    /// The uid that owns the session.
+    pub owner: u32,
+    pub tokens: Vec<u64>,
+}
+
+/// Reads what a manifest records: session names, owners and tokens. A line without an owner
+/// (written by an agent before owners were recorded) is root's.
+pub fn parse_manifest(text: &str) -> Option<Vec<Recorded>> {
     let mut out = Vec::new();
     for line in text.lines() {
+        let (owner, line) = match line.strip_prefix("uid=") {
+            Some(rest) => {
+                let (uid, rest) = rest.split_once(' ')?;
+                (uid.parse().ok()?, rest)
+            }
+            None => (ROOT, line),
+        };
         let (tokens, name) = line.split_once(' ')?;
         let tokens = if tokens == "-" {
             Vec::new()
@@ -142,24 +165,29 @@ pub fn parse_manifest(text: &str) -> Option<Vec<(String, Vec<u64>)>> {
                 .map(|t| t.parse().ok())
                 .collect::<Option<Vec<u64>>>()?
         };
-        out.push((name.to_owned(), tokens));
+        out.push(Recorded {
+            name: name.to_owned(),
+            owner,
+            tokens,
+        });
     }
     Some(out)
 }
 
-/// Writes a manifest: one line per session, `TOKENS NAME` (tokens comma-separated, `-` for
-/// none); names cannot contain a newline (the agent refuses such names).
-pub fn format_manifest(sessions: &[(String, Vec<u64>)]) -> String {
+/// Writes a manifest: one line per session, `uid=OWNER TOKENS NAME` (tokens comma-separated,
+/// `-` for none); names cannot contain a newline (the agent refuses such names).
+pub fn format_manifest(sessions: &[Recorded]) -> String {
     let mut s = String::new();
-    for (name, tokens) in sessions {
-        if tokens.is_empty() {
+    for r in sessions {
+        s.push_str(&format!("uid={} ", r.owner));
+        if r.tokens.is_empty() {
             s.push('-');
         } else {
-            let t: Vec<String> = tokens.iter().map(u64::to_string).collect();
+            let t: Vec<String> = r.tokens.iter().map(u64::to_string).collect();
             s.push_str(&t.join(","));
         }
         s.push(' ');
-        s.push_str(name);
+        s.push_str(&r.name);
         s.push('\n');
     }
     s
@@ -215,7 +243,12 @@ impl<D: Device> Agent<D> {
                 return log;
             }
         };
-        for (name, tokens) in entries {
+        for Recorded {
+            name,
+            owner,
+            tokens,
+        } in entries
+        {
             match self.device.retrieve_session(&name) {
                 Ok(session) => {
                     log.push(format!(
@@ -226,6 +259,7 @@ impl<D: Device> Agent<D> {
                         name,
                         Held {
                             session,
+                            owner,
                             direction: Direction::Incoming,
                             tokens,
                         },
@@ -239,7 +273,18 @@ impl<D: Device> Agent<D> {
 
     /// Handles one request; `fds` are the descriptors that came with it. A response to a
     /// successful retrieve carries the file.
-    pub fn handle(&mut self, req: &Request, mut fds: Vec<OwnedFd>) -> (Response, Option<OwnedFd>) {
+    pub fn handle(&mut self, req: &Request, fds: Vec<OwnedFd>) -> (Response, Option<OwnedFd>) {
+        self.handle_as(ROOT, req, fds)
+    }
+
+    /// [`Agent::handle`] for a client running as `uid`: it sees and acts on its own sessions
+    /// only, unless it is root.
+    pub fn handle_as(
+        &mut self,
+        uid: u32,
+        req: &Request,
+        mut fds: Vec<OwnedFd>,
+    ) -> (Response, Option<OwnedFd>) {
         let want = usize::from(req.carries_fd());
         if fds.len() != want {
             return (
@@ -251,11 +296,25 @@ impl<D: Device> Agent<D> {
                 None,
             );
         }
+        let session = match req {
+            Request::Preserve { session, .. }
+            | Request::Retrieve { session, .. }
+            | Request::Release { session } => Some(session),
+            Request::List | Request::Kexec { .. } => None,
+        };
+        if let Some(name) = session {
+            if let Some(refused) = self.not_permitted(uid, name) {
+                return (refused, None);
+            }
+        }
         match req {
             Request::Preserve { session, token } => {
-                (self.preserve(session, *token, fds.remove(0)), None)
+                (self.preserve(uid, session, *token, fds.remove(0)), None)
             }
-            Request::List => (Response::Sessions(self.list()), None),
+            Request::List => (
+                Response::Sessions(self.list_where(|owner| uid == ROOT || owner == uid)),
+                None,
+            ),
             Request::Retrieve { session, token } => match self.retrieve(session, *token) {
                 Ok(fd) => (Response::Ok, Some(fd)),
                 Err(r) => (r, None),
@@ -268,7 +327,20 @@ impl<D: Device> Agent<D> {
         }
     }
 
-    fn preserve(&mut self, name: &str, token: u64, file: OwnedFd) -> Response {
+    /// A refusal if session `name` exists and belongs to another user than `uid`.
+    fn not_permitted(&self, uid: u32, name: &str) -> Option<Response> {
+        let held = self.sessions.get(name)?;
+        if uid == ROOT || held.owner == uid {
+            return None;
+        }
+        Some(refuse(
+            Refusal::NotPermitted,
+            libc::EPERM,
+            format!("session {name:?} belongs to another user"),
+        ))
+    }
+
+    fn preserve(&mut self, uid: u32, name: &str, token: u64, file: OwnedFd) -> Response {
         if name == MANIFEST_SESSION || name.contains('\n') {
             return refuse(
                 Refusal::InvalidName,
@@ -291,6 +363,7 @@ impl<D: Device> Agent<D> {
                         name.to_owned(),
                         Held {
                             session,
+                            owner: uid,
                             direction: Direction::Outgoing,
                             tokens: Vec::new(),
                         },
@@ -373,6 +446,7 @@ impl<D: Device> Agent<D> {
         &mut self,
         name: String,
         session: D::Session,
+        owner: u32,
         direction: Direction,
         tokens: Vec<u64>,
     ) {
@@ -380,14 +454,15 @@ impl<D: Device> Agent<D> {
             name,
             Held {
                 session,
+                owner,
                 direction,
                 tokens,
             },
         );
     }
 
-    /// Every session held, with what [`Agent::list`] says of it.
-    pub fn held(&self) -> Vec<(&str, &D::Session, SessionInfo)> {
+    /// Every session held, with its owner and what [`Agent::list`] says of it.
+    pub fn held(&self) -> Vec<(&str, &D::Session, u32, SessionInfo)> {
         self.sessions
             .iter()
             .map(|(name, h)| {
@@ -396,15 +471,21 @@ impl<D: Device> Agent<D> {
                     direction: h.direction,
                     tokens: h.tokens.clone(),
                 };
-                (name.as_str(), &h.session, info)
+                (name.as_str(), &h.session, h.owner, info)
             })
             .collect()
     }
 
     /// The sessions held.
     pub fn list(&self) -> Vec<SessionInfo> {
+        self.list_where(|_| true)
+    }
+
+    /// The sessions held whose owner passes `mine`.
+    fn list_where(&self, mine: impl Fn(u32) -> bool) -> Vec<SessionInfo> {
         self.sessions
             .iter()
+            .filter(|(_, h)| mine(h.owner))
             .map(|(name, h)| SessionInfo {
                 name: name.clone(),
                 direction: h.direction,
@@ -416,11 +497,15 @@ impl<D: Device> Agent<D> {
     /// Preserves the manifest of the outgoing sessions, just before a kexec. The returned
     /// session must stay open until the kexec; dropping it withdraws the manifest.
     pub fn preserve_manifest(&self, memfd: OwnedFd) -> Result<D::Session, Response> {
-        let entries: Vec<(String, Vec<u64>)> = self
+        let entries: Vec<Recorded> = self
             .sessions
             .iter()
             .filter(|(_, h)| h.direction == Direction::Outgoing)
-            .map(|(n, h)| (n.clone(), h.tokens.clone()))
+            .map(|(n, h)| Recorded {
+                name: n.clone(),
+                owner: h.owner,
+                tokens: h.tokens.clone(),
+            })
             .collect();
         let mut f = std::fs::File::from(memfd);
         f.write_all(format_manifest(&entries).as_bytes())

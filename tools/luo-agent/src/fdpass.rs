@@ -76,11 +76,15 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     socket_at(path, libc::connect)
 }
 
-/// Listens on a new `SOCK_SEQPACKET` socket at `path` (a stale socket file is replaced).
-pub fn listen(path: &Path) -> io::Result<OwnedFd> {
+/// Listens on a new `SOCK_SEQPACKET` socket at `path` (a stale socket file is replaced), whose
+/// file gets `mode` before anyone can connect.
+pub fn listen(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::PermissionsExt;
     unix_addr(path)?;
     let _ = std::fs::remove_file(path);
     let sock = socket_at(path, libc::bind)?;
+    // Connecting needs the socket to listen, so nobody got in under the umask's mode.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     // SAFETY: listen(2) takes no pointers.
     check(unsafe { libc::listen(sock.as_raw_fd(), 16) })?;
     Ok(sock)
@@ -100,6 +104,25 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     check(fd)?;
     // SAFETY: accept4 returned a new descriptor that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Who is at the other end of a connected Unix socket: (pid, uid), as the kernel recorded it
+/// at connect time.
+pub fn peer(sock: BorrowedFd<'_>) -> io::Result<(i32, u32)> {
+    // SAFETY: An all-zero ucred is valid.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
+    check(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((cred.pid, cred.uid))
 }
 
 /// Sends `msg` with `fd` attached (if any) as one datagram.

@@ -50,10 +50,12 @@ pub enum Refusal {
     Kernel,
     /// The agent could not do it (loading the kernel, writing its records).
     Failed,
+    /// The session belongs to another user, or the request is root's alone.
+    NotPermitted,
 }
 
 impl Refusal {
-    const ALL: [(Refusal, &'static str); 9] = [
+    const ALL: [(Refusal, &'static str); 10] = [
         (Refusal::BadRequest, "bad-request"),
         (Refusal::UnknownSession, "unknown-session"),
         (Refusal::UnknownToken, "unknown-token"),
@@ -63,6 +65,7 @@ impl Refusal {
         (Refusal::InvalidName, "invalid-name"),
         (Refusal::Kernel, "kernel"),
         (Refusal::Failed, "failed"),
+        (Refusal::NotPermitted, "not-permitted"),
     ];
 
     fn word(self) -> &'static str {
@@ -280,6 +283,17 @@ impl Request {
         };
         r.end()?;
         Ok(req)
+    }
+
+    /// The request's name, for the log.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::Preserve { .. } => "PRESERVE",
+            Request::List => "LIST",
+            Request::Retrieve { .. } => "RETRIEVE",
+            Request::Release { .. } => "RELEASE",
+            Request::Kexec { .. } => "KEXEC",
+        }
     }
 
     /// Whether the request comes with a file descriptor.

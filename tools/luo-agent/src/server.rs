@@ -1,6 +1,6 @@
 //! The agent's socket: one thread per client, one agent behind a lock.
 
-use crate::agent::{Agent, Device};
+use crate::agent::{Agent, Device, ROOT};
 use crate::fdpass;
 use crate::proto::{Refusal, Request, Response};
 use std::io;
@@ -56,8 +56,16 @@ where
         }
     }
 
-    /// Answers one client's requests until it disconnects.
+    /// Answers one client's requests until it disconnects. What a client may do depends on
+    /// who it is (its uid, from the socket): root anything, others only their own sessions.
     pub fn client(&self, conn: OwnedFd) {
+        let (pid, uid) = match fdpass::peer(conn.as_fd()) {
+            Ok(p) => p,
+            Err(e) => {
+                (self.log)(&format!("client dropped: cannot tell who it is: {e}"));
+                return;
+            }
+        };
         loop {
             let (msg, fds) = match fdpass::recv(conn.as_fd()) {
                 Ok(Some(m)) => m,
@@ -68,7 +76,16 @@ where
                 }
             };
             let (resp, fd) = match Request::decode(&msg) {
-                Ok(req) => self.handle(&req, fds),
+                Ok(req) => {
+                    let (resp, fd) = self.handle(uid, &req, fds);
+                    if let Response::Refused { why, message, .. } = &resp {
+                        (self.log)(&format!(
+                            "uid {uid} pid {pid}: {} refused ({why:?}): {message}",
+                            req.verb()
+                        ));
+                    }
+                    (resp, fd)
+                }
                 Err(e) => (
                     Response::Refused {
                         why: Refusal::BadRequest,
@@ -93,7 +110,14 @@ where
         }
     }
 
-    fn handle(&self, req: &Request, fds: Vec<OwnedFd>) -> (Response, Option<OwnedFd>) {
+    /// Answers one request of a client running as `uid`, with the descriptors that came with
+    /// it ([`Server::client`] reads them from the socket).
+    pub fn handle(
+        &self,
+        uid: u32,
+        req: &Request,
+        fds: Vec<OwnedFd>,
+    ) -> (Response, Option<OwnedFd>) {
         let Ok(mut agent) = self.agent.lock() else {
             return (
                 Response::Refused {
@@ -110,7 +134,7 @@ where
             cmdline,
         } = req
         else {
-            let (resp, fd) = agent.handle(req, fds);
+            let (resp, fd) = agent.handle_as(uid, req, fds);
             if let (Some(changed), false) = (&self.changed, matches!(req, Request::List)) {
                 if let Err(e) = changed(&agent) {
                     (self.log)(&format!("cannot record the change for the next boot: {e}"));
@@ -126,10 +150,22 @@ where
                 } else {
                     "handed back"
                 };
-                (self.log)(&format!("{verb} token {token} of session {session:?}"));
+                (self.log)(&format!(
+                    "uid {uid}: {verb} token {token} of session {session:?}"
+                ));
             }
             return (resp, fd);
         };
+        if uid != ROOT {
+            return (
+                Response::Refused {
+                    why: Refusal::NotPermitted,
+                    errno: libc::EPERM,
+                    message: "only root may live update the machine".into(),
+                },
+                None,
+            );
+        }
         if !fds.is_empty() {
             return (
                 Response::Refused {

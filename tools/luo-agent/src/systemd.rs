@@ -13,8 +13,8 @@
 //! * each session's fd, named `s-` and the session name in hex: systemd keeps a LUO session
 //!   fd across a kexec by its session name and gives the retrieved session back under the
 //!   same fd name;
-//! * the manifest (which tokens each session holds, and whether it is outgoing or came from
-//!   the previous kernel), a memfd rewritten after every change under two alternating names,
+//! * the manifest (which tokens each session holds, its owner, and whether it is outgoing or
+//!   came from the previous kernel), a memfd rewritten after every change under two alternating names,
 //!   `manifest-a` and `manifest-b`, so that one is always whole.
 //!
 //! The same store gives everything back when the agent restarts without an update (a crash,
@@ -65,6 +65,8 @@ pub fn boot_id() -> io::Result<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub name: String,
+    /// The uid that owns the session.
+    pub owner: u32,
     pub direction: Direction,
     pub tokens: Vec<u64>,
 }
@@ -92,7 +94,11 @@ impl Manifest {
             } else {
                 tokens.join(",")
             };
-            s.push_str(&format!("{dir} {tokens} {}\n", fd_name(&e.name)));
+            s.push_str(&format!(
+                "{dir} {tokens} {} {}\n",
+                fd_name(&e.name),
+                e.owner
+            ));
         }
         s
     }
@@ -123,11 +129,13 @@ impl Manifest {
                     .collect::<Option<Vec<u64>>>()?,
             };
             let name = session_name(f.next()?)?;
+            let owner = f.next()?.parse().ok()?;
             if f.next().is_some() {
                 return None;
             }
             sessions.push(Entry {
                 name,
+                owner,
                 direction,
                 tokens,
             });
@@ -381,6 +389,7 @@ impl Keeper {
             agent.adopt(
                 name,
                 liveupdate::Session::from_fd(fd),
+                entry.owner,
                 direction,
                 entry.tokens.clone(),
             );
@@ -395,8 +404,8 @@ impl Keeper {
         agent: &Agent<D>,
     ) -> io::Result<()> {
         let held = agent.held();
-        let names: BTreeSet<String> = held.iter().map(|(n, _, _)| fd_name(n)).collect();
-        for (name, session, _) in &held {
+        let names: BTreeSet<String> = held.iter().map(|(n, _, _, _)| fd_name(n)).collect();
+        for (name, session, _, _) in &held {
             let fd_name = fd_name(name);
             if !self.stored.contains(&fd_name) {
                 self.notifier.store(&fd_name, session.as_fd())?;
@@ -413,8 +422,9 @@ impl Keeper {
             boot: self.boot.clone(),
             sessions: held
                 .iter()
-                .map(|(name, _, info)| Entry {
+                .map(|(name, _, owner, info)| Entry {
                     name: name.to_string(),
+                    owner: *owner,
                     direction: info.direction,
                     tokens: info.tokens.clone(),
                 })

@@ -4,7 +4,7 @@
 
 use liveupdate::{Error, Op};
 use luo_agent::agent::{
-    format_manifest, parse_manifest, Agent, Device, SessionOps, MANIFEST_SESSION,
+    format_manifest, parse_manifest, Agent, Device, Recorded, SessionOps, MANIFEST_SESSION,
 };
 use luo_agent::client::{Client, ClientError};
 use luo_agent::proto::{Direction, Refusal, Request, Response};
@@ -374,11 +374,29 @@ fn a_malformed_manifest_adopts_nothing() {
 #[test]
 fn manifests_round_trip() {
     let entries = vec![
-        ("a b".to_owned(), vec![1, u64::MAX]),
-        ("empty".to_owned(), vec![]),
+        Recorded {
+            name: "a b".to_owned(),
+            owner: 0,
+            tokens: vec![1, u64::MAX],
+        },
+        Recorded {
+            name: "empty".to_owned(),
+            owner: 1000,
+            tokens: vec![],
+        },
     ];
     assert_eq!(parse_manifest(&format_manifest(&entries)), Some(entries));
     assert_eq!(parse_manifest("nospace"), None);
+    assert_eq!(parse_manifest("uid=x 1 a"), None);
+    // An agent that recorded no owners wrote "TOKENS NAME": root's sessions.
+    assert_eq!(
+        parse_manifest("1,2 old session\n"),
+        Some(vec![Recorded {
+            name: "old session".to_owned(),
+            owner: 0,
+            tokens: vec![1, 2],
+        }])
+    );
 }
 
 fn socketpair() -> (OwnedFd, OwnedFd) {
@@ -485,4 +503,89 @@ fn threads_sharing_a_client_each_get_their_own_answers() {
         }
     }
     lister.join().unwrap();
+}
+
+#[test]
+fn users_see_and_act_on_their_own_sessions_only() {
+    const ALICE: u32 = 1000;
+    const MALLORY: u32 = 1001;
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    let preserve_as = |agent: &mut Agent<Machine>, uid, s: &str, t| {
+        agent
+            .handle_as(
+                uid,
+                &Request::Preserve {
+                    session: s.into(),
+                    token: t,
+                },
+                vec![memfd(b"alice's secret")],
+            )
+            .0
+    };
+    let list_as =
+        |agent: &mut Agent<Machine>, uid| match agent.handle_as(uid, &Request::List, vec![]) {
+            (Response::Sessions(l), None) => l.into_iter().map(|s| s.name).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+    let not_permitted = |r: &Response| {
+        matches!(r, Response::Refused { why: Refusal::NotPermitted, errno, .. }
+                 if *errno == libc::EPERM)
+    };
+    assert_eq!(preserve_as(&mut agent, ALICE, "alice", 1), Response::Ok);
+    // Another user cannot add to the session, squat its name, see it or release it.
+    assert!(not_permitted(&preserve_as(&mut agent, MALLORY, "alice", 2)));
+    assert!(list_as(&mut agent, MALLORY).is_empty());
+    assert_eq!(list_as(&mut agent, ALICE), ["alice"]);
+    assert_eq!(list_as(&mut agent, 0), ["alice"], "root sees every session");
+    let release = Request::Release {
+        session: "alice".into(),
+    };
+    assert!(not_permitted(&agent.handle_as(MALLORY, &release, vec![]).0));
+    assert_eq!(preserve_as(&mut agent, MALLORY, "mallory", 1), Response::Ok);
+
+    // The owner crosses the update with the session.
+    let (mut agent, _) = live_update(&machine, agent);
+    let retrieve = Request::Retrieve {
+        session: "alice".into(),
+        token: 1,
+    };
+    assert!(not_permitted(
+        &agent.handle_as(MALLORY, &retrieve, vec![]).0
+    ));
+    assert_eq!(list_as(&mut agent, MALLORY), ["mallory"]);
+    match agent.handle_as(ALICE, &retrieve, vec![]) {
+        (Response::Ok, Some(fd)) => assert_eq!(contents(fd), b"alice's secret"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn only_root_may_live_update_the_machine() {
+    let machine = Machine::default();
+    let (agent, _) = Agent::start(machine.clone());
+    let server = Server {
+        agent: Mutex::new(agent),
+        kexec: Box::new(|_: &str, _: &str, _: &str| panic!("a user got to kexec")),
+        log: Box::new(|_: &str| {}),
+        manifest: Manifest::Session,
+        changed: None,
+    };
+    // The server learns the uid from the socket (SO_PEERCRED) and gates KEXEC on it.
+    let kexec = Request::Kexec {
+        kernel: "/k".into(),
+        initrd: "/i".into(),
+        cmdline: String::new(),
+    };
+    let (resp, _) = server.handle(1000, &kexec, vec![]);
+    assert!(
+        matches!(
+            resp,
+            Response::Refused {
+                why: Refusal::NotPermitted,
+                ..
+            }
+        ),
+        "{resp:?}"
+    );
 }

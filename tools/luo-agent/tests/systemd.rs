@@ -29,11 +29,13 @@ fn manifest() -> Manifest {
         sessions: vec![
             Entry {
                 name: "out:1".into(),
+                owner: 0,
                 direction: Direction::Outgoing,
                 tokens: vec![1, 2],
             },
             Entry {
                 name: "in".into(),
+                owner: 1000,
                 direction: Direction::Incoming,
                 tokens: vec![],
             },
@@ -52,7 +54,9 @@ fn the_manifest_reads_back_and_refuses_damage() {
         text.replacen("out ", "sideways ", 1),
         text.replacen("1,2", "1,,2", 1),
         text.replace(&fd_name("in"), "s-zz"),
-        text.clone() + "out 1 s-61 extra\n",
+        text.clone() + "out 1 s-61 0 extra\n",
+        text.clone() + "out 1 s-61\n",
+        text.clone() + "out 1 s-61 -1\n",
         String::new(),
     ] {
         assert_eq!(Manifest::parse(&damaged), None, "{damaged:?}");

@@ -1,6 +1,10 @@
 //! luo-agent: holds live update sessions for other programs.
 //!
-//! usage: luo-agent [--socket PATH] [--device PATH] [--systemd]
+//! usage: luo-agent [--socket PATH] [--socket-mode OCTAL] [--device PATH] [--systemd]
+//!
+//! The socket is root's alone (mode 0600) unless `--socket-mode` opens it; every client is
+//! known by its uid (`SO_PEERCRED`), owns the sessions it creates and sees and acts on those
+//! only, and only root may live update the machine.
 //!
 //! With `--systemd` (as `luo-agent.service`) the agent opens the device only for each call and
 //! keeps its sessions in systemd's fd store, which systemd carries across `systemctl kexec`;
@@ -47,35 +51,57 @@ fn systemctl_kexec() -> io::Result<()> {
     Ok(())
 }
 
+/// Where clients connect: the socket's path and its file mode.
+struct Listen {
+    path: String,
+    mode: u32,
+}
+
 fn main() -> ExitCode {
-    let mut socket = SOCKET.to_owned();
+    let mut listen = Listen {
+        path: SOCKET.to_owned(),
+        mode: 0o600,
+    };
     let mut device = liveupdate::DEVICE.to_owned();
     let mut under_systemd = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--systemd" => under_systemd = true,
-            "--socket" | "--device" => match args.next() {
-                Some(v) if a == "--socket" => socket = v,
-                Some(v) => device = v,
-                None => return usage(),
-            },
+        match (a.as_str(), a.starts_with("--") && a != "--systemd") {
+            ("--systemd", _) => under_systemd = true,
+            (_, true) => {
+                let Some(v) = args.next() else {
+                    return usage();
+                };
+                match a.as_str() {
+                    "--socket" => listen.path = v,
+                    "--device" => device = v,
+                    "--socket-mode" => match u32::from_str_radix(&v, 8) {
+                        Ok(m) if m <= 0o777 => listen.mode = m,
+                        _ => return usage(),
+                    },
+                    _ => return usage(),
+                }
+            }
             _ => return usage(),
         }
     }
     if under_systemd {
-        run_under_systemd(socket, device)
+        run_under_systemd(listen, device)
     } else {
-        run_alone(socket, device)
+        run_alone(listen, device)
     }
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: luo-agent [--socket PATH] [--device PATH] [--systemd]");
+    eprintln!(
+        "usage: luo-agent [--socket PATH] [--socket-mode OCTAL] [--device PATH] [--systemd]\n\
+         The socket is root's alone (0600) unless --socket-mode opens it (0666: every user,\n\
+         each seeing and acting on its own sessions only; live update stays root's)."
+    );
     ExitCode::from(2)
 }
 
-fn run_alone(socket: String, device: String) -> ExitCode {
+fn run_alone(listen: Listen, device: String) -> ExitCode {
     let luo = match liveupdate::LiveUpdate::open_path(&device) {
         Ok(l) => l,
         Err(e) => {
@@ -88,7 +114,7 @@ fn run_alone(socket: String, device: String) -> ExitCode {
         log(&line);
     }
     serve(
-        socket,
+        listen,
         Server {
             agent: Mutex::new(agent),
             kexec: Box::new(kexec),
@@ -100,7 +126,7 @@ fn run_alone(socket: String, device: String) -> ExitCode {
     )
 }
 
-fn run_under_systemd(socket: String, device: String) -> ExitCode {
+fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
     let notifier = match Notifier::from_env() {
         Some(Ok(n)) => n,
         Some(Err(e)) => {
@@ -153,15 +179,16 @@ fn run_under_systemd(socket: String, device: String) -> ExitCode {
             }
         }
     };
-    serve(socket, server, Some(&ready))
+    serve(listen, server, Some(&ready))
 }
 
-fn serve<D>(socket: String, server: Server<D>, ready: Option<&dyn Fn(&str)>) -> ExitCode
+fn serve<D>(listen: Listen, server: Server<D>, ready: Option<&dyn Fn(&str)>) -> ExitCode
 where
     D: Device + Send + 'static,
     D::Session: Send,
 {
-    let listener = match fdpass::listen(socket.as_ref()) {
+    let socket = listen.path;
+    let listener = match fdpass::listen(socket.as_ref(), listen.mode) {
         Ok(l) => l,
         Err(e) => {
             log(&format!("cannot listen on {socket}: {e}"));
