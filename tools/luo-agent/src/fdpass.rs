@@ -20,6 +20,23 @@ fn cmsg_space(fds: usize) -> usize {
     unsafe { libc::CMSG_SPACE((fds * std::mem::size_of::<RawFd>()) as u32) as usize }
 }
 
+/// A zeroed control-message buffer for `fds` descriptors, aligned for `cmsghdr` (whose
+/// alignment is that of its `usize`-sized length): the CMSG macros read headers in place.
+struct Control(Vec<usize>);
+
+impl Control {
+    fn new(fds: usize) -> Self {
+        let words = cmsg_space(fds).div_ceil(std::mem::size_of::<usize>());
+        Control(vec![0; words])
+    }
+    fn ptr(&mut self) -> *mut libc::c_void {
+        self.0.as_mut_ptr().cast()
+    }
+    fn len(&self) -> usize {
+        self.0.len() * std::mem::size_of::<usize>()
+    }
+}
+
 fn unix_addr(path: &Path) -> io::Result<libc::sockaddr_un> {
     let bytes = path.as_os_str().as_bytes();
     // SAFETY: An all-zero sockaddr_un is valid.
@@ -106,6 +123,24 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Makes a receive on `sock` fail with `WouldBlock` after `timeout` without a message.
+pub fn set_receive_timeout(sock: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is a valid timeval of the size given.
+    check(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+}
+
 /// Who is at the other end of a connected Unix socket: (pid, uid), as the kernel recorded it
 /// at connect time.
 pub fn peer(sock: BorrowedFd<'_>) -> io::Result<(i32, u32)> {
@@ -131,13 +166,13 @@ pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io:
         iov_base: msg.as_ptr() as *mut libc::c_void,
         iov_len: msg.len(),
     };
-    let mut control = vec![0u8; cmsg_space(1)];
+    let mut control = Control::new(1);
     // SAFETY: An all-zero msghdr is valid (no name, no iovecs, no control data).
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
     hdr.msg_iov = &mut iov;
     hdr.msg_iovlen = 1;
     if let Some(fd) = fd {
-        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_control = control.ptr();
         hdr.msg_controllen = control.len() as _;
         // SAFETY: `hdr` points at a control buffer with room for one descriptor, so the first
         // header exists and its data holds one `RawFd`.
@@ -171,12 +206,12 @@ pub fn recv(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>>
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut control = vec![0u8; cmsg_space(MAX_FDS)];
+    let mut control = Control::new(MAX_FDS);
     // SAFETY: An all-zero msghdr is valid.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
     hdr.msg_iov = &mut iov;
     hdr.msg_iovlen = 1;
-    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_control = control.ptr();
     hdr.msg_controllen = control.len() as _;
     // SAFETY: `hdr` describes valid, writable buffers that outlive the call; received
     // descriptors get close-on-exec.
@@ -274,13 +309,13 @@ mod tests {
             iov_base: b"x".as_ptr() as *mut _,
             iov_len: 1,
         };
-        let mut control = vec![0u8; cmsg_space(raw.len())];
+        let mut control = Control::new(raw.len());
         // SAFETY: As in `send`, with room for `raw.len()` descriptors.
         unsafe {
             let mut hdr: libc::msghdr = std::mem::zeroed();
             hdr.msg_iov = &mut iov;
             hdr.msg_iovlen = 1;
-            hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_control = control.ptr();
             hdr.msg_controllen = control.len() as _;
             let c = libc::CMSG_FIRSTHDR(&hdr);
             (*c).cmsg_level = libc::SOL_SOCKET;

@@ -5,7 +5,9 @@ use crate::fdpass;
 use crate::proto::{Refusal, Request, Response};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Loads a kernel and reboots into it, or has it done: returns `Ok` when the update is under
 /// way and the caller may answer (systemd does it), and an error if it failed. A kexec done
@@ -29,6 +31,28 @@ pub enum Manifest {
     Kept { hand_over: Box<HandOverFn> },
 }
 
+/// At most this many clients are served at once; more are turned away until one leaves.
+pub const MAX_CLIENTS: usize = 256;
+/// A client that sends no request for this long is disconnected, so idle connections cannot
+/// hold every slot for good.
+pub const IDLE: Duration = Duration::from_secs(300);
+
+/// One of the [`MAX_CLIENTS`] places, given back when the client's thread ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Slot(Arc::clone(active))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The agent and how it kexecs, shared by the client threads.
 pub struct Server<D: Device> {
     pub agent: Mutex<Agent<D>>,
@@ -43,16 +67,55 @@ where
     D: Device + Send + 'static,
     D::Session: Send,
 {
-    /// Serves clients on `listener` (from [`fdpass::listen`]) until accepting fails.
+    /// Serves clients on `listener` (from [`fdpass::listen`]), one thread each, at most
+    /// [`MAX_CLIENTS`] at a time, until the listener itself fails. Running out of descriptors,
+    /// memory or threads costs the client that came at the wrong moment its connection, never
+    /// the agent (and with it everything it holds) its life.
     pub fn run(self: Arc<Self>, listener: OwnedFd) -> io::Error {
+        let active = Arc::new(AtomicUsize::new(0));
+        let mut starved = false;
         loop {
             let conn = match fdpass::accept(listener.as_fd()) {
                 Ok(c) => c,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return e,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => continue,
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        if !starved {
+                            (self.log)(&format!("cannot accept clients for now: {e}"));
+                            starved = true;
+                        }
+                        // Wait for clients to leave rather than spin.
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                    _ => return e,
+                },
             };
+            if std::mem::take(&mut starved) {
+                (self.log)("accepting clients again");
+            }
+            if active.load(Ordering::Relaxed) >= MAX_CLIENTS {
+                (self.log)(&format!(
+                    "{MAX_CLIENTS} clients connected already: one more turned away"
+                ));
+                continue;
+            }
+            if let Err(e) = fdpass::set_receive_timeout(conn.as_fd(), IDLE) {
+                (self.log)(&format!("client dropped: {e}"));
+                continue;
+            }
+            let slot = Slot::take(&active);
             let server = Arc::clone(&self);
-            std::thread::spawn(move || server.client(conn));
+            let spawned = std::thread::Builder::new()
+                .name("luo-agent-client".into())
+                .spawn(move || {
+                    let _slot = slot;
+                    server.client(conn)
+                });
+            if let Err(e) = spawned {
+                // The closure, its connection and its slot are dropped with the error.
+                (self.log)(&format!("cannot start a thread for a client, dropped: {e}"));
+            }
         }
     }
 
@@ -70,6 +133,13 @@ where
             let (msg, fds) = match fdpass::recv(conn.as_fd()) {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    (self.log)(&format!(
+                        "uid {uid} pid {pid}: idle for {} s, disconnected",
+                        IDLE.as_secs()
+                    ));
+                    return;
+                }
                 Err(e) => {
                     (self.log)(&format!("client dropped: {e}"));
                     return;
