@@ -68,7 +68,9 @@ impl Refusal {
         (Refusal::NotPermitted, "not-permitted"),
     ];
 
-    fn word(self) -> &'static str {
+    /// The refusal's name on the wire (`unknown-session`, ...), also what `luoctl --json`
+    /// prints.
+    pub fn word(self) -> &'static str {
         Self::ALL
             .iter()
             .find(|(r, _)| *r == self)

@@ -1,59 +1,227 @@
 //! luoctl: ask the live update agent to hold, list, hand back or release files, or to live
-//! update the machine.
+//! update the machine. `luoctl --help` says how; it needs no running agent.
 //!
-//! usage: luoctl [--socket PATH] COMMAND
-//!   preserve SESSION TOKEN PATH|--fd N   hand a file to the agent
-//!   list                                 the sessions the agent holds
-//!   retrieve SESSION TOKEN [-- CMD ...]  get a file back: run CMD with it as fd 3, or copy
-//!                                        its contents to stdout
-//!   release SESSION                      let go of a session now
-//!   kexec KERNEL INITRD CMDLINE          live update into KERNEL
+//! The exit status says what happened: 0 done, 2 bad usage, 3 the agent cannot be reached,
+//! 4 the conversation with it failed, 5 the command given to `retrieve -- CMD` could not run,
+//! and 10 to 19 a refusal of the agent, one status per kind (see [`refusal_status`]).
 
+use clap::{Parser, Subcommand};
 use luo_agent::client::{Client, ClientError, SOCKET};
-use luo_agent::proto::Direction;
+use luo_agent::proto::{Direction, Refusal};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: luoctl [--socket PATH] preserve SESSION TOKEN PATH|--fd N | list | \
-                     retrieve SESSION TOKEN [-- CMD ...] | release SESSION | kexec KERNEL INITRD CMDLINE";
-
-fn token(s: &str) -> Result<u64, String> {
-    s.parse()
-        .map_err(|_| format!("bad token {s:?}: a number from 0 to {}", u64::MAX))
+#[derive(Parser)]
+#[command(
+    name = "luoctl",
+    about = "Ask luo-agent to hold files across a live update and give them back after it",
+    after_help = "Exit status: 0 done, 2 bad usage, 3 agent unreachable, 4 conversation \
+                  failed, 5 CMD could not run, 10-19 refused by the agent (10 bad request, \
+                  11 unknown session, 12 unknown token, 13 duplicate token, 14 busy, \
+                  15 unsupported file, 16 invalid name, 17 kernel, 18 failed, 19 not permitted)"
+)]
+struct Cli {
+    /// The agent's socket.
+    #[arg(long, default_value = SOCKET)]
+    socket: String,
+    /// Print results and refusals as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-fn run(client: &Client, args: &[String]) -> Result<(), String> {
-    let fail = |e: ClientError| e.to_string();
-    match args {
-        [cmd, session, tok, how @ ..] if cmd == "preserve" => {
-            let token = token(tok)?;
-            let file: OwnedFd = match how {
-                [flag, n] if flag == "--fd" => {
-                    let n: i32 = n.parse().map_err(|_| format!("bad fd {n:?}"))?;
-                    // SAFETY: The caller says fd `n` is open in this process; it is only
-                    // borrowed for the call and duplicated.
-                    let fd = unsafe { BorrowedFd::borrow_raw(n) };
-                    fd.try_clone_to_owned()
-                        .map_err(|e| format!("fd {n}: {e}"))?
-                }
-                [path] => OpenOptions::new()
+#[derive(Subcommand)]
+enum Cmd {
+    /// Hand a file to the agent, to be carried across the next live update.
+    Preserve {
+        session: String,
+        token: u64,
+        /// The file to hand over (opened read-write).
+        #[arg(required_unless_present = "fd", conflicts_with = "fd")]
+        path: Option<String>,
+        /// Hand over this open descriptor of luoctl instead.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+        fd: Option<i32>,
+    },
+    /// The sessions the agent holds for you (all of them for root).
+    List,
+    /// Get a file back after the live update: copy its contents to standard output, or run
+    /// CMD with it as descriptor 3 (LISTEN_FDS=1, LISTEN_FDNAMES=SESSION, as systemd passes
+    /// descriptors); luoctl becomes CMD.
+    Retrieve {
+        session: String,
+        token: u64,
+        #[arg(last = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Let go of a session now (an incoming one is finished).
+    Release { session: String },
+    /// Live update into KERNEL (root only).
+    Kexec {
+        kernel: String,
+        initrd: String,
+        cmdline: String,
+    },
+}
+
+/// What went wrong, and the exit status it gets.
+enum Failure {
+    Unreachable(String),
+    Client(ClientError),
+    Local(String),
+    Command(String),
+}
+
+/// The exit status of a refusal: one per kind, so scripts can tell them apart.
+fn refusal_status(why: Refusal) -> u8 {
+    match why {
+        Refusal::BadRequest => 10,
+        Refusal::UnknownSession => 11,
+        Refusal::UnknownToken => 12,
+        Refusal::DuplicateToken => 13,
+        Refusal::Busy => 14,
+        Refusal::Unsupported => 15,
+        Refusal::InvalidName => 16,
+        Refusal::Kernel => 17,
+        Refusal::Failed => 18,
+        Refusal::NotPermitted => 19,
+    }
+}
+
+impl Failure {
+    fn status(&self) -> u8 {
+        match self {
+            Failure::Unreachable(_) => 3,
+            Failure::Client(ClientError::Refused { why, .. }) => refusal_status(*why),
+            Failure::Client(_) | Failure::Local(_) => 4,
+            Failure::Command(_) => 5,
+        }
+    }
+
+    fn report(&self, json: bool) {
+        let message = match self {
+            Failure::Unreachable(m) | Failure::Local(m) | Failure::Command(m) => m.clone(),
+            Failure::Client(e) => e.to_string(),
+        };
+        if !json {
+            eprintln!("luoctl: {message}");
+            return;
+        }
+        let error = match self {
+            Failure::Client(ClientError::Refused {
+                why,
+                errno,
+                message,
+            }) => serde_json::json!({
+                "refused": why.word(), "errno": errno, "message": message,
+            }),
+            _ => serde_json::json!({ "error": message }),
+        };
+        println!("{}", serde_json::json!({ "ok": false, "error": error }));
+    }
+}
+
+/// A descriptor of this process named on the command line, if it is open.
+fn own_fd(n: i32) -> Result<OwnedFd, Failure> {
+    // SAFETY: F_GETFD takes no pointer; it only asks whether `n` is open.
+    if unsafe { libc::fcntl(n, libc::F_GETFD) } < 0 {
+        return Err(Failure::Local(format!("fd {n} is not open")));
+    }
+    // SAFETY: `n` is open in this process (checked above) and is only borrowed for the
+    // duplication.
+    let fd = unsafe { BorrowedFd::borrow_raw(n) };
+    fd.try_clone_to_owned()
+        .map_err(|e| Failure::Local(format!("fd {n}: {e}")))
+}
+
+/// Becomes `cmd` with `fd` as descriptor 3, announced the way systemd announces descriptors.
+fn exec_with(fd: OwnedFd, session: &str, cmd: &[String]) -> Failure {
+    let raw = fd.as_raw_fd();
+    let mut c = Command::new(&cmd[0]);
+    c.args(&cmd[1..])
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", session)
+        .env("LISTEN_PID", std::process::id().to_string());
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in this process just before it
+    // becomes `cmd`, and touch only descriptors.
+    unsafe {
+        c.pre_exec(move || {
+            if raw != 3 && libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 gives the copy no close-on-exec; a descriptor that was 3 already keeps its.
+            if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Failure::Command(format!("{}: {}", cmd[0], c.exec()))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let client = Client::connect(&cli.socket).map_err(|e| {
+        Failure::Unreachable(format!("cannot reach the agent at {}: {e}", cli.socket))
+    })?;
+    let json = cli.json;
+    let say = |text: String, value: serde_json::Value| {
+        if json {
+            println!("{value}");
+        } else {
+            println!("luoctl: {text}");
+        }
+    };
+    match cli.command {
+        Cmd::Preserve {
+            session,
+            token,
+            path,
+            fd,
+        } => {
+            let file: OwnedFd = match (path, fd) {
+                (_, Some(n)) => own_fd(n)?,
+                (Some(path), None) => OpenOptions::new()
                     .read(true)
                     .write(true)
-                    .open(path)
-                    .map_err(|e| format!("{path}: {e}"))?
+                    .open(&path)
+                    .map_err(|e| Failure::Local(format!("{path}: {e}")))?
                     .into(),
-                _ => return Err(USAGE.into()),
+                (None, None) => return Err(Failure::Local("no file given".into())),
             };
             client
-                .preserve(session, token, file.as_fd())
-                .map_err(fail)?;
-            println!("luoctl: the agent holds token {token} in session {session:?}");
+                .preserve(&session, token, file.as_fd())
+                .map_err(Failure::Client)?;
+            say(
+                format!("the agent holds token {token} in session {session:?}"),
+                serde_json::json!({ "ok": true, "session": session, "token": token }),
+            );
         }
-        [cmd] if cmd == "list" => {
-            let list = client.list().map_err(fail)?;
+        Cmd::List => {
+            let list = client.list().map_err(Failure::Client)?;
+            if json {
+                let sessions: Vec<_> = list
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "name": s.name,
+                            "direction": match s.direction {
+                                Direction::Outgoing => "outgoing",
+                                Direction::Incoming => "incoming",
+                            },
+                            "tokens": s.tokens,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": true, "sessions": sessions })
+                );
+                return Ok(());
+            }
             if list.is_empty() {
                 println!("luoctl: the agent holds no sessions");
             }
@@ -70,71 +238,57 @@ fn run(client: &Client, args: &[String]) -> Result<(), String> {
                 );
             }
         }
-        [cmd, session, tok, rest @ ..] if cmd == "retrieve" => {
-            let token = token(tok)?;
-            let fd = client.retrieve(session, token).map_err(fail)?;
-            match rest {
-                [] => {
-                    let mut f = File::from(fd);
-                    f.rewind().map_err(|e| e.to_string())?;
-                    std::io::copy(&mut f, &mut std::io::stdout().lock())
-                        .map_err(|e| e.to_string())?;
-                }
-                [dashes, prog, pargs @ ..] if dashes == "--" => {
-                    let raw = fd.as_raw_fd();
-                    let mut c = Command::new(prog);
-                    c.args(pargs);
-                    // SAFETY: dup2 is async-signal-safe; it runs in the child before exec.
-                    unsafe {
-                        c.pre_exec(move || {
-                            if libc::dup2(raw, 3) < 0 {
-                                return Err(std::io::Error::last_os_error());
-                            }
-                            Ok(())
-                        });
-                    }
-                    let status = c.status().map_err(|e| format!("{prog}: {e}"))?;
-                    if !status.success() {
-                        return Err(format!("{prog} failed: {status}"));
-                    }
-                }
-                _ => return Err(USAGE.into()),
+        Cmd::Retrieve {
+            session,
+            token,
+            cmd,
+        } => {
+            let fd = client.retrieve(&session, token).map_err(Failure::Client)?;
+            if !cmd.is_empty() {
+                drop(client);
+                return Err(exec_with(fd, &session, &cmd));
             }
+            let mut f = File::from(fd);
+            f.rewind().map_err(|e| Failure::Local(e.to_string()))?;
+            std::io::copy(&mut f, &mut std::io::stdout().lock())
+                .map_err(|e| Failure::Local(e.to_string()))?;
         }
-        [cmd, session] if cmd == "release" => {
-            client.release(session).map_err(fail)?;
-            println!("luoctl: released session {session:?}");
+        Cmd::Release { session } => {
+            client.release(&session).map_err(Failure::Client)?;
+            say(
+                format!("released session {session:?}"),
+                serde_json::json!({ "ok": true, "released": session }),
+            );
         }
-        [cmd, kernel, initrd, cmdline] if cmd == "kexec" => {
-            println!("luoctl: asking the agent to live update into {kernel}");
-            std::io::stdout().flush().ok();
-            client.kexec(kernel, initrd, cmdline).map_err(fail)?;
-            println!("luoctl: the system manager is performing the live update");
+        Cmd::Kexec {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            if !json {
+                println!("luoctl: asking the agent to live update into {kernel}");
+                std::io::stdout().flush().ok();
+            }
+            client
+                .kexec(&kernel, &initrd, &cmdline)
+                .map_err(Failure::Client)?;
+            say(
+                "the system manager is performing the live update".into(),
+                serde_json::json!({ "ok": true, "kexec": kernel }),
+            );
         }
-        _ => return Err(USAGE.into()),
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut socket = SOCKET.to_owned();
-    if args.first().map(String::as_str) == Some("--socket") && args.len() > 1 {
-        socket = args.remove(1);
-        args.remove(0);
-    }
-    let client = match Client::connect(&socket) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("luoctl: cannot reach the agent at {socket}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(&client, &args) {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("luoctl: {e}");
-            ExitCode::FAILURE
+        Err(f) => {
+            f.report(json);
+            ExitCode::from(f.status())
         }
     }
 }
