@@ -83,6 +83,10 @@ PARTS = {
               [r"LUO-VM: luo-agent.service got 2 fd",
                r"luo-agent: adopted session \"cache-a\" with 1 file\(s\) from the previous "
                r"kernel",
+               r"luoctl: /bin/false failed \(exit status: 1\); the agent keeps the file for "
+               r"another try",
+               r"luo-agent: file 1 of session \"cache-a\" was handed out unconfirmed; kept for "
+               r"its client",
                r"kv-service cache-a: 16 MiB data set back, all \d+ values intact",
                r"luoctl: the agent holds no sessions",
                r"LUO-VM: luo-agent.service holds 1 fd"]),

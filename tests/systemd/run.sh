@@ -77,6 +77,10 @@ done
 systemctl start luo-memfd.service || echo "LUO-VM: luo-memfd.service failed after the update"
 systemctl start luo-session.service || echo "LUO-VM: luo-session.service failed after the update"
 if systemctl start luo-agent.service; then
+	# A client whose command fails loses nothing, across a restart of the
+	# agent too: the agent keeps the file until a client confirms it.
+	/luo/luoctl retrieve cache-a 1 -- /bin/false
+	systemctl restart luo-agent.service
 	/luo/kv-service resume cache-a
 	/luo/luoctl list
 	echo "LUO-VM: luo-agent.service holds $(fdstore luo-agent.service) fd(s) in its fd store"

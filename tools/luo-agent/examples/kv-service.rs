@@ -2,7 +2,8 @@
 //! through luo-agent.
 //!
 //!   kv-service start NAME MIB   build a MIB MiB data set, hand it to the agent, exit
-//!   kv-service resume NAME      get it back from the agent, check every byte, serve a lookup
+//!   kv-service resume NAME      get it back from the agent, check every byte, confirm it
+//!                               (the agent lets go of its copy), serve a lookup
 //!
 //! The data set is a table of 64-bit values, each a function of its key; its first page holds
 //! a header (magic, number of values, checksum of all values).
@@ -52,7 +53,8 @@ fn start(name: &str, mib: u64) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn resume(name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let mut f = File::from(Client::connect(SOCKET)?.retrieve(name, TOKEN)?);
+    let agent = Client::connect(SOCKET)?;
+    let mut f = File::from(agent.retrieve(name, TOKEN)?);
     f.seek(SeekFrom::Start(0))?;
     let mut data = Vec::new();
     f.read_to_end(&mut data)?;
@@ -86,6 +88,8 @@ fn resume(name: &str) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
+    // Checked and in hand: the agent may let go of its copy now.
+    agent.confirm(name, TOKEN)?;
     println!(
         "kv-service {name}: {} MiB data set back, all {n} values intact (checksum {sum:016x}); serving: get({}) = {:016x}",
         (n * 8) >> 20,

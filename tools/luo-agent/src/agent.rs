@@ -82,8 +82,34 @@ struct Held<S> {
     /// see, add to, take from or release the session.
     owner: u32,
     direction: Direction,
-    /// Outgoing: the tokens preserved. Incoming: the tokens not yet handed back.
+    /// Outgoing: the tokens preserved. Incoming: the tokens not yet taken from the kernel.
     tokens: Vec<u64>,
+    /// Incoming: the files taken from the kernel and handed to a client that has not
+    /// confirmed it has them safe; a retrieve hands the same file again.
+    handed: BTreeMap<u64, OwnedFd>,
+}
+
+impl<S> Held<S> {
+    /// The tokens whose files are not yet safe with their owner: still in the kernel, or
+    /// handed out and not confirmed.
+    fn unconfirmed(&self) -> Vec<u64> {
+        let mut all = self.tokens.clone();
+        all.extend(self.handed.keys());
+        all.sort_unstable();
+        all
+    }
+}
+
+/// A session as [`Agent::held`] shows it.
+pub struct HeldView<'a, S> {
+    pub name: &'a str,
+    pub session: &'a S,
+    /// The uid that owns it.
+    pub owner: u32,
+    /// What [`Agent::list`] says of it.
+    pub info: SessionInfo,
+    /// Files handed out and not yet confirmed, which the agent keeps a copy of.
+    pub handed: Vec<(u64, BorrowedFd<'a>)>,
 }
 
 /// The agent's state.
@@ -262,6 +288,7 @@ impl<D: Device> Agent<D> {
                             owner,
                             direction: Direction::Incoming,
                             tokens,
+                            handed: BTreeMap::new(),
                         },
                     );
                 }
@@ -299,6 +326,7 @@ impl<D: Device> Agent<D> {
         let session = match req {
             Request::Preserve { session, .. }
             | Request::Retrieve { session, .. }
+            | Request::Confirm { session, .. }
             | Request::Release { session } => Some(session),
             Request::List | Request::Kexec { .. } => None,
         };
@@ -319,6 +347,7 @@ impl<D: Device> Agent<D> {
                 Ok(fd) => (Response::Ok, Some(fd)),
                 Err(r) => (r, None),
             },
+            Request::Confirm { session, token } => (self.confirm(session, *token), None),
             Request::Release { session } => (self.release(session), None),
             Request::Kexec { .. } => (
                 refuse(Refusal::Failed, 0, "kexec is done by the server loop"),
@@ -366,6 +395,7 @@ impl<D: Device> Agent<D> {
                             owner: uid,
                             direction: Direction::Outgoing,
                             tokens: Vec::new(),
+                            handed: BTreeMap::new(),
                         },
                     );
                 }
@@ -402,25 +432,58 @@ impl<D: Device> Agent<D> {
                 ));
             }
         };
-        let Some(pos) = held.tokens.iter().position(|&t| t == token) else {
-            return Err(refuse(
+        if !held.handed.contains_key(&token) {
+            let Some(pos) = held.tokens.iter().position(|&t| t == token) else {
+                return Err(refuse(
+                    Refusal::UnknownToken,
+                    libc::ENOENT,
+                    format!("session {name:?} has no file {token} to hand back"),
+                ));
+            };
+            let fd = held
+                .session
+                .retrieve_fd(token)
+                .map_err(|e| refusal(&e, &format!("retrieving token {token} of {name:?}")))?;
+            held.tokens.remove(pos);
+            held.handed.insert(token, fd);
+        }
+        // The client gets its own descriptor of the file; the agent's stays until CONFIRM.
+        held.handed
+            .get(&token)
+            .map(|fd| fd.try_clone())
+            .transpose()
+            .map_err(|e| {
+                refuse(
+                    Refusal::Failed,
+                    e.raw_os_error().unwrap_or(0),
+                    format!("duplicating token {token} of {name:?}: {e}"),
+                )
+            })?
+            .ok_or_else(|| refuse(Refusal::Failed, 0, "handed file vanished"))
+    }
+
+    fn confirm(&mut self, name: &str, token: u64) -> Response {
+        let Some(held) = self.sessions.get_mut(name) else {
+            return refuse(
+                Refusal::UnknownSession,
+                libc::ENOENT,
+                format!("no session {name:?}"),
+            );
+        };
+        if held.handed.remove(&token).is_none() {
+            return refuse(
                 Refusal::UnknownToken,
                 libc::ENOENT,
-                format!("session {name:?} has no file {token} to hand back"),
-            ));
-        };
-        let fd = held
-            .session
-            .retrieve_fd(token)
-            .map_err(|e| refusal(&e, &format!("retrieving token {token} of {name:?}")))?;
-        held.tokens.remove(pos);
-        if held.tokens.is_empty() {
-            // Every file is back with its owner: the session is done.
+                format!("session {name:?} handed out no file {token} to confirm"),
+            );
+        }
+        if held.tokens.is_empty() && held.handed.is_empty() {
+            // Every file is safe with its owner: the session is done.
             if held.session.finish().is_ok() {
                 self.sessions.remove(name);
             }
         }
-        Ok(fd)
+        Response::Ok
     }
 
     fn release(&mut self, name: &str) -> Response {
@@ -457,23 +520,41 @@ impl<D: Device> Agent<D> {
                 owner,
                 direction,
                 tokens,
+                handed: BTreeMap::new(),
             },
         );
     }
 
-    /// Every session held, with its owner and what [`Agent::list`] says of it.
-    pub fn held(&self) -> Vec<(&str, &D::Session, u32, SessionInfo)> {
+    /// Every session held, as the fd store keeps it (see [`crate::systemd`]).
+    pub fn held(&self) -> Vec<HeldView<'_, D::Session>> {
         self.sessions
             .iter()
-            .map(|(name, h)| {
-                let info = SessionInfo {
+            .map(|(name, h)| HeldView {
+                name,
+                session: &h.session,
+                owner: h.owner,
+                info: SessionInfo {
                     name: name.clone(),
                     direction: h.direction,
-                    tokens: h.tokens.clone(),
-                };
-                (name.as_str(), &h.session, h.owner, info)
+                    tokens: h.unconfirmed(),
+                },
+                handed: h.handed.iter().map(|(t, fd)| (*t, fd.as_fd())).collect(),
             })
             .collect()
+    }
+
+    /// Gives session `name` back the file of `token` it had handed out unconfirmed before the
+    /// agent restarted (kept in the fd store meanwhile).
+    pub fn adopt_handed(&mut self, name: &str, token: u64, file: OwnedFd) -> bool {
+        let Some(held) = self.sessions.get_mut(name) else {
+            return false;
+        };
+        let Some(pos) = held.tokens.iter().position(|&t| t == token) else {
+            return false;
+        };
+        held.tokens.remove(pos);
+        held.handed.insert(token, file);
+        true
     }
 
     /// The sessions held.
@@ -489,7 +570,7 @@ impl<D: Device> Agent<D> {
             .map(|(name, h)| SessionInfo {
                 name: name.clone(),
                 direction: h.direction,
-                tokens: h.tokens.clone(),
+                tokens: h.unconfirmed(),
             })
             .collect()
     }

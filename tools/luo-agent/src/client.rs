@@ -119,7 +119,23 @@ impl Client {
         .map(|_| ())
     }
 
-    /// Gets back the file `token` of session `session` after a live update.
+    /// Tells the agent the file `token` of `session` (from [`Client::retrieve`]) is safe with
+    /// this client: the agent lets go of its copy, and finishes the session once every file
+    /// of it was confirmed.
+    pub fn confirm(&self, session: &str, token: u64) -> Result<(), ClientError> {
+        self.call(
+            &Request::Confirm {
+                session: session.into(),
+                token,
+            },
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// Gets back the file `token` of session `session` after a live update. The agent keeps
+    /// a copy until [`Client::confirm`], so a client that fails before it has what it needs
+    /// can retrieve the file again.
     pub fn retrieve(&self, session: &str, token: u64) -> Result<OwnedFd, ClientError> {
         match self.call(
             &Request::Retrieve {

@@ -15,9 +15,13 @@ pub enum Request {
     Preserve { session: String, token: u64 },
     /// Describe every session the agent holds.
     List,
-    /// Hand back the file `token` of the incoming session `session`; the agent finishes the
-    /// session once every file of it was handed back.
+    /// Hand back the file `token` of the incoming session `session`. The agent keeps a copy
+    /// until the client confirms it has what it needs ([`Request::Confirm`]), so a client that
+    /// dies before then can ask again and loses nothing.
     Retrieve { session: String, token: u64 },
+    /// The client has the file `token` safe: the agent lets go of its copy, and finishes the
+    /// session once every file of it was confirmed.
+    Confirm { session: String, token: u64 },
     /// Let go of a session now: an outgoing one is closed (its files are no longer preserved),
     /// an incoming one is finished (files not handed back are discarded).
     Release { session: String },
@@ -96,7 +100,7 @@ pub enum Direction {
 pub struct SessionInfo {
     pub name: String,
     pub direction: Direction,
-    /// The tokens held (outgoing) or not yet handed back (incoming).
+    /// The tokens held (outgoing) or not yet confirmed by their client (incoming).
     pub tokens: Vec<u64>,
 }
 
@@ -242,6 +246,11 @@ impl Request {
                 push_str(&mut out, session);
                 push_word(&mut out, token);
             }
+            Request::Confirm { session, token } => {
+                out.extend_from_slice(b"CONFIRM");
+                push_str(&mut out, session);
+                push_word(&mut out, token);
+            }
             Request::Release { session } => {
                 out.extend_from_slice(b"RELEASE");
                 push_str(&mut out, session);
@@ -273,6 +282,10 @@ impl Request {
                 session: r.string()?,
                 token: r.number()?,
             },
+            "CONFIRM" => Request::Confirm {
+                session: r.string()?,
+                token: r.number()?,
+            },
             "RELEASE" => Request::Release {
                 session: r.string()?,
             },
@@ -293,6 +306,7 @@ impl Request {
             Request::Preserve { .. } => "PRESERVE",
             Request::List => "LIST",
             Request::Retrieve { .. } => "RETRIEVE",
+            Request::Confirm { .. } => "CONFIRM",
             Request::Release { .. } => "RELEASE",
             Request::Kexec { .. } => "KEXEC",
         }
@@ -405,6 +419,10 @@ mod tests {
             },
             Request::Release {
                 session: "x:y".into(),
+            },
+            Request::Confirm {
+                session: "c".into(),
+                token: 3,
             },
             Request::Kexec {
                 kernel: "/boot/vmlinuz".into(),

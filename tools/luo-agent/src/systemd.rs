@@ -13,6 +13,8 @@
 //! * each session's fd, named `s-` and the session name in hex: systemd keeps a LUO session
 //!   fd across a kexec by its session name and gives the retrieved session back under the
 //!   same fd name;
+//! * each file handed to a client that did not confirm it yet (see `Request::Confirm`), named
+//!   `f-`, its token, `-` and the session name in hex, so that a restart does not lose it;
 //! * the manifest (which tokens each session holds, its owner, and whether it is outgoing or
 //!   came from the previous kernel), a memfd rewritten after every change under two alternating names,
 //!   `manifest-a` and `manifest-b`, so that one is always whole.
@@ -39,6 +41,18 @@ const LISTEN_FDS_START: RawFd = 3;
 pub fn fd_name(session: &str) -> String {
     let hex: String = session.bytes().map(|b| format!("{b:02x}")).collect();
     format!("s-{hex}")
+}
+
+/// The fd name of the handed-out file `token` of session `session`.
+pub fn handed_fd_name(session: &str, token: u64) -> String {
+    format!("f-{token}{}", &fd_name(session)[1..])
+}
+
+/// The session and token behind a handed-out file's fd name, if it is one.
+pub fn handed_name(fd_name: &str) -> Option<(String, u64)> {
+    let rest = fd_name.strip_prefix("f-")?;
+    let (token, hex) = rest.split_once('-')?;
+    Some((session_name(&format!("s-{hex}"))?, token.parse().ok()?))
 }
 
 /// The session name behind an fd name, if it is one.
@@ -336,6 +350,7 @@ impl Keeper {
         let mut log = Vec::new();
         let mut manifest: Option<Manifest> = None;
         let mut sessions = Vec::new();
+        let mut handed = Vec::new();
         for (name, fd) in fds {
             if MANIFEST_NAMES.contains(&name.as_str()) {
                 match read_all(fd).map(|t| Manifest::parse(&t)) {
@@ -349,6 +364,9 @@ impl Keeper {
             } else if let Some(session) = session_name(&name) {
                 self.stored.insert(name);
                 sessions.push((session, fd));
+            } else if let Some((session, token)) = handed_name(&name) {
+                self.stored.insert(name);
+                handed.push((session, token, fd));
             } else {
                 log.push(format!("the fd store holds an fd named {name:?}; ignored"));
             }
@@ -394,6 +412,14 @@ impl Keeper {
                 entry.tokens.clone(),
             );
         }
+        for (session, token, fd) in handed {
+            if agent.adopt_handed(&session, token, fd) {
+                log.push(format!(
+                    "file {token} of session {session:?} was handed out unconfirmed; kept for \
+                     its client"
+                ));
+            }
+        }
         log
     }
 
@@ -404,12 +430,20 @@ impl Keeper {
         agent: &Agent<D>,
     ) -> io::Result<()> {
         let held = agent.held();
-        let names: BTreeSet<String> = held.iter().map(|(n, _, _, _)| fd_name(n)).collect();
-        for (name, session, _, _) in &held {
-            let fd_name = fd_name(name);
-            if !self.stored.contains(&fd_name) {
-                self.notifier.store(&fd_name, session.as_fd())?;
-                self.stored.insert(fd_name);
+        let mut names = BTreeSet::new();
+        for view in &held {
+            let mut wanted = vec![(fd_name(view.name), view.session.as_fd())];
+            wanted.extend(
+                view.handed
+                    .iter()
+                    .map(|(token, fd)| (handed_fd_name(view.name, *token), *fd)),
+            );
+            for (fd_name, fd) in wanted {
+                if !self.stored.contains(&fd_name) {
+                    self.notifier.store(&fd_name, fd)?;
+                    self.stored.insert(fd_name.clone());
+                }
+                names.insert(fd_name);
             }
         }
         for gone in self.stored.difference(&names).cloned().collect::<Vec<_>>() {
@@ -422,11 +456,11 @@ impl Keeper {
             boot: self.boot.clone(),
             sessions: held
                 .iter()
-                .map(|(name, _, owner, info)| Entry {
-                    name: name.to_string(),
-                    owner: *owner,
-                    direction: info.direction,
-                    tokens: info.tokens.clone(),
+                .map(|view| Entry {
+                    name: view.name.to_string(),
+                    owner: view.owner,
+                    direction: view.info.direction,
+                    tokens: view.info.tokens.clone(),
                 })
                 .collect(),
         };

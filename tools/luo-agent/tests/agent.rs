@@ -188,6 +188,25 @@ fn refused(r: &Response) -> Option<Refusal> {
     }
 }
 
+fn retrieve(agent: &mut Agent<Machine>, session: &str, token: u64) -> Vec<u8> {
+    let req = Request::Retrieve {
+        session: session.into(),
+        token,
+    };
+    match agent.handle(&req, vec![]) {
+        (Response::Ok, Some(fd)) => contents(fd),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn confirm(agent: &mut Agent<Machine>, session: &str, token: u64) -> Response {
+    let req = Request::Confirm {
+        session: session.into(),
+        token,
+    };
+    agent.handle(&req, vec![]).0
+}
+
 /// Runs the kexec as the server does: manifest preserved, machine kexecs, old agent gone.
 fn live_update(machine: &Machine, agent: Agent<Machine>) -> (Agent<Machine>, Vec<String>) {
     let manifest = agent.preserve_manifest(memfd(b"")).ok().unwrap();
@@ -219,19 +238,15 @@ fn files_of_several_sessions_come_back_after_a_live_update() {
     let listed = agent.list();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|s| s.direction == Direction::Incoming));
-    let get = |agent: &mut Agent<Machine>, s: &str, t| match agent.handle(
-        &Request::Retrieve {
-            session: s.into(),
-            token: t,
-        },
-        vec![],
-    ) {
-        (Response::Ok, Some(fd)) => contents(fd),
-        other => panic!("{other:?}"),
+    // Each file back, then confirmed as safe with its client.
+    let get = |agent: &mut Agent<Machine>, s: &str, t| {
+        let data = retrieve(agent, s, t);
+        assert_eq!(confirm(agent, s, t), Response::Ok);
+        data
     };
     assert_eq!(get(&mut agent, "cache", 7), b"kv data");
     assert_eq!(get(&mut agent, "vm 1", 2), b"guest ram 2");
-    // A session is finished once all its files are back.
+    // A session is finished once all its files are back and confirmed.
     assert_eq!(
         machine.0.lock().unwrap().finished,
         ["luo-agent.manifest", "cache"]
@@ -587,5 +602,38 @@ fn only_root_may_live_update_the_machine() {
             }
         ),
         "{resp:?}"
+    );
+}
+
+#[test]
+fn a_file_handed_out_stays_with_the_agent_until_confirmed() {
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    assert_eq!(
+        preserve(&mut agent, "svc", 1, memfd(b"state")),
+        Response::Ok
+    );
+    let (mut agent, _) = live_update(&machine, agent);
+    // The client died before it had the data safe: it asks again and gets the same file.
+    assert_eq!(retrieve(&mut agent, "svc", 1), b"state");
+    assert_eq!(retrieve(&mut agent, "svc", 1), b"state");
+    assert_eq!(agent.list()[0].tokens, [1], "unconfirmed, still listed");
+    assert!(machine.0.lock().unwrap().finished == ["luo-agent.manifest"]);
+    assert_eq!(
+        refused(&confirm(&mut agent, "svc", 2)),
+        Some(Refusal::UnknownToken)
+    );
+    assert_eq!(confirm(&mut agent, "svc", 1), Response::Ok);
+    assert!(
+        agent.list().is_empty(),
+        "confirmed: the session is finished"
+    );
+    assert_eq!(
+        machine.0.lock().unwrap().finished,
+        ["luo-agent.manifest", "svc"]
+    );
+    assert_eq!(
+        refused(&confirm(&mut agent, "svc", 1)),
+        Some(Refusal::UnknownSession)
     );
 }

@@ -133,3 +133,21 @@ fn a_million_malformed_messages_parse_without_panic() {
     assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
     assert_eq!(ok + refused, 2 * INPUTS);
 }
+
+#[test]
+fn the_written_protocol_examples_parse() {
+    let doc = include_str!("../PROTOCOL.md");
+    let examples: Vec<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(examples.len(), 3, "{examples:?}");
+    for e in examples {
+        let m = e.as_bytes();
+        assert!(
+            Request::decode(m).is_ok() || Response::decode(m).is_ok(),
+            "PROTOCOL.md's example {e:?} does not parse"
+        );
+    }
+}

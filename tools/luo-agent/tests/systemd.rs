@@ -2,7 +2,9 @@
 //! the notification messages (received on a socket standing in for systemd's).
 
 use luo_agent::proto::Direction;
-use luo_agent::systemd::{fd_name, session_name, Entry, Manifest, Notifier};
+use luo_agent::systemd::{
+    fd_name, handed_fd_name, handed_name, session_name, Entry, Manifest, Notifier,
+};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
@@ -19,6 +21,19 @@ fn session_names_survive_the_fd_name() {
     }
     for bad in ["s-", "s-0", "s-zz", "manifest-a", "s-ff", "s-6"] {
         assert_eq!(session_name(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn handed_out_files_are_named_by_session_and_token() {
+    for (name, token) in [("cache-a", 1), ("a-b:c", u64::MAX), ("x", 0)] {
+        let fd = handed_fd_name(name, token);
+        assert!(fd.starts_with("f-") && !fd.contains(':'), "{fd}");
+        assert_eq!(handed_name(&fd), Some((name.to_owned(), token)));
+        assert_eq!(session_name(&fd), None, "not taken for a session");
+    }
+    for bad in ["f-", "f-1", "f-x-61", "f-1-6", "s-61"] {
+        assert_eq!(handed_name(bad), None, "{bad}");
     }
 }
 

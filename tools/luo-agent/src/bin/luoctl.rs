@@ -51,7 +51,8 @@ enum Cmd {
     List,
     /// Get a file back after the live update: copy its contents to standard output, or run
     /// CMD with it as descriptor 3 (LISTEN_FDS=1, LISTEN_FDNAMES=SESSION, as systemd passes
-    /// descriptors); luoctl becomes CMD.
+    /// descriptors). Once that worked, luoctl confirms it to the agent, which then lets go of
+    /// its copy; if it failed, the file can be retrieved again.
     Retrieve {
         session: String,
         token: u64,
@@ -138,16 +139,17 @@ fn own_fd(n: i32) -> Result<OwnedFd, Failure> {
         .map_err(|e| Failure::Local(format!("fd {n}: {e}")))
 }
 
-/// Becomes `cmd` with `fd` as descriptor 3, announced the way systemd announces descriptors.
-fn exec_with(fd: OwnedFd, session: &str, cmd: &[String]) -> Failure {
+/// Runs `cmd` with `fd` as descriptor 3, announced the way systemd announces descriptors
+/// (LISTEN_PID is set by a shell that then becomes `cmd`, so it is `cmd`'s own pid).
+fn run_with(fd: OwnedFd, session: &str, cmd: &[String]) -> Result<(), Failure> {
     let raw = fd.as_raw_fd();
-    let mut c = Command::new(&cmd[0]);
-    c.args(&cmd[1..])
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", "LISTEN_PID=$$ exec \"$@\"", "sh"])
+        .args(cmd)
         .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", session)
-        .env("LISTEN_PID", std::process::id().to_string());
-    // SAFETY: dup2 and fcntl are async-signal-safe; they run in this process just before it
-    // becomes `cmd`, and touch only descriptors.
+        .env("LISTEN_FDNAMES", session);
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child before it execs,
+    // and touch only descriptors.
     unsafe {
         c.pre_exec(move || {
             if raw != 3 && libc::dup2(raw, 3) < 0 {
@@ -160,7 +162,16 @@ fn exec_with(fd: OwnedFd, session: &str, cmd: &[String]) -> Failure {
             Ok(())
         });
     }
-    Failure::Command(format!("{}: {}", cmd[0], c.exec()))
+    let status = c
+        .status()
+        .map_err(|e| Failure::Command(format!("{}: {e}", cmd[0])))?;
+    if !status.success() {
+        return Err(Failure::Command(format!(
+            "{} failed ({status}); the agent keeps the file for another try",
+            cmd[0]
+        )));
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -244,14 +255,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             cmd,
         } => {
             let fd = client.retrieve(&session, token).map_err(Failure::Client)?;
-            if !cmd.is_empty() {
-                drop(client);
-                return Err(exec_with(fd, &session, &cmd));
+            if cmd.is_empty() {
+                let mut f = File::from(fd);
+                f.rewind().map_err(|e| Failure::Local(e.to_string()))?;
+                std::io::copy(&mut f, &mut std::io::stdout().lock())
+                    .map_err(|e| Failure::Local(e.to_string()))?;
+            } else {
+                run_with(fd, &session, &cmd)?;
             }
-            let mut f = File::from(fd);
-            f.rewind().map_err(|e| Failure::Local(e.to_string()))?;
-            std::io::copy(&mut f, &mut std::io::stdout().lock())
-                .map_err(|e| Failure::Local(e.to_string()))?;
+            // Only now is the file safe: the agent may let go of its copy.
+            client.confirm(&session, token).map_err(Failure::Client)?;
         }
         Cmd::Release { session } => {
             client.release(&session).map_err(Failure::Client)?;
