@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 
 import vm
 from scenarios import Test
@@ -132,30 +131,11 @@ class SystemdTest(Test):
         subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", payload, disk, "64M"], check=True,
                        stdout=subprocess.DEVNULL)
         serial = os.path.join(workdir, "serial.log")
-        cmd = [
-            "timeout", "--kill-after=5", str(self.timeout),
-            "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
-            "-m", self.memory, "-smp", "2", "-no-reboot", "-nographic", "-nodefaults",
-            "-serial", f"file:{serial}", "-kernel", self.stages[0].kernel,
-            "-drive", f"file={image},format=raw,if=virtio,snapshot=on",
-            "-drive", f"file={disk},format=raw,if=virtio,readonly=on",
-            "-append", f"console=ttyS0 panic=-1 {self.cmdline} luo_stage=1",
-        ]
-        start = time.monotonic()
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT)
-        seconds = time.monotonic() - start
-        log = ""
-        if os.path.exists(serial):
-            with open(serial, errors="replace") as f:
-                log = f.read().replace("\r\n", "\n")
-        problems = vm.judge(self, log)
-        if proc.returncode == 124:
-            problems.insert(0, f"QEMU killed after the {self.timeout}s timeout")
-        elif proc.returncode != 0:
-            problems.insert(0, f"QEMU exited with status {proc.returncode}: "
-                               f"{proc.stdout.decode(errors='replace').strip()[-300:]}")
-        return vm.Outcome(self.name, not problems, problems, log, seconds)
+        cmd = vm.qemu_command(self.timeout, self.memory, serial, self.stages[0].kernel, None,
+                              f"{self.cmdline} luo_stage=1",
+                              [f"file={image},format=raw,if=virtio,snapshot=on",
+                               f"file={disk},format=raw,if=virtio,readonly=on"])
+        return vm.boot(self, cmd, serial)
 
     def results(self, out):
         logs = out.stage_logs()

@@ -246,26 +246,25 @@ def run(scenario, workdir, gen_init_cpio, busybox="/bin/busybox"):
     return out
 
 
-def qemu_command(timeout, memory, serial, kernel, initrd, cmdline):
+def qemu_command(timeout, memory, serial, kernel, initrd, cmdline, drives=()):
     """The QEMU command line of a test VM (TCG, 2 vCPUs, no reboot, serial console to the
-    file `serial`), killed after `timeout` seconds."""
+    file `serial`), killed after `timeout` seconds. It boots `kernel` with the initramfs
+    `initrd` (None for none) and the virtio disks `drives` (QEMU -drive values)."""
+    media = ["-initrd", initrd] if initrd else []
+    for d in drives:
+        media += ["-drive", d]
     return [
         "timeout", "--kill-after=5", str(timeout),
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
         "-m", memory, "-smp", "2", "-no-reboot", "-nographic", "-nodefaults",
-        "-serial", f"file:{serial}", "-kernel", kernel, "-initrd", initrd,
+        "-serial", f"file:{serial}", "-kernel", kernel, *media,
         "-append", f"console=ttyS0 panic=-1 {cmdline}",
     ]
 
 
-def _run_once(scenario, workdir, gen_init_cpio, busybox):
-    shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(workdir)
-    initrd = build_initramfs(scenario, workdir, gen_init_cpio, busybox)
-    serial = os.path.join(workdir, "serial.log")
-    cmd = qemu_command(scenario.timeout, scenario.memory, serial, scenario.stages[0].kernel,
-                       initrd, f"{scenario.cmdline}{'' if scenario.kunit else ' kunit.enable=0'}"
-                               " luo_stage=1")
+def boot(scenario, cmd, serial):
+    """Runs the QEMU command `cmd` of `scenario`, whose console goes to the file `serial`,
+    and judges the log."""
     start = time.monotonic()
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT)
@@ -281,6 +280,17 @@ def _run_once(scenario, workdir, gen_init_cpio, busybox):
         out = proc.stdout.decode(errors="replace").strip()
         problems.insert(0, f"QEMU exited with status {proc.returncode}: {out[-300:]}")
     return Outcome(scenario.name, not problems, problems, log, seconds)
+
+
+def _run_once(scenario, workdir, gen_init_cpio, busybox):
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
+    initrd = build_initramfs(scenario, workdir, gen_init_cpio, busybox)
+    serial = os.path.join(workdir, "serial.log")
+    cmd = qemu_command(scenario.timeout, scenario.memory, serial, scenario.stages[0].kernel,
+                       initrd, f"{scenario.cmdline}{'' if scenario.kunit else ' kunit.enable=0'}"
+                               " luo_stage=1")
+    return boot(scenario, cmd, serial)
 
 
 # A result's name stops at a "[": a kernel message printed on the serial console in the middle

@@ -8,7 +8,7 @@ use luo_agent::agent::{
 };
 use luo_agent::client::{Client, ClientError};
 use luo_agent::proto::{Direction, Refusal, Request, Response};
-use luo_agent::server::{Manifest, Server};
+use luo_agent::server::{KexecFn, Manifest, Server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -414,6 +414,21 @@ fn manifests_round_trip() {
     );
 }
 
+/// A server of `agent` as luo-agent makes one, kexecing with `kexec`.
+fn server(agent: Agent<Machine>, kexec: Box<KexecFn>) -> Server<Machine> {
+    Server {
+        agent: Mutex::new(agent),
+        kexec,
+        log: Box::new(|_: &str| {}),
+        manifest: Manifest::Session,
+        changed: None,
+    }
+}
+
+fn failing_kexec(_: &str, _: &str, _: &str) -> std::io::Result<()> {
+    Err(std::io::Error::from_raw_os_error(libc::ENOEXEC))
+}
+
 fn socketpair() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for two descriptors.
@@ -429,15 +444,7 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
 fn clients_over_the_socket_and_a_client_that_disconnects() {
     let machine = Machine::default();
     let (agent, _) = Agent::start(machine.clone());
-    let server = Arc::new(Server {
-        agent: Mutex::new(agent),
-        kexec: Box::new(|_: &str, _: &str, _: &str| {
-            Err(std::io::Error::from_raw_os_error(libc::ENOEXEC))
-        }),
-        log: Box::new(|_: &str| {}),
-        manifest: Manifest::Session,
-        changed: None,
-    });
+    let server = Arc::new(server(agent, Box::new(failing_kexec)));
     let connect = || {
         let (a, b) = socketpair();
         let s = Arc::clone(&server);
@@ -486,15 +493,7 @@ fn clients_over_the_socket_and_a_client_that_disconnects() {
 fn threads_sharing_a_client_each_get_their_own_answers() {
     let machine = Machine::default();
     let (agent, _) = Agent::start(machine.clone());
-    let server = Arc::new(Server {
-        agent: Mutex::new(agent),
-        kexec: Box::new(|_: &str, _: &str, _: &str| {
-            Err(std::io::Error::from_raw_os_error(libc::ENOEXEC))
-        }),
-        log: Box::new(|_: &str| {}),
-        manifest: Manifest::Session,
-        changed: None,
-    });
+    let server = Arc::new(server(agent, Box::new(failing_kexec)));
     let (a, b) = socketpair();
     std::thread::spawn(move || server.client(b));
     let client = Arc::new(Client::from_fd(a));
@@ -579,13 +578,10 @@ fn users_see_and_act_on_their_own_sessions_only() {
 fn only_root_may_live_update_the_machine() {
     let machine = Machine::default();
     let (agent, _) = Agent::start(machine.clone());
-    let server = Server {
-        agent: Mutex::new(agent),
-        kexec: Box::new(|_: &str, _: &str, _: &str| panic!("a user got to kexec")),
-        log: Box::new(|_: &str| {}),
-        manifest: Manifest::Session,
-        changed: None,
-    };
+    let server = server(
+        agent,
+        Box::new(|_: &str, _: &str, _: &str| panic!("a user got to kexec")),
+    );
     // The server learns the uid from the socket (SO_PEERCRED) and gates KEXEC on it.
     let kexec = Request::Kexec {
         kernel: "/k".into(),
