@@ -859,7 +859,10 @@ def agent_test(name, first, second):
                      + "if kv-service start cache-a 1; then exit 1; fi\n"
                      + "if luo-agent --socket /run/second.sock; then exit 1; fi\n"
                      + "if luoctl preserve other 1 /dev/null; then exit 1; fi\n"
-                     + "if luoctl retrieve cache-a 1; then exit 1; fi\n"
+                     + "if luoctl retrieve nosuch 1; then exit 1; fi\n"
+                     + "luoctl retrieve cache-b 1 > /tmp/copy-b\n"
+                     + "echo \"LUO-VM: a copy of cache-b before the update: "
+                       "$(wc -c < /tmp/copy-b) bytes\"\nrm /tmp/copy-b\n"
                      + "luoctl list\n" + AGENT_KEXEC, [
                 (r"luo-agent: no sessions from a previous kernel", "agent started clean"),
                 (r"kv-service cache-a: 64 MiB data set .* handed to the agent", "first service"),
@@ -871,8 +874,10 @@ def agent_test(name, first, second):
                  r"/dev/liveupdate open", "a second agent is told the device is busy"),
                 (r"luoctl: refused \(Unsupported\): .*no handler can preserve this kind of file",
                  "unsupported file explained"),
-                (r"luoctl: refused \(UnknownSession\): no session \"cache-a\" from the previous "
-                 r"kernel", "unknown session explained"),
+                (r"luoctl: refused \(UnknownSession\): no session \"nosuch\"",
+                 "unknown session explained"),
+                (r"LUO-VM: a copy of cache-b before the update: 16781312 bytes",
+                 "a preserved file can be taken back before the update"),
                 (r"luoctl: session \"cache-b\" \(to carry across the next live update\): "
                  r"tokens \[1\]", "listed"),
                 (r"luoctl: asking the agent to live update", "kexec asked of the agent"),

@@ -5,10 +5,13 @@
 //! record of those sessions (the *manifest*, a memfd in the session [`MANIFEST_SESSION`]),
 //! because the kernel cannot list sessions. After the kexec the new agent reads the manifest,
 //! retrieves every session it names (*incoming*), hands each file back to the client that asks
-//! for it, and finishes a session once all its files were handed back.
+//! for it, and finishes a session once every file of it was confirmed.
 //!
-//! Files stay with the agent when a client disconnects: only [`Request::Release`] or the
-//! agent's exit lets go of them.
+//! Nothing is lost on ordinary failures: files stay with the agent when a client disconnects
+//! (only [`Request::Release`] or the agent's exit lets go of them); a client may take a copy
+//! of a file it preserved back before the update (an aborted update gives everything back);
+//! and a file handed back after the update stays with the agent until its client confirms it
+//! ([`Request::Confirm`]), so a client that dies first can ask again.
 
 use crate::proto::{Direction, Refusal, Request, Response, SessionInfo};
 use liveupdate::{Error, Op};
@@ -84,9 +87,11 @@ struct Held<S> {
     direction: Direction,
     /// Outgoing: the tokens preserved. Incoming: the tokens not yet taken from the kernel.
     tokens: Vec<u64>,
-    /// Incoming: the files taken from the kernel and handed to a client that has not
-    /// confirmed it has them safe; a retrieve hands the same file again.
-    handed: BTreeMap<u64, OwnedFd>,
+    /// The files the agent keeps a descriptor of. Outgoing: every file preserved, so that its
+    /// client can take it back before the update (after an aborted one, say). Incoming: the
+    /// files taken from the kernel and handed to a client that has not confirmed it has them
+    /// safe; a retrieve hands the same file again.
+    copies: BTreeMap<u64, OwnedFd>,
 }
 
 impl<S> Held<S> {
@@ -94,8 +99,10 @@ impl<S> Held<S> {
     /// handed out and not confirmed.
     fn unconfirmed(&self) -> Vec<u64> {
         let mut all = self.tokens.clone();
-        all.extend(self.handed.keys());
-        all.sort_unstable();
+        if self.direction == Direction::Incoming {
+            all.extend(self.copies.keys());
+            all.sort_unstable();
+        }
         all
     }
 }
@@ -288,7 +295,7 @@ impl<D: Device> Agent<D> {
                             owner,
                             direction: Direction::Incoming,
                             tokens,
-                            handed: BTreeMap::new(),
+                            copies: BTreeMap::new(),
                         },
                     );
                 }
@@ -395,7 +402,7 @@ impl<D: Device> Agent<D> {
                             owner: uid,
                             direction: Direction::Outgoing,
                             tokens: Vec::new(),
-                            handed: BTreeMap::new(),
+                            copies: BTreeMap::new(),
                         },
                     );
                 }
@@ -408,6 +415,7 @@ impl<D: Device> Agent<D> {
         match held.session.preserve_fd(file.as_fd(), token) {
             Ok(()) => {
                 held.tokens.push(token);
+                held.copies.insert(token, file);
                 Response::Ok
             }
             Err(e) => {
@@ -422,17 +430,21 @@ impl<D: Device> Agent<D> {
     }
 
     fn retrieve(&mut self, name: &str, token: u64) -> Result<OwnedFd, Response> {
-        let held = match self.sessions.get_mut(name) {
-            Some(h) if h.direction == Direction::Incoming => h,
-            _ => {
-                return Err(refuse(
-                    Refusal::UnknownSession,
-                    libc::ENOENT,
-                    format!("no session {name:?} from the previous kernel"),
-                ));
-            }
+        let Some(held) = self.sessions.get_mut(name) else {
+            return Err(refuse(
+                Refusal::UnknownSession,
+                libc::ENOENT,
+                format!("no session {name:?}"),
+            ));
         };
-        if !held.handed.contains_key(&token) {
+        if held.direction == Direction::Outgoing && !held.copies.contains_key(&token) {
+            return Err(refuse(
+                Refusal::UnknownToken,
+                libc::ENOENT,
+                format!("session {name:?} holds no file {token} for the next kernel"),
+            ));
+        }
+        if !held.copies.contains_key(&token) {
             let Some(pos) = held.tokens.iter().position(|&t| t == token) else {
                 return Err(refuse(
                     Refusal::UnknownToken,
@@ -445,10 +457,11 @@ impl<D: Device> Agent<D> {
                 .retrieve_fd(token)
                 .map_err(|e| refusal(&e, &format!("retrieving token {token} of {name:?}")))?;
             held.tokens.remove(pos);
-            held.handed.insert(token, fd);
+            held.copies.insert(token, fd);
         }
-        // The client gets its own descriptor of the file; the agent's stays until CONFIRM.
-        held.handed
+        // The client gets its own descriptor of the file; the agent's stays (outgoing: still
+        // preserved; incoming: until CONFIRM).
+        held.copies
             .get(&token)
             .map(|fd| fd.try_clone())
             .transpose()
@@ -470,14 +483,18 @@ impl<D: Device> Agent<D> {
                 format!("no session {name:?}"),
             );
         };
-        if held.handed.remove(&token).is_none() {
+        if held.direction == Direction::Outgoing && held.copies.contains_key(&token) {
+            // A copy of a file that stays preserved: nothing to let go of.
+            return Response::Ok;
+        }
+        if held.direction == Direction::Outgoing || held.copies.remove(&token).is_none() {
             return refuse(
                 Refusal::UnknownToken,
                 libc::ENOENT,
                 format!("session {name:?} handed out no file {token} to confirm"),
             );
         }
-        if held.tokens.is_empty() && held.handed.is_empty() {
+        if held.tokens.is_empty() && held.copies.is_empty() {
             // Every file is safe with its owner: the session is done.
             if held.session.finish().is_ok() {
                 self.sessions.remove(name);
@@ -520,7 +537,7 @@ impl<D: Device> Agent<D> {
                 owner,
                 direction,
                 tokens,
-                handed: BTreeMap::new(),
+                copies: BTreeMap::new(),
             },
         );
     }
@@ -538,7 +555,14 @@ impl<D: Device> Agent<D> {
                     direction: h.direction,
                     tokens: h.unconfirmed(),
                 },
-                handed: h.handed.iter().map(|(t, fd)| (*t, fd.as_fd())).collect(),
+                handed: match h.direction {
+                    Direction::Incoming => {
+                        h.copies.iter().map(|(t, fd)| (*t, fd.as_fd())).collect()
+                    }
+                    // Preserved files stay out of the fd store: systemd would try to preserve
+                    // them a second time at the kexec.
+                    Direction::Outgoing => Vec::new(),
+                },
             })
             .collect()
     }
@@ -553,7 +577,7 @@ impl<D: Device> Agent<D> {
             return false;
         };
         held.tokens.remove(pos);
-        held.handed.insert(token, file);
+        held.copies.insert(token, file);
         true
     }
 

@@ -15,12 +15,14 @@ pub enum Request {
     Preserve { session: String, token: u64 },
     /// Describe every session the agent holds.
     List,
-    /// Hand back the file `token` of the incoming session `session`. The agent keeps a copy
-    /// until the client confirms it has what it needs ([`Request::Confirm`]), so a client that
-    /// dies before then can ask again and loses nothing.
+    /// Hand back the file `token` of session `session`. Of an outgoing session, a copy: the
+    /// file stays preserved. Of an incoming one, the file taken from the kernel; the agent
+    /// keeps a copy until the client confirms it has what it needs ([`Request::Confirm`]), so
+    /// a client that dies before then can ask again and loses nothing.
     Retrieve { session: String, token: u64 },
     /// The client has the file `token` safe: the agent lets go of its copy, and finishes the
-    /// session once every file of it was confirmed.
+    /// (incoming) session once every file of it was confirmed. For an outgoing session there
+    /// is nothing to let go of.
     Confirm { session: String, token: u64 },
     /// Let go of a session now: an outgoing one is closed (its files are no longer preserved),
     /// an incoming one is finished (files not handed back are discarded).

@@ -296,9 +296,20 @@ fn refusals_say_why_and_lose_nothing() {
     assert_eq!(refused(&r), Some(Refusal::BadRequest));
     let (r, _) = agent.handle(&Request::List, vec![memfd(b"")]);
     assert_eq!(refused(&r), Some(Refusal::BadRequest));
+    // Before the update a client may take a copy of what it preserved; it stays preserved.
+    assert_eq!(retrieve(&mut agent, "s", 1), b"x");
+    assert_eq!(confirm(&mut agent, "s", 1), Response::Ok);
     let (r, _) = agent.handle(
         &Request::Retrieve {
             session: "s".into(),
+            token: 2,
+        },
+        vec![],
+    );
+    assert_eq!(refused(&r), Some(Refusal::UnknownToken));
+    let (r, _) = agent.handle(
+        &Request::Retrieve {
+            session: "absent".into(),
             token: 1,
         },
         vec![],
