@@ -76,6 +76,10 @@ impl Device for OnDemand {
     }
 }
 
+/// How many bytes of session descriptions one LIST answer carries at most (messages are read
+/// up to 64 KiB; the rest is headroom).
+pub const LIST_PAGE_BYTES: usize = 48 * 1024;
+
 /// The uid of root, who may act on every session.
 pub const ROOT: u32 = 0;
 
@@ -335,7 +339,7 @@ impl<D: Device> Agent<D> {
             | Request::Retrieve { session, .. }
             | Request::Confirm { session, .. }
             | Request::Release { session } => Some(session),
-            Request::List | Request::Kexec { .. } => None,
+            Request::List { .. } | Request::Kexec { .. } => None,
         };
         if let Some(name) = session {
             if let Some(refused) = self.not_permitted(uid, name) {
@@ -346,10 +350,7 @@ impl<D: Device> Agent<D> {
             Request::Preserve { session, token } => {
                 (self.preserve(uid, session, *token, fds.remove(0)), None)
             }
-            Request::List => (
-                Response::Sessions(self.list_where(|owner| uid == ROOT || owner == uid)),
-                None,
-            ),
+            Request::List { after } => (self.page(uid, after), None),
             Request::Retrieve { session, token } => match self.retrieve(session, *token) {
                 Ok(fd) => (Response::Ok, Some(fd)),
                 Err(r) => (r, None),
@@ -584,6 +585,31 @@ impl<D: Device> Agent<D> {
     /// The sessions held.
     pub fn list(&self) -> Vec<SessionInfo> {
         self.list_where(|_| true)
+    }
+
+    /// The sessions of `uid` (every session for root) after `after`, as many as fit in one
+    /// message ([`LIST_PAGE_BYTES`]).
+    fn page(&self, uid: u32, after: &str) -> Response {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        let mine = self
+            .sessions
+            .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .filter(|(_, h)| uid == ROOT || h.owner == uid);
+        for (name, h) in mine {
+            // Its encoded size: the name and a few words, at most 21 bytes per token.
+            let size = name.len() + 32 + 21 * (h.tokens.len() + h.copies.len());
+            if !page.is_empty() && bytes + size > LIST_PAGE_BYTES {
+                return Response::Page(page);
+            }
+            bytes += size;
+            page.push(SessionInfo {
+                name: name.clone(),
+                direction: h.direction,
+                tokens: h.unconfirmed(),
+            });
+        }
+        Response::Sessions(page)
     }
 
     /// The sessions held whose owner passes `mine`.

@@ -151,9 +151,19 @@ impl Client {
 
     /// The sessions the agent holds.
     pub fn list(&self) -> Result<Vec<SessionInfo>, ClientError> {
-        match self.call(&Request::List, None)? {
-            (Response::Sessions(list), _) => Ok(list),
-            _ => Err(ClientError::Protocol("expected a session list".into())),
+        let mut all = Vec::new();
+        loop {
+            let after = all
+                .last()
+                .map_or_else(String::new, |s: &SessionInfo| s.name.clone());
+            match self.call(&Request::List { after }, None)? {
+                (Response::Page(list), _) if !list.is_empty() => all.extend(list),
+                (Response::Sessions(list), _) => {
+                    all.extend(list);
+                    return Ok(all);
+                }
+                _ => return Err(ClientError::Protocol("expected a session list".into())),
+            }
         }
     }
 

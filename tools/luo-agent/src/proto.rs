@@ -13,8 +13,10 @@ pub enum Request {
     /// Hold the attached file under `token` in the outgoing session `session` (created on first
     /// use) until the kexec.
     Preserve { session: String, token: u64 },
-    /// Describe every session the agent holds.
-    List,
+    /// Describe the sessions the agent holds whose names sort after `after` (all of them for
+    /// an empty `after`), as many as fit in one message; a [`Response::Page`] says to ask again
+    /// after its last name.
+    List { after: String },
     /// Hand back the file `token` of session `session`. Of an outgoing session, a copy: the
     /// file stays preserved. Of an incoming one, the file taken from the kernel; the agent
     /// keeps a copy until the client confirms it has what it needs ([`Request::Confirm`]), so
@@ -111,8 +113,10 @@ pub struct SessionInfo {
 pub enum Response {
     /// Done; a retrieved file is attached to the message.
     Ok,
-    /// The sessions held.
+    /// The sessions held (the last ones, if the listing took several messages).
     Sessions(Vec<SessionInfo>),
+    /// Some of the sessions held, in name order; more follow after the last one.
+    Page(Vec<SessionInfo>),
     /// Refused: why, the kernel's errno if it gave one, and a sentence for people.
     Refused {
         why: Refusal,
@@ -242,7 +246,12 @@ impl Request {
                 push_str(&mut out, session);
                 push_word(&mut out, token);
             }
-            Request::List => out.extend_from_slice(b"LIST"),
+            Request::List { after } => {
+                out.extend_from_slice(b"LIST");
+                if !after.is_empty() {
+                    push_str(&mut out, after);
+                }
+            }
             Request::Retrieve { session, token } => {
                 out.extend_from_slice(b"RETRIEVE");
                 push_str(&mut out, session);
@@ -279,7 +288,13 @@ impl Request {
                 session: r.string()?,
                 token: r.number()?,
             },
-            "LIST" => Request::List,
+            "LIST" => Request::List {
+                after: if r.at_end() {
+                    String::new()
+                } else {
+                    r.string()?
+                },
+            },
             "RETRIEVE" => Request::Retrieve {
                 session: r.string()?,
                 token: r.number()?,
@@ -306,7 +321,7 @@ impl Request {
     pub fn verb(&self) -> &'static str {
         match self {
             Request::Preserve { .. } => "PRESERVE",
-            Request::List => "LIST",
+            Request::List { .. } => "LIST",
             Request::Retrieve { .. } => "RETRIEVE",
             Request::Confirm { .. } => "CONFIRM",
             Request::Release { .. } => "RELEASE",
@@ -326,8 +341,11 @@ impl Response {
         let mut out = Vec::new();
         match self {
             Response::Ok => out.extend_from_slice(b"OK"),
-            Response::Sessions(list) => {
-                out.extend_from_slice(b"SESSIONS");
+            Response::Sessions(list) | Response::Page(list) => {
+                out.extend_from_slice(match self {
+                    Response::Page(_) => b"PAGE".as_slice(),
+                    _ => b"SESSIONS".as_slice(),
+                });
                 push_word(&mut out, list.len());
                 for s in list {
                     push_str(&mut out, &s.name);
@@ -363,7 +381,7 @@ impl Response {
         let mut r = Reader::new(msg);
         let resp = match r.word()? {
             "OK" => Response::Ok,
-            "SESSIONS" => {
+            word @ ("SESSIONS" | "PAGE") => {
                 let n: usize = r.number()?;
                 let mut list = Vec::new();
                 for _ in 0..n {
@@ -384,7 +402,11 @@ impl Response {
                         tokens,
                     });
                 }
-                Response::Sessions(list)
+                if word == "PAGE" {
+                    Response::Page(list)
+                } else {
+                    Response::Sessions(list)
+                }
             }
             "REFUSED" => {
                 let word = r.next_word()?;
@@ -414,7 +436,12 @@ mod tests {
                 session: "vm 1: guest RAM".into(),
                 token: u64::MAX,
             },
-            Request::List,
+            Request::List {
+                after: String::new(),
+            },
+            Request::List {
+                after: "x y".into(),
+            },
             Request::Retrieve {
                 session: "a".into(),
                 token: 0,

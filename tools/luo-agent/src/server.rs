@@ -205,7 +205,7 @@ where
         } = req
         else {
             let (resp, fd) = agent.handle_as(uid, req, fds);
-            if let (Some(changed), false) = (&self.changed, matches!(req, Request::List)) {
+            if let (Some(changed), false) = (&self.changed, matches!(req, Request::List { .. })) {
                 if let Err(e) = changed(&agent) {
                     (self.log)(&format!("cannot record the change for the next boot: {e}"));
                 }

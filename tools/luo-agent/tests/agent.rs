@@ -294,7 +294,12 @@ fn refusals_say_why_and_lose_nothing() {
         vec![],
     );
     assert_eq!(refused(&r), Some(Refusal::BadRequest));
-    let (r, _) = agent.handle(&Request::List, vec![memfd(b"")]);
+    let (r, _) = agent.handle(
+        &Request::List {
+            after: String::new(),
+        },
+        vec![memfd(b"")],
+    );
     assert_eq!(refused(&r), Some(Refusal::BadRequest));
     // Before the update a client may take a copy of what it preserved; it stays preserved.
     assert_eq!(retrieve(&mut agent, "s", 1), b"x");
@@ -548,11 +553,16 @@ fn users_see_and_act_on_their_own_sessions_only() {
             )
             .0
     };
-    let list_as =
-        |agent: &mut Agent<Machine>, uid| match agent.handle_as(uid, &Request::List, vec![]) {
-            (Response::Sessions(l), None) => l.into_iter().map(|s| s.name).collect::<Vec<_>>(),
-            other => panic!("{other:?}"),
-        };
+    let list_as = |agent: &mut Agent<Machine>, uid| match agent.handle_as(
+        uid,
+        &Request::List {
+            after: String::new(),
+        },
+        vec![],
+    ) {
+        (Response::Sessions(l), None) => l.into_iter().map(|s| s.name).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
     let not_permitted = |r: &Response| {
         matches!(r, Response::Refused { why: Refusal::NotPermitted, errno, .. }
                  if *errno == libc::EPERM)
@@ -643,4 +653,38 @@ fn a_file_handed_out_stays_with_the_agent_until_confirmed() {
         refused(&confirm(&mut agent, "svc", 1)),
         Some(Refusal::UnknownSession)
     );
+}
+
+#[test]
+fn ten_thousand_sessions_are_listed_over_several_messages() {
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    // Names of 63 bytes: 10,000 of them are about ten times what one message holds.
+    let names: Vec<String> = (0..10_000)
+        .map(|i| format!("{i:05}{}", "n".repeat(58)))
+        .collect();
+    for name in &names {
+        let session = ModelSession {
+            machine: machine.clone(),
+            name: name.clone(),
+            generation: 0,
+            incoming: true,
+        };
+        agent.adopt(
+            name.clone(),
+            session,
+            0,
+            Direction::Incoming,
+            vec![1, u64::MAX],
+        );
+    }
+    let (a, b) = socketpair();
+    let server = Arc::new(server(agent, Box::new(failing_kexec)));
+    std::thread::spawn(move || server.client(b));
+    let listed = Client::from_fd(a).list().unwrap();
+    assert_eq!(listed.len(), names.len());
+    assert!(listed
+        .iter()
+        .zip(&names)
+        .all(|(s, n)| &s.name == n && s.tokens == [1, u64::MAX]));
 }

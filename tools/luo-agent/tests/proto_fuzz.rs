@@ -27,7 +27,9 @@ fn seeds() -> Vec<Vec<u8>> {
             session: "vm 1: guest RAM".into(),
             token: u64::MAX,
         },
-        Request::List,
+        Request::List {
+            after: "cache".into(),
+        },
         Request::Retrieve {
             session: "cache".into(),
             token: 7,
