@@ -181,34 +181,50 @@ pub struct Recorded {
     pub tokens: Vec<u64>,
 }
 
-/// Reads what a manifest records: session names, owners and tokens. A line without an owner
-/// (written by an agent before owners were recorded) is root's.
+/// Reads one line of a manifest. A line without an owner (written by an agent before owners
+/// were recorded) is root's.
+fn parse_manifest_line(line: &str) -> Option<Recorded> {
+    let (owner, line) = match line.strip_prefix("uid=") {
+        Some(rest) => {
+            let (uid, rest) = rest.split_once(' ')?;
+            (uid.parse().ok()?, rest)
+        }
+        None => (ROOT, line),
+    };
+    let (tokens, name) = line.split_once(' ')?;
+    let tokens = if tokens == "-" {
+        Vec::new()
+    } else {
+        tokens
+            .split(',')
+            .map(|t| t.parse().ok())
+            .collect::<Option<Vec<u64>>>()?
+    };
+    Some(Recorded {
+        name: name.to_owned(),
+        owner,
+        tokens,
+    })
+}
+
+/// Reads what a manifest records: session names, owners and tokens; `None` if any line is
+/// malformed.
 pub fn parse_manifest(text: &str) -> Option<Vec<Recorded>> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let (owner, line) = match line.strip_prefix("uid=") {
-            Some(rest) => {
-                let (uid, rest) = rest.split_once(' ')?;
-                (uid.parse().ok()?, rest)
-            }
-            None => (ROOT, line),
-        };
-        let (tokens, name) = line.split_once(' ')?;
-        let tokens = if tokens == "-" {
-            Vec::new()
-        } else {
-            tokens
-                .split(',')
-                .map(|t| t.parse().ok())
-                .collect::<Option<Vec<u64>>>()?
-        };
-        out.push(Recorded {
-            name: name.to_owned(),
-            owner,
-            tokens,
-        });
+    text.lines().map(parse_manifest_line).collect()
+}
+
+/// Reads what it can of a manifest: the sessions of the lines that parse, and the numbers
+/// (from 1) of those that do not. One damaged line costs its own session only.
+pub fn parse_manifest_lines(text: &str) -> (Vec<Recorded>, Vec<usize>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        match parse_manifest_line(line) {
+            Some(r) => good.push(r),
+            None => bad.push(i + 1),
+        }
     }
-    Some(out)
+    (good, bad)
 }
 
 /// Writes a manifest: one line per session, `uid=OWNER TOKENS NAME` (tokens comma-separated,
@@ -269,11 +285,12 @@ impl<D: Device> Agent<D> {
         if let Err(e) = manifest.finish() {
             log.push(format!("cannot finish the manifest session: {e}"));
         }
-        let entries = match text.map(|t| parse_manifest(&t)) {
-            Ok(Some(entries)) => entries,
-            Ok(None) => {
-                log.push("the manifest is malformed; no sessions adopted".to_owned());
-                return log;
+        let entries = match text.map(|t| parse_manifest_lines(&t)) {
+            Ok((entries, bad)) => {
+                for n in bad {
+                    log.push(format!("line {n} of the manifest is malformed; skipped"));
+                }
+                entries
             }
             Err(e) => {
                 log.push(format!("cannot read the manifest: {e}"));

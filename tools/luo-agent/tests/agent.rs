@@ -389,17 +389,29 @@ fn released_outgoing_sessions_are_not_carried() {
 }
 
 #[test]
-fn a_malformed_manifest_adopts_nothing() {
+fn a_damaged_manifest_line_costs_its_own_session_only() {
     let machine = Machine::default();
-    let (agent, _) = Agent::start(machine.clone());
+    let (mut agent, _) = Agent::start(machine.clone());
+    assert_eq!(preserve(&mut agent, "good", 1, memfd(b"g")), Response::Ok);
+    // The manifest as an agent would write it, with a damaged line between two good ones.
     let s = machine.create_session(MANIFEST_SESSION).unwrap();
-    s.preserve_fd(memfd(b"1,x name\n").as_fd(), 1).unwrap();
+    s.preserve_fd(
+        memfd(b"uid=0 1 good\nuid=0 1,x damaged\n1 gone\n").as_fd(),
+        1,
+    )
+    .unwrap();
     machine.kexec();
     drop(s);
     drop(agent);
     let (agent, log) = Agent::start(machine.clone());
-    assert!(agent.list().is_empty());
-    assert_eq!(log, ["the manifest is malformed; no sessions adopted"]);
+    let names: Vec<_> = agent.list().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["good"]);
+    assert_eq!(log[0], "line 2 of the manifest is malformed; skipped");
+    assert_eq!(log[1], "adopted session \"good\" with 1 file(s)");
+    assert!(
+        log[2].starts_with("cannot retrieve session \"gone\""),
+        "{log:?}"
+    );
 }
 
 #[test]
