@@ -162,6 +162,16 @@ pub fn peer(sock: BorrowedFd<'_>) -> io::Result<(i32, u32)> {
 
 /// Sends `msg` with `fd` attached (if any) as one datagram.
 pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    send_to(sock, None, msg, fd)
+}
+
+/// [`send`] on an unconnected datagram socket, to `to` (an address and its length).
+pub fn send_to(
+    sock: BorrowedFd<'_>,
+    to: Option<(&libc::sockaddr_un, libc::socklen_t)>,
+    msg: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: msg.as_ptr() as *mut libc::c_void,
         iov_len: msg.len(),
@@ -171,6 +181,10 @@ pub fn send(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io:
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
     hdr.msg_iov = &mut iov;
     hdr.msg_iovlen = 1;
+    if let Some((addr, len)) = to {
+        hdr.msg_name = (addr as *const libc::sockaddr_un).cast_mut().cast();
+        hdr.msg_namelen = len;
+    }
     if let Some(fd) = fd {
         hdr.msg_control = control.ptr();
         hdr.msg_controllen = control.len() as _;

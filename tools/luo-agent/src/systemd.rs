@@ -27,7 +27,7 @@ use crate::agent::{Agent, Device};
 use crate::proto::Direction;
 use std::collections::BTreeSet;
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// The first line of a manifest in the fd store.
@@ -211,10 +211,6 @@ pub struct Notifier {
     sock: OwnedFd,
 }
 
-/// A control-message buffer aligned for `cmsghdr`, with room for one fd.
-#[repr(C, align(8))]
-struct OneFdControl([u8; 32]);
-
 impl Notifier {
     /// The socket named by `NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace);
     /// `None` if the variable is not set.
@@ -249,47 +245,12 @@ impl Notifier {
 
     /// Sends `msg`, with `fd` attached if given.
     pub fn send(&self, msg: &str, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
-        let mut iov = libc::iovec {
-            iov_base: msg.as_ptr() as *mut libc::c_void,
-            iov_len: msg.len(),
-        };
-        let mut control = OneFdControl([0; 32]);
-        // SAFETY: An all-zero msghdr is valid; the fields set below point at live locals.
-        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-        hdr.msg_name = (&self.addr as *const libc::sockaddr_un).cast_mut().cast();
-        hdr.msg_namelen = self.len;
-        hdr.msg_iov = &mut iov;
-        hdr.msg_iovlen = 1;
-        if let Some(fd) = fd {
-            let raw = fd.as_raw_fd();
-            // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
-            let (space, len) = unsafe {
-                (
-                    libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize,
-                    libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize,
-                )
-            };
-            if space > control.0.len() {
-                return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
-            }
-            hdr.msg_control = control.0.as_mut_ptr().cast();
-            hdr.msg_controllen = space;
-            // SAFETY: msg_control points at `space` bytes aligned for cmsghdr, so the first
-            // header is inside the buffer and its data has room for one fd.
-            unsafe {
-                let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-                (*cmsg).cmsg_level = libc::SOL_SOCKET;
-                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-                (*cmsg).cmsg_len = len;
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), raw);
-            }
-        }
-        // SAFETY: `hdr` and everything it points at live across the call.
-        let r = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &hdr, libc::MSG_NOSIGNAL) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        crate::fdpass::send_to(
+            self.sock.as_fd(),
+            Some((&self.addr, self.len)),
+            msg.as_bytes(),
+            fd,
+        )
     }
 
     /// `READY=1` with a status line.
