@@ -1,11 +1,12 @@
 //! What the agent does with each request, independent of sockets.
 //!
 //! The agent owns `/dev/liveupdate` and every session in it. Before a live update it holds
-//! the files clients give it in *outgoing* sessions; at the kexec it also preserves its own
-//! record of those sessions (the *manifest*, a memfd in the session [`MANIFEST_SESSION`]),
+//! the files clients give it in *outgoing* sessions, and preserves its own record of those
+//! sessions too (the *manifest*, a memfd in a session of its own, see [`Agent::write_record`]),
 //! because the kernel cannot list sessions. After the kexec the new agent reads the manifest,
 //! retrieves every session it names (*incoming*), hands each file back to the client that asks
-//! for it, and finishes a session once every file of it was confirmed.
+//! for it, and finishes a session once every file of it was confirmed. The manifest is only a
+//! hint: root may ask for a session it does not name, which is then taken from the kernel.
 //!
 //! Nothing is lost on ordinary failures: files stay with the agent when a client disconnects
 //! (only [`Request::Release`] or the agent's exit lets go of them); a client may take a copy
@@ -19,8 +20,13 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// The agent's own session, holding the manifest.
+/// The agent's own session, holding the manifest (and the first of the two names it
+/// alternates between, see [`Agent::write_record`]).
 pub const MANIFEST_SESSION: &str = "luo-agent.manifest";
+/// The two sessions the manifest alternates between, so that one is always whole.
+pub const MANIFEST_SESSIONS: [&str; 2] = [MANIFEST_SESSION, "luo-agent.manifest-b"];
+/// The first line of a manifest: its format, its sequence number and a checksum of the rest.
+const RECORD_MAGIC: &str = "luo-agent manifest 2";
 /// The manifest's token in [`MANIFEST_SESSION`].
 pub const MANIFEST_TOKEN: u64 = 1;
 
@@ -91,6 +97,10 @@ struct Held<S> {
     direction: Direction,
     /// Outgoing: the tokens preserved. Incoming: the tokens not yet taken from the kernel.
     tokens: Vec<u64>,
+    /// An incoming session no manifest named (taken from the kernel by name at root's
+    /// request): which tokens it holds is not known, so any is asked of the kernel, and it is
+    /// finished only when released.
+    unlisted: bool,
     /// The files the agent keeps a descriptor of. Outgoing: every file preserved, so that its
     /// client can take it back before the update (after an aborted one, say). Incoming: the
     /// files taken from the kernel and handed to a client that has not confirmed it has them
@@ -127,6 +137,10 @@ pub struct HeldView<'a, S> {
 pub struct Agent<D: Device> {
     device: D,
     sessions: BTreeMap<String, Held<D::Session>>,
+    /// The manifest preserved for the next kernel, and its sequence number.
+    record: Option<(D::Session, u64)>,
+    /// The sequence number of the manifest the previous kernel left (0 if none).
+    record_base: u64,
 }
 
 fn refuse(why: Refusal, errno: i32, message: impl Into<String>) -> Response {
@@ -246,6 +260,83 @@ pub fn format_manifest(sessions: &[Recorded]) -> String {
     s
 }
 
+/// A 64-bit FNV-1a hash: the manifest's checksum.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// A manifest as read: what parsed of it and what did not.
+#[derive(Debug, Default)]
+pub struct ReadRecord {
+    /// Its sequence number (0 for a manifest of an agent before they were numbered).
+    pub seq: u64,
+    pub sessions: Vec<Recorded>,
+    /// The numbers (from 1, after the first line) of lines that did not parse.
+    pub bad: Vec<usize>,
+    /// Whether the checksum matched (always for a manifest without one).
+    pub intact: bool,
+}
+
+/// Writes a manifest with its first line: format, sequence number `seq` and checksum.
+pub fn format_record(seq: u64, sessions: &[Recorded]) -> String {
+    let body = format_manifest(sessions);
+    format!(
+        "{RECORD_MAGIC} seq={seq} sum={:016x}\n{body}",
+        fnv1a(body.as_bytes())
+    )
+}
+
+/// Reads a manifest of [`format_record`] (or of an earlier agent, which had no first line).
+/// It is only a hint: a damaged line costs its own session only, and a bad checksum is
+/// reported but what parses is still used (the kernel checks each session named).
+pub fn parse_record(text: &str) -> ReadRecord {
+    let header = text
+        .split_once('\n')
+        .and_then(|(first, body)| Some((first.strip_prefix(RECORD_MAGIC)?, body)));
+    let Some((fields, body)) = header else {
+        let (sessions, bad) = parse_manifest_lines(text);
+        return ReadRecord {
+            seq: 0,
+            sessions,
+            bad,
+            intact: true,
+        };
+    };
+    let field = |name: &str| {
+        fields
+            .split_ascii_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+    };
+    let seq = field("seq").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let sum = field("sum").and_then(|v| u64::from_str_radix(v, 16).ok());
+    let (sessions, bad) = parse_manifest_lines(body);
+    ReadRecord {
+        seq,
+        sessions,
+        bad,
+        intact: sum == Some(fnv1a(body.as_bytes())),
+    }
+}
+
+/// What a kernel's record session holds: the manifest's text.
+fn read_record_session<S: SessionOps>(session: &S) -> Result<String, String> {
+    let fd = session
+        .retrieve_fd(MANIFEST_TOKEN)
+        .map_err(|e| e.to_string())?;
+    let mut f = std::fs::File::from(fd);
+    let mut s = String::new();
+    f.rewind()
+        .and_then(|_| f.read_to_string(&mut s))
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+fn io_error(e: Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
 impl<D: Device> Agent<D> {
     /// An agent on `device`; picks up the sessions of the previous kernel, if it left a
     /// manifest. Returns the agent and what it found, for the log.
@@ -253,55 +344,66 @@ impl<D: Device> Agent<D> {
         let mut agent = Agent {
             device,
             sessions: BTreeMap::new(),
+            record: None,
+            record_base: 0,
         };
         let log = agent.adopt_previous();
         (agent, log)
     }
 
+    /// Reads the manifests the previous kernel carried (the newest whole one wins) and takes
+    /// back every session it names.
     fn adopt_previous(&mut self) -> Vec<String> {
         let mut log = Vec::new();
-        let manifest = match self.device.retrieve_session(MANIFEST_SESSION) {
-            Ok(m) => m,
-            Err(e) if e.errno() == Some(libc::ENOENT) => {
-                log.push("no sessions from a previous kernel".to_owned());
-                return log;
-            }
-            Err(e) => {
-                log.push(format!("cannot retrieve the manifest: {e}"));
-                return log;
-            }
-        };
-        let text = manifest
-            .retrieve_fd(MANIFEST_TOKEN)
-            .map_err(|e| e.to_string())
-            .and_then(|fd| {
-                let mut f = std::fs::File::from(fd);
-                let mut s = String::new();
-                f.rewind()
-                    .and_then(|_| f.read_to_string(&mut s))
-                    .map_err(|e| e.to_string())?;
-                Ok(s)
-            });
-        if let Err(e) = manifest.finish() {
-            log.push(format!("cannot finish the manifest session: {e}"));
-        }
-        let entries = match text.map(|t| parse_manifest_lines(&t)) {
-            Ok((entries, bad)) => {
-                for n in bad {
-                    log.push(format!("line {n} of the manifest is malformed; skipped"));
+        let mut newest: Option<ReadRecord> = None;
+        for name in MANIFEST_SESSIONS {
+            let session = match self.device.retrieve_session(name) {
+                Ok(s) => s,
+                Err(e) if e.errno() == Some(libc::ENOENT) => continue,
+                Err(e) => {
+                    log.push(format!("cannot retrieve the manifest {name:?}: {e}"));
+                    continue;
                 }
-                entries
+            };
+            let text = read_record_session(&session);
+            if let Err(e) = session.finish() {
+                log.push(format!("cannot finish the manifest session {name:?}: {e}"));
             }
-            Err(e) => {
-                log.push(format!("cannot read the manifest: {e}"));
-                return log;
+            let record = match text {
+                Ok(t) => parse_record(&t),
+                Err(e) => {
+                    log.push(format!("cannot read the manifest {name:?}: {e}"));
+                    continue;
+                }
+            };
+            let better = match &newest {
+                None => true,
+                Some(n) => (record.intact, record.seq) > (n.intact, n.seq),
+            };
+            if better {
+                newest = Some(record);
             }
+        }
+        let Some(record) = newest else {
+            if log.is_empty() {
+                log.push("no sessions from a previous kernel".to_owned());
+            }
+            return log;
         };
+        self.record_base = record.seq;
+        if !record.intact {
+            log.push(
+                "the manifest's checksum does not match: adopting what of it parses".to_owned(),
+            );
+        }
+        for n in record.bad {
+            log.push(format!("line {n} of the manifest is malformed; skipped"));
+        }
         for Recorded {
             name,
             owner,
             tokens,
-        } in entries
+        } in record.sessions
         {
             match self.device.retrieve_session(&name) {
                 Ok(session) => {
@@ -316,6 +418,7 @@ impl<D: Device> Agent<D> {
                             owner,
                             direction: Direction::Incoming,
                             tokens,
+                            unlisted: false,
                             copies: BTreeMap::new(),
                         },
                     );
@@ -368,7 +471,7 @@ impl<D: Device> Agent<D> {
                 (self.preserve(uid, session, *token, fds.remove(0)), None)
             }
             Request::List { after } => (self.page(uid, after), None),
-            Request::Retrieve { session, token } => match self.retrieve(session, *token) {
+            Request::Retrieve { session, token } => match self.retrieve(uid, session, *token) {
                 Ok(fd) => (Response::Ok, Some(fd)),
                 Err(r) => (r, None),
             },
@@ -395,7 +498,7 @@ impl<D: Device> Agent<D> {
     }
 
     fn preserve(&mut self, uid: u32, name: &str, token: u64, file: OwnedFd) -> Response {
-        if name == MANIFEST_SESSION || name.contains('\n') {
+        if name.starts_with(MANIFEST_SESSION) || name.contains('\n') {
             return refuse(
                 Refusal::InvalidName,
                 libc::EINVAL,
@@ -420,6 +523,7 @@ impl<D: Device> Agent<D> {
                             owner: uid,
                             direction: Direction::Outgoing,
                             tokens: Vec::new(),
+                            unlisted: false,
                             copies: BTreeMap::new(),
                         },
                     );
@@ -447,7 +551,42 @@ impl<D: Device> Agent<D> {
         }
     }
 
-    fn retrieve(&mut self, name: &str, token: u64) -> Result<OwnedFd, Response> {
+    /// Takes from the kernel an incoming session no manifest named (the manifest is only a
+    /// hint): root's, since nothing says whose it was.
+    fn retrieve_unlisted(&mut self, uid: u32, name: &str) -> Result<(), Response> {
+        let unknown = || {
+            refuse(
+                Refusal::UnknownSession,
+                libc::ENOENT,
+                format!("no session {name:?}"),
+            )
+        };
+        if uid != ROOT || name.starts_with(MANIFEST_SESSION) {
+            return Err(unknown());
+        }
+        let session = match self.device.retrieve_session(name) {
+            Ok(s) => s,
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Err(unknown()),
+            Err(e) => return Err(refusal(&e, &format!("retrieving session {name:?}"))),
+        };
+        self.sessions.insert(
+            name.to_owned(),
+            Held {
+                session,
+                owner: ROOT,
+                direction: Direction::Incoming,
+                tokens: Vec::new(),
+                unlisted: true,
+                copies: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn retrieve(&mut self, uid: u32, name: &str, token: u64) -> Result<OwnedFd, Response> {
+        if !self.sessions.contains_key(name) {
+            self.retrieve_unlisted(uid, name)?;
+        }
         let Some(held) = self.sessions.get_mut(name) else {
             return Err(refuse(
                 Refusal::UnknownSession,
@@ -463,18 +602,21 @@ impl<D: Device> Agent<D> {
             ));
         }
         if !held.copies.contains_key(&token) {
-            let Some(pos) = held.tokens.iter().position(|&t| t == token) else {
+            let pos = held.tokens.iter().position(|&t| t == token);
+            if pos.is_none() && !held.unlisted {
                 return Err(refuse(
                     Refusal::UnknownToken,
                     libc::ENOENT,
                     format!("session {name:?} has no file {token} to hand back"),
                 ));
-            };
+            }
             let fd = held
                 .session
                 .retrieve_fd(token)
                 .map_err(|e| refusal(&e, &format!("retrieving token {token} of {name:?}")))?;
-            held.tokens.remove(pos);
+            if let Some(pos) = pos {
+                held.tokens.remove(pos);
+            }
             held.copies.insert(token, fd);
         }
         // The client gets its own descriptor of the file; the agent's stays (outgoing: still
@@ -512,7 +654,7 @@ impl<D: Device> Agent<D> {
                 format!("session {name:?} handed out no file {token} to confirm"),
             );
         }
-        if held.tokens.is_empty() && held.copies.is_empty() {
+        if held.tokens.is_empty() && held.copies.is_empty() && !held.unlisted {
             // Every file is safe with its owner: the session is done.
             if held.session.finish().is_ok() {
                 self.sessions.remove(name);
@@ -555,6 +697,7 @@ impl<D: Device> Agent<D> {
                 owner,
                 direction,
                 tokens,
+                unlisted: false,
                 copies: BTreeMap::new(),
             },
         );
@@ -642,9 +785,11 @@ impl<D: Device> Agent<D> {
             .collect()
     }
 
-    /// Preserves the manifest of the outgoing sessions, just before a kexec. The returned
-    /// session must stay open until the kexec; dropping it withdraws the manifest.
-    pub fn preserve_manifest(&self, memfd: OwnedFd) -> Result<D::Session, Response> {
+    /// Preserves a new manifest of the outgoing sessions for the next kernel, then lets the
+    /// previous one go: the two alternate between [`MANIFEST_SESSIONS`], so a kexec at any
+    /// moment (the agent's, a plain `kexec -e`) carries at least one whole manifest, and the
+    /// next agent takes the newest.
+    pub fn write_record(&mut self) -> std::io::Result<()> {
         let entries: Vec<Recorded> = self
             .sessions
             .iter()
@@ -655,22 +800,15 @@ impl<D: Device> Agent<D> {
                 tokens: h.tokens.clone(),
             })
             .collect();
-        let mut f = std::fs::File::from(memfd);
-        f.write_all(format_manifest(&entries).as_bytes())
-            .map_err(|e| {
-                refuse(
-                    Refusal::Failed,
-                    e.raw_os_error().unwrap_or(0),
-                    format!("writing the manifest: {e}"),
-                )
-            })?;
-        let session = self
-            .device
-            .create_session(MANIFEST_SESSION)
-            .map_err(|e| refusal(&e, "creating the manifest session"))?;
+        let seq = self.record.as_ref().map_or(self.record_base, |r| r.1) + 1;
+        let mut f = std::fs::File::from(crate::sys::memfd(c"luo-agent-manifest")?);
+        f.write_all(format_record(seq, &entries).as_bytes())?;
+        let name = MANIFEST_SESSIONS[usize::from(seq.is_multiple_of(2))];
+        let session = self.device.create_session(name).map_err(io_error)?;
         session
             .preserve_fd(f.as_fd(), MANIFEST_TOKEN)
-            .map_err(|e| refusal(&e, "preserving the manifest"))?;
-        Ok(session)
+            .map_err(io_error)?;
+        self.record = Some((session, seq));
+        Ok(())
     }
 }

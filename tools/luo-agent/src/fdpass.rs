@@ -107,7 +107,7 @@ pub fn listen(path: &Path, mode: u32) -> io::Result<OwnedFd> {
     Ok(sock)
 }
 
-/// Accepts one connection on a socket from [`listen`].
+/// Accepts one connection on a socket from [`listen`]; the connection does not block.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: No peer address is asked for.
     let fd = unsafe {
@@ -115,7 +115,7 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
             listener.as_raw_fd(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
-            libc::SOCK_CLOEXEC,
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
         )
     };
     check(fd)?;
@@ -123,22 +123,53 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes a receive on `sock` fail with `WouldBlock` after `timeout` without a message.
-pub fn set_receive_timeout(sock: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: `tv` is a valid timeval of the size given.
-    check(unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+/// Makes calls on `fd` that would wait fail with `WouldBlock` instead.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL and F_SETFL take no pointers.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        check(flags)?;
+        check(libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            flags | libc::O_NONBLOCK,
+        ))
+    }
+}
+
+/// A descriptor to wait on with [`poll`], for input.
+#[repr(transparent)]
+pub struct Polled<'a>(libc::pollfd, std::marker::PhantomData<BorrowedFd<'a>>);
+
+impl<'a> Polled<'a> {
+    /// `fd`, waited on for input if `wanted` (otherwise ignored).
+    pub fn new(fd: BorrowedFd<'a>, wanted: bool) -> Self {
+        Polled(
+            libc::pollfd {
+                // poll(2) ignores negative descriptors.
+                fd: if wanted { fd.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            std::marker::PhantomData,
         )
-    })
+    }
+
+    /// Whether the descriptor has input, a hang-up or an error waiting.
+    pub fn ready(&self) -> bool {
+        self.0.revents != 0
+    }
+}
+
+/// Waits at most `timeout` until one of `fds` is ready; returns how many are.
+pub fn poll(fds: &mut [Polled<'_>], timeout: std::time::Duration) -> io::Result<usize> {
+    let ms =
+        libc::c_int::try_from(timeout.as_millis().saturating_add(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `Polled` is a transparent `pollfd`, so `fds` is an array of `fds.len()` of them,
+    // each naming a descriptor borrowed for the call (or -1).
+    let n = unsafe { libc::poll(fds.as_mut_ptr().cast(), fds.len() as libc::nfds_t, ms) };
+    check(n)?;
+    Ok(n as usize)
 }
 
 /// Who is at the other end of a connected Unix socket: (pid, uid), as the kernel recorded it

@@ -27,6 +27,7 @@
 pub mod agent;
 pub mod client;
 pub mod fdpass;
+pub mod kexec;
 pub mod proto;
 pub mod server;
 pub mod sys;

@@ -1,29 +1,26 @@
-//! The agent's socket: one thread per client, one agent behind a lock.
+//! The agent's socket: every client served from one poll loop, one request at a time.
 
 use crate::agent::{Agent, Device, ROOT};
 use crate::fdpass;
+use crate::kexec::{Image, Kexec};
 use crate::proto::{Refusal, Request, Response};
+use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Loads a kernel and reboots into it, or has it done: returns `Ok` when the update is under
-/// way and the caller may answer (systemd does it), and an error if it failed. A kexec done
-/// here does not return.
-pub type KexecFn = dyn Fn(&str, &str, &str) -> io::Result<()> + Send + Sync;
+use std::time::{Duration, Instant};
 
 /// Called with the agent after every request that may have changed what it holds.
-pub type ChangedFn<D> = dyn Fn(&Agent<D>) -> io::Result<()> + Send + Sync;
+pub type ChangedFn<D> = dyn Fn(&mut Agent<D>) -> io::Result<()> + Send + Sync;
 
 /// Has the system manager perform the live update of a loaded kernel.
 pub type HandOverFn = dyn Fn() -> io::Result<()> + Send + Sync;
 
 /// How a live update carries the agent's record of its sessions.
 pub enum Manifest {
-    /// In a session of its own, written at the KEXEC request ([`Agent::preserve_manifest`]);
-    /// the agent kexecs itself.
+    /// In a session of its own ([`Agent::write_record`]), kept current by the `changed` hook
+    /// and written again at the KEXEC request; the agent kexecs itself.
     Session,
     /// Kept by someone else all along (systemd's fd store, see [`crate::systemd`]), who also
     /// performs the update: `kexec` only loads the kernel, and once the client has its answer
@@ -31,32 +28,93 @@ pub enum Manifest {
     Kept { hand_over: Box<HandOverFn> },
 }
 
-/// At most this many clients are served at once; more are turned away until one leaves.
-pub const MAX_CLIENTS: usize = 256;
-/// A client that sends no request for this long is disconnected, so idle connections cannot
-/// hold every slot for good.
+/// At most this many clients are connected at once (fewer if the agent may open fewer than
+/// twice as many descriptors); at the limit, a new client takes the place of the longest-idle
+/// client of the user with the most connections.
+pub const MAX_CLIENTS: usize = 4096;
+/// A client that sends no request for this long is disconnected.
 pub const IDLE: Duration = Duration::from_secs(300);
 
-/// One of the [`MAX_CLIENTS`] places, given back when the client's thread ends.
-struct Slot(Arc<AtomicUsize>);
+/// A connected client: its socket, who it is (from the socket, at connect time) and when it
+/// last asked for something.
+struct Conn {
+    sock: OwnedFd,
+    pid: i32,
+    uid: u32,
+    last: Instant,
+}
 
-impl Slot {
-    fn take(active: &Arc<AtomicUsize>) -> Self {
-        active.fetch_add(1, Ordering::Relaxed);
-        Slot(Arc::clone(active))
+/// The clients of [`Server::run`] and the limit on them.
+struct Clients {
+    conns: Vec<Conn>,
+    max: usize,
+    /// Clients disconnected at the limit since it was last logged, and when that was.
+    evicted: usize,
+    logged: Option<Instant>,
+}
+
+impl Clients {
+    /// Disconnects the longest-idle client of the user holding the most connections, so that a
+    /// flood of idle connections from one user costs that user, not everyone else.
+    fn evict(&mut self, log: &dyn Fn(&str)) -> bool {
+        let mut per_uid: BTreeMap<u32, usize> = BTreeMap::new();
+        for c in &self.conns {
+            *per_uid.entry(c.uid).or_default() += 1;
+        }
+        let Some((&uid, _)) = per_uid.iter().max_by_key(|(_, n)| **n) else {
+            return false;
+        };
+        let Some(i) = (0..self.conns.len())
+            .filter(|&i| self.conns[i].uid == uid)
+            .min_by_key(|&i| self.conns[i].last)
+        else {
+            return false;
+        };
+        self.conns.swap_remove(i);
+        self.evicted += 1;
+        if self
+            .logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            log(&format!(
+                "{} clients connected (the limit): {} longest-idle client(s) of the busiest \
+                 user (uid {uid}) disconnected",
+                self.conns.len() + 1,
+                self.evicted
+            ));
+            self.evicted = 0;
+            self.logged = Some(Instant::now());
+        }
+        true
     }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+/// How many clients may be connected at once: [`MAX_CLIENTS`], or half the descriptors the
+/// agent may open (the rest are for the sessions and files it holds).
+fn client_capacity() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to write to.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 16;
     }
+    let half = usize::try_from(lim.rlim_cur / 2).unwrap_or(usize::MAX);
+    half.clamp(1, MAX_CLIENTS)
 }
 
-/// The agent and how it kexecs, shared by the client threads.
+/// What is left to do once a client has its answer.
+enum After {
+    Nothing,
+    /// The system manager performs the live update.
+    HandOver,
+}
+
+/// The agent and how it kexecs.
 pub struct Server<D: Device> {
     pub agent: Mutex<Agent<D>>,
-    pub kexec: Box<KexecFn>,
+    pub kexec: Box<dyn Kexec>,
     pub log: Box<dyn Fn(&str) + Send + Sync>,
     pub manifest: Manifest,
     pub changed: Option<Box<ChangedFn<D>>>,
@@ -67,60 +125,150 @@ where
     D: Device + Send + 'static,
     D::Session: Send,
 {
-    /// Serves clients on `listener` (from [`fdpass::listen`]), one thread each, at most
-    /// [`MAX_CLIENTS`] at a time, until the listener itself fails. Running out of descriptors,
-    /// memory or threads costs the client that came at the wrong moment its connection, never
-    /// the agent (and with it everything it holds) its life.
+    /// Serves clients on `listener` (from [`fdpass::listen`]) in one thread, one request at a
+    /// time, until the listener itself fails. Nothing a client does blocks the others for
+    /// longer than its request takes: sockets are non-blocking, a client that does not read its
+    /// answer is disconnected, idle ones are disconnected after [`IDLE`] or when the limit is
+    /// reached. Running out of descriptors or memory costs a client its connection, never the
+    /// agent (and with it everything it holds) its life.
     pub fn run(self: Arc<Self>, listener: OwnedFd) -> io::Error {
-        let active = Arc::new(AtomicUsize::new(0));
+        if let Err(e) = fdpass::set_nonblocking(listener.as_fd()) {
+            return e;
+        }
+        let mut clients = Clients {
+            conns: Vec::new(),
+            max: client_capacity(),
+            evicted: 0,
+            logged: None,
+        };
         let mut starved = false;
         loop {
-            let conn = match fdpass::accept(listener.as_fd()) {
-                Ok(c) => c,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => continue,
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        if !starved {
-                            (self.log)(&format!("cannot accept clients for now: {e}"));
-                            starved = true;
-                        }
-                        // Wait for clients to leave rather than spin.
-                        std::thread::sleep(Duration::from_millis(50));
-                        continue;
-                    }
-                    _ => return e,
-                },
+            let now = Instant::now();
+            clients.conns.retain(|c| {
+                let idle = now.duration_since(c.last) >= IDLE;
+                if idle {
+                    (self.log)(&format!(
+                        "uid {} pid {}: idle for {} s, disconnected",
+                        c.uid,
+                        c.pid,
+                        IDLE.as_secs()
+                    ));
+                }
+                !idle
+            });
+            let wait = if starved {
+                Duration::from_millis(50)
+            } else {
+                clients
+                    .conns
+                    .iter()
+                    .map(|c| IDLE.saturating_sub(now.duration_since(c.last)))
+                    .min()
+                    .unwrap_or(IDLE)
             };
-            if std::mem::take(&mut starved) {
-                (self.log)("accepting clients again");
+            let mut polled = Vec::with_capacity(clients.conns.len() + 1);
+            polled.push(fdpass::Polled::new(
+                listener.as_fd(),
+                !starved && clients.conns.len() < clients.max.max(1) + 1,
+            ));
+            polled.extend(
+                clients
+                    .conns
+                    .iter()
+                    .map(|c| fdpass::Polled::new(c.sock.as_fd(), true)),
+            );
+            match fdpass::poll(&mut polled, wait) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return e,
             }
-            if active.load(Ordering::Relaxed) >= MAX_CLIENTS {
-                (self.log)(&format!(
-                    "{MAX_CLIENTS} clients connected already: one more turned away"
-                ));
-                continue;
+            starved = false;
+            let ready: Vec<bool> = polled.iter().map(|p| p.ready()).collect();
+            drop(polled);
+            // From the last, so that swap_remove moves only clients already served.
+            for i in (0..clients.conns.len()).rev() {
+                if ready[i + 1] && !self.serve_one(&mut clients.conns[i]) {
+                    clients.conns.swap_remove(i);
+                }
             }
-            if let Err(e) = fdpass::set_receive_timeout(conn.as_fd(), IDLE) {
-                (self.log)(&format!("client dropped: {e}"));
-                continue;
-            }
-            let slot = Slot::take(&active);
-            let server = Arc::clone(&self);
-            let spawned = std::thread::Builder::new()
-                .name("luo-agent-client".into())
-                .spawn(move || {
-                    let _slot = slot;
-                    server.client(conn)
-                });
-            if let Err(e) = spawned {
-                // The closure, its connection and its slot are dropped with the error.
-                (self.log)(&format!("cannot start a thread for a client, dropped: {e}"));
+            if ready[0] {
+                match self.accept_all(listener.as_fd(), &mut clients) {
+                    Ok(s) => starved = s,
+                    Err(e) => return e,
+                }
             }
         }
     }
 
-    /// Answers one client's requests until it disconnects. What a client may do depends on
-    /// who it is (its uid, from the socket): root anything, others only their own sessions.
+    /// Accepts every client waiting on `listener`. Returns whether it had to stop for want of
+    /// descriptors with nobody left to disconnect.
+    fn accept_all(&self, listener: BorrowedFd<'_>, clients: &mut Clients) -> io::Result<bool> {
+        loop {
+            let sock = match fdpass::accept(listener) {
+                Ok(s) => s,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(false),
+                    Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => continue,
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        if clients.evict(&*self.log) {
+                            continue;
+                        }
+                        (self.log)(&format!("cannot accept clients for now: {e}"));
+                        return Ok(true);
+                    }
+                    _ => return Err(e),
+                },
+            };
+            let (pid, uid) = match fdpass::peer(sock.as_fd()) {
+                Ok(p) => p,
+                Err(e) => {
+                    (self.log)(&format!("client dropped: cannot tell who it is: {e}"));
+                    continue;
+                }
+            };
+            if clients.conns.len() >= clients.max {
+                clients.evict(&*self.log);
+            }
+            clients.conns.push(Conn {
+                sock,
+                pid,
+                uid,
+                last: Instant::now(),
+            });
+        }
+    }
+
+    /// Answers the request waiting on `conn`; `false` once the client is gone.
+    fn serve_one(&self, conn: &mut Conn) -> bool {
+        let (msg, fds) = match fdpass::recv(conn.sock.as_fd()) {
+            Ok(Some(m)) => m,
+            Ok(None) => return false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) => {
+                (self.log)(&format!("uid {} pid {}: dropped: {e}", conn.uid, conn.pid));
+                return false;
+            }
+        };
+        conn.last = Instant::now();
+        let (resp, fd, after) = self.answer(conn.uid, conn.pid, &msg, fds);
+        let sent = fdpass::send(
+            conn.sock.as_fd(),
+            &resp.encode(),
+            fd.as_ref().map(|f| f.as_fd()),
+        );
+        self.after(after);
+        if let Err(e) = sent {
+            (self.log)(&format!(
+                "uid {} pid {}: gone before its answer ({e})",
+                conn.uid, conn.pid
+            ));
+            return false;
+        }
+        true
+    }
+
+    /// Answers one client's requests on a blocking socket until it disconnects: the agent
+    /// serving a single connection (tests, and a caller that accepts connections itself).
     pub fn client(&self, conn: OwnedFd) {
         let (pid, uid) = match fdpass::peer(conn.as_fd()) {
             Ok(p) => p,
@@ -129,53 +277,55 @@ where
                 return;
             }
         };
-        loop {
-            let (msg, fds) = match fdpass::recv(conn.as_fd()) {
-                Ok(Some(m)) => m,
-                Ok(None) => return,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    (self.log)(&format!(
-                        "uid {uid} pid {pid}: idle for {} s, disconnected",
-                        IDLE.as_secs()
-                    ));
-                    return;
-                }
-                Err(e) => {
-                    (self.log)(&format!("client dropped: {e}"));
-                    return;
-                }
-            };
-            let (resp, fd) = match Request::decode(&msg) {
-                Ok(req) => {
-                    let (resp, fd) = self.handle(uid, &req, fds);
-                    if let Response::Refused { why, message, .. } = &resp {
-                        (self.log)(&format!(
-                            "uid {uid} pid {pid}: {} refused ({why:?}): {message}",
-                            req.verb()
-                        ));
-                    }
-                    (resp, fd)
-                }
-                Err(e) => (
-                    Response::Refused {
-                        why: Refusal::BadRequest,
-                        errno: 0,
-                        message: e.to_string(),
-                    },
-                    None,
-                ),
-            };
+        while let Ok(Some((msg, fds))) = fdpass::recv(conn.as_fd()) {
+            let (resp, fd, after) = self.answer(uid, pid, &msg, fds);
             let sent = fdpass::send(conn.as_fd(), &resp.encode(), fd.as_ref().map(|f| f.as_fd()));
-            if let (Ok(Request::Kexec { .. }), Response::Ok, Manifest::Kept { hand_over }) =
-                (Request::decode(&msg), &resp, &self.manifest)
-            {
-                // The machine goes down from here: the client has its answer first.
-                if let Err(e) = hand_over() {
-                    (self.log)(&format!("the system manager did not take the update: {e}"));
-                }
-            }
+            self.after(after);
             if sent.is_err() {
                 return;
+            }
+        }
+    }
+
+    /// The answer to one message of a client, logged if it is a refusal.
+    fn answer(
+        &self,
+        uid: u32,
+        pid: i32,
+        msg: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> (Response, Option<OwnedFd>, After) {
+        let req = match Request::decode(msg) {
+            Ok(req) => req,
+            Err(e) => {
+                let resp = Response::Refused {
+                    why: Refusal::BadRequest,
+                    errno: 0,
+                    message: e.to_string(),
+                };
+                return (resp, None, After::Nothing);
+            }
+        };
+        let (resp, fd) = self.handle_from(uid, pid, &req, fds);
+        if let Response::Refused { why, message, .. } = &resp {
+            (self.log)(&format!(
+                "uid {uid} pid {pid}: {} refused ({why:?}): {message}",
+                req.verb()
+            ));
+        }
+        let after = match (&req, &resp, &self.manifest) {
+            (Request::Kexec { .. }, Response::Ok, Manifest::Kept { .. }) => After::HandOver,
+            _ => After::Nothing,
+        };
+        (resp, fd, after)
+    }
+
+    fn after(&self, after: After) {
+        if let (After::HandOver, Manifest::Kept { hand_over }) = (after, &self.manifest) {
+            // The machine goes down from here: the client has its answer first.
+            if let Err(e) = hand_over() {
+                (self.log)(&format!("the system manager did not take the update: {e}"));
+                self.unload();
             }
         }
     }
@@ -188,44 +338,66 @@ where
         req: &Request,
         fds: Vec<OwnedFd>,
     ) -> (Response, Option<OwnedFd>) {
-        let Ok(mut agent) = self.agent.lock() else {
-            return (
-                Response::Refused {
-                    why: Refusal::Failed,
-                    errno: 0,
-                    message: "agent state lost".into(),
-                },
-                None,
-            );
-        };
-        let Request::Kexec {
+        self.handle_from(uid, 0, req, fds)
+    }
+
+    /// [`Server::handle`] for the client `pid` (for the log; 0 if not known).
+    pub fn handle_from(
+        &self,
+        uid: u32,
+        pid: i32,
+        req: &Request,
+        fds: Vec<OwnedFd>,
+    ) -> (Response, Option<OwnedFd>) {
+        if let Request::Kexec {
             kernel,
             initrd,
             cmdline,
         } = req
-        else {
-            let (resp, fd) = agent.handle_as(uid, req, fds);
-            if let (Some(changed), false) = (&self.changed, matches!(req, Request::List { .. })) {
-                if let Err(e) = changed(&agent) {
-                    (self.log)(&format!("cannot record the change for the next boot: {e}"));
-                }
-            }
-            if let (
-                Request::Preserve { session, token } | Request::Retrieve { session, token },
-                Response::Ok,
-            ) = (req, &resp)
-            {
-                let verb = if matches!(req, Request::Preserve { .. }) {
-                    "holding"
-                } else {
-                    "handed back"
-                };
-                (self.log)(&format!(
-                    "uid {uid}: {verb} token {token} of session {session:?}"
-                ));
-            }
-            return (resp, fd);
+        {
+            return self.live_update(uid, pid, kernel, initrd, cmdline, fds);
+        }
+        let Some(mut agent) = self.lock() else {
+            return (lost(), None);
         };
+        let (resp, fd) = agent.handle_as(uid, req, fds);
+        if let (Some(changed), false) = (&self.changed, matches!(req, Request::List { .. })) {
+            if let Err(e) = changed(&mut agent) {
+                (self.log)(&format!("cannot record the change for the next boot: {e}"));
+            }
+        }
+        if let (
+            Request::Preserve { session, token } | Request::Retrieve { session, token },
+            Response::Ok,
+        ) = (req, &resp)
+        {
+            let verb = if matches!(req, Request::Preserve { .. }) {
+                "holding"
+            } else {
+                "handed back"
+            };
+            (self.log)(&format!(
+                "uid {uid} pid {pid}: {verb} token {token} of session {session:?}"
+            ));
+        }
+        (resp, fd)
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Agent<D>>> {
+        self.agent.lock().ok()
+    }
+
+    /// KEXEC: the image is opened and checked before anything else, then loaded; the machine
+    /// goes down only once it is, and a failure unloads it again.
+    fn live_update(
+        &self,
+        uid: u32,
+        pid: i32,
+        kernel: &str,
+        initrd: &str,
+        cmdline: &str,
+        fds: Vec<OwnedFd>,
+    ) -> (Response, Option<OwnedFd>) {
         if uid != ROOT {
             return (
                 Response::Refused {
@@ -246,57 +418,63 @@ where
                 None,
             );
         }
-        if let Manifest::Kept { .. } = self.manifest {
-            (self.log)(&format!(
-                "live update into {kernel}, handed to the system manager"
-            ));
-            return match (self.kexec)(kernel, initrd, cmdline) {
-                Ok(()) => (Response::Ok, None),
-                Err(e) => (
-                    Response::Refused {
-                        why: Refusal::Failed,
-                        errno: e.raw_os_error().unwrap_or(0),
-                        message: format!("kexec: {e}"),
-                    },
-                    None,
-                ),
-            };
-        }
-        let memfd = match crate::sys::memfd(c"luo-agent-manifest") {
-            Ok(m) => m,
-            Err(e) => {
-                return (
-                    Response::Refused {
-                        why: Refusal::Failed,
-                        errno: e.raw_os_error().unwrap_or(0),
-                        message: format!("manifest: {e}"),
-                    },
-                    None,
-                )
-            }
-        };
-        let manifest = match agent.preserve_manifest(memfd) {
-            Ok(m) => m,
+        // Opened outside the lock: a slow file system stalls this client alone.
+        let image = match Image::open(kernel, initrd, cmdline) {
+            Ok(i) => i,
             Err(r) => return (r, None),
         };
-        let held: usize = agent.list().iter().map(|s| s.tokens.len()).sum();
-        (self.log)(&format!(
-            "live update: {} session(s), {held} file(s) preserved; loading {kernel}",
-            agent.list().len()
-        ));
-        // The lock stays held: nothing may change once the manifest is written.
-        let e = match (self.kexec)(kernel, initrd, cmdline) {
-            Ok(()) => io::Error::other("the kexec returned"),
-            Err(e) => e,
+        let failed = |what: &str, e: io::Error| {
+            (
+                Response::Refused {
+                    why: Refusal::Failed,
+                    errno: e.raw_os_error().unwrap_or(0),
+                    message: format!("{what}: {e}"),
+                },
+                None,
+            )
         };
-        drop(manifest);
-        (
-            Response::Refused {
-                why: Refusal::Failed,
-                errno: e.raw_os_error().unwrap_or(0),
-                message: format!("kexec: {e}"),
-            },
-            None,
-        )
+        // The lock stays held to the end: nothing may change once the record is written.
+        let Some(mut agent) = self.lock() else {
+            return (lost(), None);
+        };
+        if let Manifest::Session = self.manifest {
+            if let Err(e) = agent.write_record() {
+                return failed("writing the record of the sessions", e);
+            }
+        }
+        let held: usize = agent.list().iter().map(|s| s.tokens.len()).sum();
+        let sessions = agent.list().len();
+        if let Err(e) = self.kexec.load(&image) {
+            return failed(&format!("loading {kernel}"), e);
+        }
+        (self.log)(&format!(
+            "uid {uid} pid {pid}: live update into {kernel}: {sessions} session(s), {held} \
+             file(s) held"
+        ));
+        if let Manifest::Kept { .. } = self.manifest {
+            // The system manager goes on once the client has its answer (`After::HandOver`).
+            return (Response::Ok, None);
+        }
+        (self.log)("rebooting into the new kernel");
+        let e = self.kexec.reboot();
+        self.unload();
+        failed("reboot", e)
+    }
+
+    /// Unloads a kernel loaded for an update that did not happen.
+    fn unload(&self) {
+        if let Err(e) = self.kexec.unload() {
+            (self.log)(&format!(
+                "cannot unload the kernel of the failed update: {e}"
+            ));
+        }
+    }
+}
+
+fn lost() -> Response {
+    Response::Refused {
+        why: Refusal::Failed,
+        errno: 0,
+        message: "agent state lost".into(),
     }
 }

@@ -4,11 +4,13 @@
 
 use liveupdate::{Error, Op};
 use luo_agent::agent::{
-    format_manifest, parse_manifest, Agent, Device, Recorded, SessionOps, MANIFEST_SESSION,
+    format_manifest, format_record, parse_manifest, parse_record, Agent, Device, Recorded,
+    SessionOps, MANIFEST_SESSION, MANIFEST_SESSIONS,
 };
 use luo_agent::client::{Client, ClientError};
+use luo_agent::kexec::{Image, Kexec};
 use luo_agent::proto::{Direction, Refusal, Request, Response};
-use luo_agent::server::{KexecFn, Manifest, Server};
+use luo_agent::server::{Manifest, Server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -208,10 +210,9 @@ fn confirm(agent: &mut Agent<Machine>, session: &str, token: u64) -> Response {
 }
 
 /// Runs the kexec as the server does: manifest preserved, machine kexecs, old agent gone.
-fn live_update(machine: &Machine, agent: Agent<Machine>) -> (Agent<Machine>, Vec<String>) {
-    let manifest = agent.preserve_manifest(memfd(b"")).ok().unwrap();
+fn live_update(machine: &Machine, mut agent: Agent<Machine>) -> (Agent<Machine>, Vec<String>) {
+    agent.write_record().unwrap();
     machine.kexec();
-    drop(manifest);
     drop(agent);
     Agent::start(machine.clone())
 }
@@ -443,7 +444,7 @@ fn manifests_round_trip() {
 }
 
 /// A server of `agent` as luo-agent makes one, kexecing with `kexec`.
-fn server(agent: Agent<Machine>, kexec: Box<KexecFn>) -> Server<Machine> {
+fn server(agent: Agent<Machine>, kexec: Box<dyn Kexec>) -> Server<Machine> {
     Server {
         agent: Mutex::new(agent),
         kexec,
@@ -453,8 +454,51 @@ fn server(agent: Agent<Machine>, kexec: Box<KexecFn>) -> Server<Machine> {
     }
 }
 
-fn failing_kexec(_: &str, _: &str, _: &str) -> std::io::Result<()> {
-    Err(std::io::Error::from_raw_os_error(libc::ENOEXEC))
+/// A model of the machine's kexec: what was loaded, and whether loading or rebooting fails.
+#[derive(Default)]
+struct ModelKexec {
+    load_fails: bool,
+    loaded: Mutex<Option<String>>,
+    unloads: std::sync::atomic::AtomicUsize,
+}
+
+/// The machine's kexec as the server sees it; the test keeps the other reference.
+struct Kx(Arc<ModelKexec>);
+
+impl Kexec for Kx {
+    fn load(&self, image: &Image) -> std::io::Result<()> {
+        if self.0.load_fails {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOEXEC));
+        }
+        *self.0.loaded.lock().unwrap() = Some(image.cmdline.clone());
+        Ok(())
+    }
+    fn unload(&self) -> std::io::Result<()> {
+        self.0
+            .unloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.0.loaded.lock().unwrap() = None;
+        Ok(())
+    }
+    fn reboot(&self) -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::EPERM)
+    }
+}
+
+fn failing_kexec() -> Box<dyn Kexec> {
+    Box::new(Kx(Arc::new(ModelKexec {
+        load_fails: true,
+        ..Default::default()
+    })))
+}
+
+/// A regular file to name as the kernel.
+fn some_kernel() -> String {
+    std::env::current_exe()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn socketpair() -> (OwnedFd, OwnedFd) {
@@ -472,7 +516,7 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
 fn clients_over_the_socket_and_a_client_that_disconnects() {
     let machine = Machine::default();
     let (agent, _) = Agent::start(machine.clone());
-    let server = Arc::new(server(agent, Box::new(failing_kexec)));
+    let server = Arc::new(server(agent, failing_kexec()));
     let connect = || {
         let (a, b) = socketpair();
         let s = Arc::clone(&server);
@@ -500,16 +544,17 @@ fn clients_over_the_socket_and_a_client_that_disconnects() {
         }
         other => panic!("{other:?}"),
     }
-    // A failed kexec says why and withdraws the manifest; the sessions stay.
-    match second.kexec("/no/kernel", "/no/initrd", "") {
+    // A failed kexec says why; the sessions stay, and so does the record naming them.
+    match second.kexec(&some_kernel(), "", "liveupdate=on") {
         Err(ClientError::Refused {
             why: Refusal::Failed,
+            message,
             ..
-        }) => {}
+        }) => assert!(message.starts_with("loading "), "{message}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(second.list().unwrap().len(), 1);
-    assert!(!machine
+    assert!(machine
         .0
         .lock()
         .unwrap()
@@ -521,7 +566,7 @@ fn clients_over_the_socket_and_a_client_that_disconnects() {
 fn threads_sharing_a_client_each_get_their_own_answers() {
     let machine = Machine::default();
     let (agent, _) = Agent::start(machine.clone());
-    let server = Arc::new(server(agent, Box::new(failing_kexec)));
+    let server = Arc::new(server(agent, failing_kexec()));
     let (a, b) = socketpair();
     std::thread::spawn(move || server.client(b));
     let client = Arc::new(Client::from_fd(a));
@@ -611,15 +656,13 @@ fn users_see_and_act_on_their_own_sessions_only() {
 fn only_root_may_live_update_the_machine() {
     let machine = Machine::default();
     let (agent, _) = Agent::start(machine.clone());
-    let server = server(
-        agent,
-        Box::new(|_: &str, _: &str, _: &str| panic!("a user got to kexec")),
-    );
+    let model = Arc::new(ModelKexec::default());
+    let server = server(agent, Box::new(Kx(Arc::clone(&model))));
     // The server learns the uid from the socket (SO_PEERCRED) and gates KEXEC on it.
     let kexec = Request::Kexec {
-        kernel: "/k".into(),
-        initrd: "/i".into(),
-        cmdline: String::new(),
+        kernel: some_kernel(),
+        initrd: String::new(),
+        cmdline: "liveupdate=on".into(),
     };
     let (resp, _) = server.handle(1000, &kexec, vec![]);
     assert!(
@@ -631,6 +674,10 @@ fn only_root_may_live_update_the_machine() {
             }
         ),
         "{resp:?}"
+    );
+    assert!(
+        model.loaded.lock().unwrap().is_none(),
+        "a user loaded a kernel"
     );
 }
 
@@ -691,7 +738,7 @@ fn ten_thousand_sessions_are_listed_over_several_messages() {
         );
     }
     let (a, b) = socketpair();
-    let server = Arc::new(server(agent, Box::new(failing_kexec)));
+    let server = Arc::new(server(agent, failing_kexec()));
     std::thread::spawn(move || server.client(b));
     let listed = Client::from_fd(a).list().unwrap();
     assert_eq!(listed.len(), names.len());
@@ -699,4 +746,212 @@ fn ten_thousand_sessions_are_listed_over_several_messages() {
         .iter()
         .zip(&names)
         .all(|(s, n)| &s.name == n && s.tokens == [1, u64::MAX]));
+}
+
+fn kexec_request(kernel: &str, initrd: &str, cmdline: &str) -> Request {
+    Request::Kexec {
+        kernel: kernel.into(),
+        initrd: initrd.into(),
+        cmdline: cmdline.into(),
+    }
+}
+
+fn refusal_of(resp: &Response) -> (Refusal, String) {
+    match resp {
+        Response::Refused { why, message, .. } => (*why, message.clone()),
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[test]
+fn a_live_update_is_checked_before_anything_is_loaded() {
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    assert_eq!(
+        preserve(&mut agent, "svc", 1, memfd(b"state")),
+        Response::Ok
+    );
+    let model = Arc::new(ModelKexec::default());
+    let server = server(agent, Box::new(Kx(Arc::clone(&model))));
+    let kernel = some_kernel();
+    for (req, says) in [
+        (
+            kexec_request(&kernel, "", "quiet"),
+            "does not turn live update on",
+        ),
+        (
+            kexec_request(&kernel, "", "liveupdate=on kho=off"),
+            "turns KHO off",
+        ),
+        (
+            kexec_request("/dev/null", "", "liveupdate=on"),
+            "not a regular file",
+        ),
+        (
+            kexec_request(&kernel, "/", "liveupdate=on"),
+            "not a regular file",
+        ),
+        (
+            kexec_request("/no/kernel", "", "liveupdate=on"),
+            "/no/kernel",
+        ),
+    ] {
+        let (why, message) = refusal_of(&server.handle(0, &req, vec![]).0);
+        assert_eq!(why, Refusal::BadRequest, "{message}");
+        assert!(message.contains(says), "{message}");
+    }
+    assert!(model.loaded.lock().unwrap().is_none());
+    // A good request is loaded without an initramfs; the reboot fails here, so the kernel is
+    // unloaded again and every session stays.
+    let (why, message) = refusal_of(
+        &server
+            .handle(0, &kexec_request(&kernel, "", "liveupdate=on"), vec![])
+            .0,
+    );
+    assert_eq!(why, Refusal::Failed);
+    assert!(message.starts_with("reboot"), "{message}");
+    assert_eq!(model.unloads.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(model.loaded.lock().unwrap().is_none());
+    assert_eq!(server.agent.lock().unwrap().list().len(), 1);
+}
+
+/// A server that keeps its record current, as luo-agent does without systemd.
+fn recording_server(agent: Agent<Machine>) -> Server<Machine> {
+    Server {
+        changed: Some(Box::new(|agent: &mut Agent<Machine>| agent.write_record())),
+        ..server(agent, failing_kexec())
+    }
+}
+
+#[test]
+fn a_kexec_the_agent_did_not_ask_for_still_carries_every_session() {
+    let machine = Machine::default();
+    let (agent, _) = Agent::start(machine.clone());
+    let server = recording_server(agent);
+    let hand = |name: &str, token, data: &[u8]| {
+        let req = Request::Preserve {
+            session: name.into(),
+            token,
+        };
+        server.handle(0, &req, vec![memfd(data)]).0
+    };
+    assert_eq!(hand("a", 1, b"one"), Response::Ok);
+    assert_eq!(hand("b", 2, b"two"), Response::Ok);
+    assert_eq!(hand("a", 3, b"three"), Response::Ok);
+    let release = Request::Release {
+        session: "b".into(),
+    };
+    assert_eq!(server.handle(0, &release, vec![]).0, Response::Ok);
+    // One record at a time: each change replaced the last.
+    let records = |m: &Machine| {
+        let s = m.0.lock().unwrap();
+        MANIFEST_SESSIONS
+            .iter()
+            .filter(|n| s.live.contains_key(**n))
+            .count()
+    };
+    assert_eq!(records(&machine), 1);
+    // `kexec -e` behind the agent's back: the record went with the sessions.
+    machine.kexec();
+    drop(server);
+    let (mut agent, log) = Agent::start(machine.clone());
+    assert_eq!(log, ["adopted session \"a\" with 2 file(s)"]);
+    assert_eq!(retrieve(&mut agent, "a", 3), b"three");
+    assert!(agent.list().iter().all(|s| s.name != "b"));
+    // The next agent's records go on from the previous kernel's number, so a record left
+    // from before cannot win over a newer one.
+    assert_eq!(preserve(&mut agent, "c", 1, memfd(b"c")), Response::Ok);
+    agent.write_record().unwrap();
+    machine.kexec();
+    drop(agent);
+    let (agent, log) = Agent::start(machine.clone());
+    assert_eq!(log, ["adopted session \"c\" with 1 file(s)"]);
+    assert_eq!(agent.list().len(), 1);
+}
+
+#[test]
+fn the_newest_whole_manifest_wins_and_a_bad_checksum_is_only_reported() {
+    let entry = |name: &str| Recorded {
+        name: name.to_owned(),
+        owner: 0,
+        tokens: vec![1],
+    };
+    let text = format_record(7, &[entry("x")]);
+    let read = parse_record(&text);
+    assert!(read.intact);
+    assert_eq!((read.seq, read.sessions), (7, vec![entry("x")]));
+    let damaged = text.replace("x\n", "y\n");
+    let read = parse_record(&damaged);
+    assert!(!read.intact);
+    assert_eq!(read.sessions, vec![entry("y")]);
+    // An agent before numbered manifests wrote the lines alone.
+    let old = parse_record("uid=0 1 x\n");
+    assert!(old.intact);
+    assert_eq!((old.seq, old.sessions), (0, vec![entry("x")]));
+
+    // Two manifests crossed the kexec (the agent went down between writing one and letting
+    // the other go): the newer is read, both are finished.
+    let machine = Machine::default();
+    for (name, data) in [("old", b"o"), ("new", b"n")] {
+        let s = machine.create_session(name).unwrap();
+        s.preserve_fd(memfd(data).as_fd(), 1).unwrap();
+        std::mem::forget(s);
+    }
+    let mut records = Vec::new();
+    for (i, (seq, name)) in [(4, "old"), (5, "new")].into_iter().enumerate() {
+        let s = machine.create_session(MANIFEST_SESSIONS[i]).unwrap();
+        s.preserve_fd(
+            memfd(format_record(seq, &[entry(name)]).as_bytes()).as_fd(),
+            1,
+        )
+        .unwrap();
+        records.push(s);
+    }
+    machine.kexec();
+    drop(records);
+    let (agent, log) = Agent::start(machine.clone());
+    assert_eq!(log, ["adopted session \"new\" with 1 file(s)"]);
+    assert_eq!(agent.list().len(), 1);
+    let state = machine.0.lock().unwrap();
+    for name in MANIFEST_SESSIONS {
+        assert!(
+            state.finished.iter().any(|f| f == name),
+            "{name} not finished"
+        );
+    }
+}
+
+#[test]
+fn root_may_take_a_session_no_manifest_names() {
+    let machine = Machine::default();
+    // A session preserved behind the agent's back (or whose manifest was lost).
+    let s = machine.create_session("orphan").unwrap();
+    s.preserve_fd(memfd(b"found").as_fd(), 9).unwrap();
+    machine.kexec();
+    drop(s);
+    let (mut agent, log) = Agent::start(machine.clone());
+    assert_eq!(log, ["no sessions from a previous kernel"]);
+    let req = Request::Retrieve {
+        session: "orphan".into(),
+        token: 9,
+    };
+    // Nothing says whose it was: another user is told there is no such session.
+    let (why, _) = refusal_of(&agent.handle_as(1000, &req, vec![]).0);
+    assert_eq!(why, Refusal::UnknownSession);
+    assert!(agent.list().is_empty());
+    assert_eq!(retrieve(&mut agent, "orphan", 9), b"found");
+    // Which files it holds is not known, so it is not finished on its own: root releases it.
+    assert_eq!(confirm(&mut agent, "orphan", 9), Response::Ok);
+    assert_eq!(agent.list().len(), 1);
+    let release = Request::Release {
+        session: "orphan".into(),
+    };
+    assert_eq!(agent.handle(&release, vec![]).0, Response::Ok);
+    assert!(machine
+        .0
+        .lock()
+        .unwrap()
+        .finished
+        .iter()
+        .any(|f| f == "orphan"));
 }

@@ -51,7 +51,7 @@ fn results_and_refusals_in_json_with_one_status_per_kind() {
         serde_json::json!({ "ok": true, "sessions": [] })
     );
 
-    let out = luoctl(&socket, &["--json", "retrieve", "absent", "1"]);
+    let out = luoctl(&socket, &["--json", "release", "absent"]);
     assert_eq!(out.status.code(), Some(11), "unknown session");
     let v = json(&out);
     assert_eq!(v["ok"], false);

@@ -13,30 +13,15 @@
 use luo_agent::agent::{Agent, Device, OnDemand};
 use luo_agent::client::SOCKET;
 use luo_agent::fdpass;
+use luo_agent::kexec::System;
 use luo_agent::server::{Manifest, Server};
 use luo_agent::systemd::{self, Keeper, Notifier};
-use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};
 
 fn log(msg: &str) {
     println!("luo-agent: {msg}");
-}
-
-fn load(kernel: &str, initrd: &str, cmdline: &str) -> io::Result<()> {
-    let open = |p: &str| File::open(p).map_err(|e| io::Error::new(e.kind(), format!("{p}: {e}")));
-    let (k, i) = (open(kernel)?, open(initrd)?);
-    luo_agent::sys::kexec_file_load(k.as_fd(), i.as_fd(), cmdline)
-        .map_err(|e| io::Error::new(e.kind(), format!("kexec_file_load: {e}")))
-}
-
-/// Loads the kernel and kexecs into it here; returns only on failure.
-fn kexec(kernel: &str, initrd: &str, cmdline: &str) -> io::Result<()> {
-    load(kernel, initrd, cmdline)?;
-    log("rebooting into the new kernel");
-    Err(luo_agent::sys::reboot_kexec())
 }
 
 /// Has systemd perform the update of the loaded kernel, so that its shutdown preserves the fd
@@ -117,10 +102,10 @@ fn run_alone(listen: Listen, device: String) -> ExitCode {
         listen,
         Server {
             agent: Mutex::new(agent),
-            kexec: Box::new(kexec),
+            kexec: Box::new(System),
             log: Box::new(log),
             manifest: Manifest::Session,
-            changed: None,
+            changed: Some(Box::new(|agent| agent.write_record())),
         },
         None,
     )
@@ -162,7 +147,7 @@ fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
     let k = Arc::clone(&keeper);
     let server = Server {
         agent: Mutex::new(agent),
-        kexec: Box::new(load),
+        kexec: Box::new(System),
         log: Box::new(log),
         manifest: Manifest::Kept {
             hand_over: Box::new(systemctl_kexec),
