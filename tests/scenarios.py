@@ -1246,6 +1246,7 @@ def all_scenarios(env):
         if variant in env.kernels:
             k = env.kernels[variant]
             tests.append(agent_test(f"{variant}/agent-several-services", k, k))
+            tests.append(agent_failures_test(f"{variant}/agent-failures", k, k))
     if "c-rmemfd" in env.kernels:
         k = env.kernels["c-rmemfd"]
         tests.append(memfd_set_test("c-rmemfd/memfd-set-64", k, k, 64))
@@ -1344,6 +1345,106 @@ def all_scenarios(env):
         t.binaries = t.binaries or bins
         t.long = t.long or t.name in DEBUG_REPLAYS_LONG
     return tests
+
+
+# The agent with its socket open to every user, as the packaged unit has it.
+AGENT_START_SHARED = AGENT_START.replace("luo-agent &", "luo-agent --socket-mode 0666 &")
+NOBODY = "run-as 65534"
+
+
+def agent_failures_test(name, first, second):
+    """What an operator meets besides the happy path: another user cannot see, take, release
+    or live update anything of root's; thousands of idle connections keep nobody out; a live
+    update that fails (a bad image, a command line without live update) gives every file back;
+    after the update a client killed between RETRIEVE and its confirmation loses nothing."""
+    return Test(
+        name=name,
+        stages=[
+            vm.Stage(first, AGENT_START_SHARED
+                     + "kv-service start cache-a 8\nkv-service start cache-b 4\n"
+                     + f"{NOBODY} kv-service start own 1\n"
+                     + f"{NOBODY} luoctl list > /tmp/seen; cat /tmp/seen\n"
+                     + "if grep -q cache- /tmp/seen; then exit 1; fi\n"
+                     + f"if {NOBODY} luoctl retrieve cache-a 1 > /tmp/stolen; then exit 1; fi\n"
+                     + "[ -s /tmp/stolen ] && exit 1\n"
+                     + f"if {NOBODY} luoctl release cache-b; then exit 1; fi\n"
+                     + f"if {NOBODY} luoctl kexec /bin/busybox '' liveupdate=on; then exit 1; fi\n"
+                     # 3000 idle connections of another user, twice what the agent keeps
+                     # (half of its 4096 descriptors): root is still served.
+                     + f"{NOBODY} idle-clients /run/luo-agent.sock 3000 > /tmp/idle &\nidle=$!\n"
+                     + "for i in $(seq 600); do grep -q open /tmp/idle && break; sleep 0.1; done\n"
+                     + "cat /tmp/idle\nluoctl list\n"
+                     + "kill -USR1 $idle; sleep 1; tail -1 /tmp/idle\nkill $idle\n"
+                     # Failed live updates: nothing is lost, nothing stays loaded.
+                     + "head -c 65536 /dev/zero > /tmp/not-a-kernel\n"
+                     + "if luoctl kexec /tmp/not-a-kernel '' liveupdate=on; then exit 1; fi\n"
+                     + "if luoctl kexec /tmp/not-a-kernel '' quiet; then exit 1; fi\n"
+                     + "mkfifo /tmp/fifo\n"
+                     + "if luoctl kexec /tmp/fifo '' liveupdate=on; then exit 1; fi\n"
+                     + "echo \"LUO-VM: kexec loaded after the failures: "
+                       "$(cat /sys/kernel/kexec_loaded)\"\n"
+                     + "kv-service resume cache-a\nkv-service resume cache-b\n"
+                     + "luoctl list\n" + AGENT_KEXEC, [
+                (r"kv-service own: 1 MiB data set .* handed to the agent",
+                 "another user preserves its own"),
+                (r"luoctl: session \"own\" \(to carry across", "it sees its own session"),
+                (r"luoctl: refused \(NotPermitted\): session \"cache-a\" belongs to another user",
+                 "it cannot take root's file"),
+                (r"luoctl: refused \(NotPermitted\): session \"cache-b\" belongs to another user",
+                 "it cannot release root's session"),
+                (r"luoctl: refused \(NotPermitted\): only root may live update",
+                 "it cannot live update"),
+                (r"LUO-VM: 3000 idle connections open", "3000 idle connections"),
+                (r"luoctl: session \"cache-a\" \(to carry across the next live update\)",
+                 "root is served through the flood"),
+                (r"LUO-VM: (9[0-9][0-9]|1[0-9][0-9][0-9]) of 3000 idle connections hung up on",
+                 "the flooder's longest idle made room"),
+                (r"luoctl: refused \(Failed\): loading /tmp/not-a-kernel: kexec_file_load",
+                 "a bad image is refused by the kernel"),
+                (r"luoctl: refused \(BadRequest\): the next kernel's command line \"quiet\" "
+                 r"does not turn live update on", "a command line without live update refused"),
+                (r"luoctl: refused \(BadRequest\): /tmp/fifo is not a regular file",
+                 "a FIFO does not wedge the agent"),
+                (r"LUO-VM: kexec loaded after the failures: 0", "nothing left loaded"),
+                (r"kv-service cache-a: 8 MiB data set back, all \d+ values intact",
+                 "an aborted update gives every file back"),
+                (r"kv-service cache-b: 4 MiB data set back, all \d+ values intact",
+                 "the second too"),
+                (r"luoctl: session \"cache-b\" \(to carry across", "still held for the update"),
+                (r"luoctl: asking the agent to live update", "then the update"),
+            ]),
+            vm.Stage(second, AGENT_START_SHARED
+                     + f"{NOBODY} luoctl list > /tmp/seen; cat /tmp/seen\n"
+                     + "if grep -q cache- /tmp/seen; then exit 1; fi\n"
+                     + f"if {NOBODY} luoctl retrieve cache-a 1 > /tmp/stolen; then exit 1; fi\n"
+                     + "[ -s /tmp/stolen ] && exit 1\n"
+                     + f"{NOBODY} kv-service resume own\n"
+                     # The client dies after RETRIEVE, before its confirmation.
+                     + "luoctl retrieve cache-a 1 -- sh -c "
+                       "'echo LUO-VM: client has the file, killing it; kill -9 $PPID; sleep 1' "
+                       "|| echo \"LUO-VM: luoctl ended with status $?\"\n"
+                     + "luoctl list\n"
+                     + "kv-service resume cache-a\nkv-service resume cache-b\nluoctl list\n", [
+                (r"luo-agent: adopted session \"own\" with 1 file", "owners carried across"),
+                (r"luoctl: session \"own\" \(from the previous kernel", "it sees its own"),
+                (r"luoctl: refused \(NotPermitted\): session \"cache-a\" belongs to another user",
+                 "it cannot take root's file after the update"),
+                (r"kv-service own: 1 MiB data set back, all \d+ values intact",
+                 "its own data back"),
+                (r"LUO-VM: client has the file, killing it", "client killed before confirming"),
+                (r"LUO-VM: luoctl ended with status 137", "it died of SIGKILL"),
+                (r"luoctl: session \"cache-a\" \(from the previous kernel, waiting to be handed "
+                 r"back\): tokens \[1\]", "the agent still holds the file"),
+                (r"kv-service cache-a: 8 MiB data set back, all \d+ values intact",
+                 "nothing lost"),
+                (r"kv-service cache-b: 4 MiB data set back, all \d+ values intact",
+                 "second intact"),
+                (r"luoctl: the agent holds no sessions", "every session finished"),
+            ]),
+        ],
+        timeout=400,
+        **MEMFD_VM,
+    )
 
 
 def demo(kernel, mib=256):

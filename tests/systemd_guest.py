@@ -77,7 +77,7 @@ PARTS = {
                r"luoctl: session \"cache-a\" \(to carry across the next live update\): "
                r"tokens \[1\]",
                r"LUO-VM: luo-agent.service holds 2 fd",
-               r"luo-agent: live update into /luo/next-kernel, handed to the system manager",
+               r"luo-agent: uid 0 pid \d+: live update into /luo/next-kernel, handed to the system manager",
                r"luoctl: the system manager is performing the live update"],
               [r"LUO-VM: luo-agent.service got 2 fd",
                r"luo-agent: adopted session \"cache-a\" with 1 file\(s\) from the previous "

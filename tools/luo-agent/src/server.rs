@@ -447,9 +447,13 @@ where
         if let Err(e) = self.kexec.load(&image) {
             return failed(&format!("loading {kernel}"), e);
         }
+        let how = match self.manifest {
+            Manifest::Kept { .. } => ", handed to the system manager",
+            Manifest::Session => "",
+        };
         (self.log)(&format!(
-            "uid {uid} pid {pid}: live update into {kernel}: {sessions} session(s), {held} \
-             file(s) held"
+            "uid {uid} pid {pid}: live update into {kernel}{how}: {sessions} session(s), \
+             {held} file(s) held"
         ));
         if let Manifest::Kept { .. } = self.manifest {
             // The system manager goes on once the client has its answer (`After::HandOver`).

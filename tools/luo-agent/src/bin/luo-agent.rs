@@ -42,7 +42,30 @@ struct Listen {
     mode: u32,
 }
 
+/// Raises the soft limit on open descriptors to the hard one: every session, every file kept
+/// and every client is a descriptor.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to read into and then pass.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if !raised {
+        log(&format!(
+            "cannot raise the descriptor limit: {}",
+            io::Error::last_os_error()
+        ));
+    }
+}
+
 fn main() -> ExitCode {
+    raise_nofile();
     let mut listen = Listen {
         path: SOCKET.to_owned(),
         mode: 0o600,
