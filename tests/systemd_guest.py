@@ -72,6 +72,7 @@ PARTS = {
                r"luoctl: the agent holds no sessions",
                r"luoctl: refused \(NotPermitted\): session \"cache-a\" belongs to another user",
                r"luoctl: refused \(NotPermitted\): only root may live update the machine",
+               r"LUO-VM: the agent's refusals are warnings in the journal, the rest information",
                r"luo-agent: adopted session \"cache-a\" with 1 file\(s\) kept across the "
                r"agent's restart",
                r"luoctl: session \"cache-a\" \(to carry across the next live update\): "

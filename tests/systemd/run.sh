@@ -49,6 +49,18 @@ if [ "$stage" = 1 ]; then
 	$nobody /luo/luoctl list
 	$nobody /luo/luoctl release cache-a && fail "nobody released root's session"
 	$nobody /luo/luoctl kexec /luo/next-kernel /luo/empty.cpio x && fail "nobody live updated"
+	# The journal has the agent's refusals as warnings, what it holds as
+	# information (the agent prefixes each line with its priority).
+	for i in $(seq 25); do
+		journalctl -b -u luo-agent -p warning -o cat --no-pager > /tmp/warnings
+		grep -q 'refused (NotPermitted)' /tmp/warnings && break
+		sleep 0.2
+	done
+	journalctl -b -u luo-agent -p info -o cat --no-pager > /tmp/info
+	if grep -q 'refused (NotPermitted)' /tmp/warnings && ! grep -q 'holding token' /tmp/warnings &&
+		grep -q 'holding token' /tmp/info; then
+		echo "LUO-VM: the agent's refusals are warnings in the journal, the rest information"
+	fi
 	systemctl start luo-memfd.service || fail "luo-memfd.service did not start"
 	systemctl start luo-session.service || fail "luo-session.service did not start"
 	for unit in luo-memfd luo-session; do

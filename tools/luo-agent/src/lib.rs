@@ -28,6 +28,7 @@ pub mod agent;
 pub mod client;
 pub mod fdpass;
 pub mod kexec;
+pub mod log;
 pub mod proto;
 pub mod server;
 pub mod sys;

@@ -3,6 +3,7 @@
 use crate::agent::{Agent, Device, ROOT};
 use crate::fdpass;
 use crate::kexec::{Image, Kexec};
+use crate::log::Priority;
 use crate::proto::{Refusal, Request, Response};
 use std::collections::BTreeMap;
 use std::io;
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// Called with the agent after every request that may have changed what it holds.
 pub type ChangedFn<D> = dyn Fn(&mut Agent<D>) -> io::Result<()> + Send + Sync;
+
+/// Writes one line of the log at a priority (see [`crate::log`]).
+pub type LogFn = dyn Fn(Priority, &str) + Send + Sync;
 
 /// Has the system manager perform the live update of a loaded kernel.
 pub type HandOverFn = dyn Fn() -> io::Result<()> + Send + Sync;
@@ -56,7 +60,7 @@ struct Clients {
 impl Clients {
     /// Disconnects the longest-idle client of the user holding the most connections, so that a
     /// flood of idle connections from one user costs that user, not everyone else.
-    fn evict(&mut self, log: &dyn Fn(&str)) -> bool {
+    fn evict(&mut self, log: &LogFn) -> bool {
         let mut per_uid: BTreeMap<u32, usize> = BTreeMap::new();
         for c in &self.conns {
             *per_uid.entry(c.uid).or_default() += 1;
@@ -76,12 +80,15 @@ impl Clients {
             .logged
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
-            log(&format!(
-                "{} clients connected (the limit): {} longest-idle client(s) of the busiest \
+            log(
+                Priority::Warning,
+                &format!(
+                    "{} clients connected (the limit): {} longest-idle client(s) of the busiest \
                  user (uid {uid}) disconnected",
-                self.conns.len() + 1,
-                self.evicted
-            ));
+                    self.conns.len() + 1,
+                    self.evicted
+                ),
+            );
             self.evicted = 0;
             self.logged = Some(Instant::now());
         }
@@ -115,7 +122,7 @@ enum After {
 pub struct Server<D: Device> {
     pub agent: Mutex<Agent<D>>,
     pub kexec: Box<dyn Kexec>,
-    pub log: Box<dyn Fn(&str) + Send + Sync>,
+    pub log: Box<LogFn>,
     pub manifest: Manifest,
     pub changed: Option<Box<ChangedFn<D>>>,
 }
@@ -147,12 +154,15 @@ where
             clients.conns.retain(|c| {
                 let idle = now.duration_since(c.last) >= IDLE;
                 if idle {
-                    (self.log)(&format!(
-                        "uid {} pid {}: idle for {} s, disconnected",
-                        c.uid,
-                        c.pid,
-                        IDLE.as_secs()
-                    ));
+                    (self.log)(
+                        Priority::Info,
+                        &format!(
+                            "uid {} pid {}: idle for {} s, disconnected",
+                            c.uid,
+                            c.pid,
+                            IDLE.as_secs()
+                        ),
+                    );
                 }
                 !idle
             });
@@ -213,7 +223,10 @@ where
                         if clients.evict(&*self.log) {
                             continue;
                         }
-                        (self.log)(&format!("cannot accept clients for now: {e}"));
+                        (self.log)(
+                            Priority::Warning,
+                            &format!("cannot accept clients for now: {e}"),
+                        );
                         return Ok(true);
                     }
                     _ => return Err(e),
@@ -222,7 +235,10 @@ where
             let (pid, uid) = match fdpass::peer(sock.as_fd()) {
                 Ok(p) => p,
                 Err(e) => {
-                    (self.log)(&format!("client dropped: cannot tell who it is: {e}"));
+                    (self.log)(
+                        Priority::Warning,
+                        &format!("client dropped: cannot tell who it is: {e}"),
+                    );
                     continue;
                 }
             };
@@ -245,7 +261,10 @@ where
             Ok(None) => return false,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) => {
-                (self.log)(&format!("uid {} pid {}: dropped: {e}", conn.uid, conn.pid));
+                (self.log)(
+                    Priority::Warning,
+                    &format!("uid {} pid {}: dropped: {e}", conn.uid, conn.pid),
+                );
                 return false;
             }
         };
@@ -258,10 +277,13 @@ where
         );
         self.after(after);
         if let Err(e) = sent {
-            (self.log)(&format!(
-                "uid {} pid {}: gone before its answer ({e})",
-                conn.uid, conn.pid
-            ));
+            (self.log)(
+                Priority::Warning,
+                &format!(
+                    "uid {} pid {}: gone before its answer ({e})",
+                    conn.uid, conn.pid
+                ),
+            );
             return false;
         }
         true
@@ -273,7 +295,10 @@ where
         let (pid, uid) = match fdpass::peer(conn.as_fd()) {
             Ok(p) => p,
             Err(e) => {
-                (self.log)(&format!("client dropped: cannot tell who it is: {e}"));
+                (self.log)(
+                    Priority::Warning,
+                    &format!("client dropped: cannot tell who it is: {e}"),
+                );
                 return;
             }
         };
@@ -308,10 +333,13 @@ where
         };
         let (resp, fd) = self.handle_from(uid, pid, &req, fds);
         if let Response::Refused { why, message, .. } = &resp {
-            (self.log)(&format!(
-                "uid {uid} pid {pid}: {} refused ({why:?}): {message}",
-                req.verb()
-            ));
+            (self.log)(
+                Priority::Warning,
+                &format!(
+                    "uid {uid} pid {pid}: {} refused ({why:?}): {message}",
+                    req.verb()
+                ),
+            );
         }
         let after = match (&req, &resp, &self.manifest) {
             (Request::Kexec { .. }, Response::Ok, Manifest::Kept { .. }) => After::HandOver,
@@ -324,7 +352,10 @@ where
         if let (After::HandOver, Manifest::Kept { hand_over }) = (after, &self.manifest) {
             // The machine goes down from here: the client has its answer first.
             if let Err(e) = hand_over() {
-                (self.log)(&format!("the system manager did not take the update: {e}"));
+                (self.log)(
+                    Priority::Err,
+                    &format!("the system manager did not take the update: {e}"),
+                );
                 self.unload();
             }
         }
@@ -363,7 +394,10 @@ where
         let (resp, fd) = agent.handle_as(uid, req, fds);
         if let (Some(changed), false) = (&self.changed, matches!(req, Request::List { .. })) {
             if let Err(e) = changed(&mut agent) {
-                (self.log)(&format!("cannot record the change for the next boot: {e}"));
+                (self.log)(
+                    Priority::Err,
+                    &format!("cannot record the change for the next boot: {e}"),
+                );
             }
         }
         if let (
@@ -376,9 +410,10 @@ where
             } else {
                 "handed back"
             };
-            (self.log)(&format!(
-                "uid {uid} pid {pid}: {verb} token {token} of session {session:?}"
-            ));
+            (self.log)(
+                Priority::Info,
+                &format!("uid {uid} pid {pid}: {verb} token {token} of session {session:?}"),
+            );
         }
         (resp, fd)
     }
@@ -451,15 +486,18 @@ where
             Manifest::Kept { .. } => ", handed to the system manager",
             Manifest::Session => "",
         };
-        (self.log)(&format!(
-            "uid {uid} pid {pid}: live update into {kernel}{how}: {sessions} session(s), \
+        (self.log)(
+            Priority::Notice,
+            &format!(
+                "uid {uid} pid {pid}: live update into {kernel}{how}: {sessions} session(s), \
              {held} file(s) held"
-        ));
+            ),
+        );
         if let Manifest::Kept { .. } = self.manifest {
             // The system manager goes on once the client has its answer (`After::HandOver`).
             return (Response::Ok, None);
         }
-        (self.log)("rebooting into the new kernel");
+        (self.log)(Priority::Notice, "rebooting into the new kernel");
         let e = self.kexec.reboot();
         self.unload();
         failed("reboot", e)
@@ -468,9 +506,10 @@ where
     /// Unloads a kernel loaded for an update that did not happen.
     fn unload(&self) {
         if let Err(e) = self.kexec.unload() {
-            (self.log)(&format!(
-                "cannot unload the kernel of the failed update: {e}"
-            ));
+            (self.log)(
+                Priority::Err,
+                &format!("cannot unload the kernel of the failed update: {e}"),
+            );
         }
     }
 }

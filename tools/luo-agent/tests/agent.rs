@@ -448,7 +448,7 @@ fn server(agent: Agent<Machine>, kexec: Box<dyn Kexec>) -> Server<Machine> {
     Server {
         agent: Mutex::new(agent),
         kexec,
-        log: Box::new(|_: &str| {}),
+        log: Box::new(|_, _: &str| {}),
         manifest: Manifest::Session,
         changed: None,
     }

@@ -14,14 +14,40 @@ use luo_agent::agent::{Agent, Device, OnDemand};
 use luo_agent::client::SOCKET;
 use luo_agent::fdpass;
 use luo_agent::kexec::System;
+use luo_agent::log::Priority;
 use luo_agent::server::{Manifest, Server};
 use luo_agent::systemd::{self, Keeper, Notifier};
 use std::io;
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};
 
+/// Whether standard output goes to the journal, which reads priorities (see `log`).
+static JOURNAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn log_at(priority: Priority, msg: &str) {
+    let journal = *JOURNAL.get_or_init(luo_agent::log::stdout_is_journal);
+    println!("{}", luo_agent::log::line(journal, priority, msg));
+}
+
+/// An event of the agent's own (what it found at start, that it is ready).
 fn log(msg: &str) {
-    println!("luo-agent: {msg}");
+    log_at(Priority::Info, msg);
+}
+
+/// A line of what the agent found at start: what it could not take back is a warning.
+fn log_found(line: &str) {
+    let trouble = ["cannot ", "malformed", "checksum", "ignored"];
+    let priority = if trouble.iter().any(|t| line.contains(t)) {
+        Priority::Warning
+    } else {
+        Priority::Info
+    };
+    log_at(priority, line);
+}
+
+/// Something the agent cannot do.
+fn error(msg: &str) {
+    log_at(Priority::Err, msg);
 }
 
 /// Has systemd perform the update of the loaded kernel, so that its shutdown preserves the fd
@@ -57,7 +83,7 @@ fn raise_nofile() {
         }
     };
     if !raised {
-        log(&format!(
+        error(&format!(
             "cannot raise the descriptor limit: {}",
             io::Error::last_os_error()
         ));
@@ -113,20 +139,20 @@ fn run_alone(listen: Listen, device: String) -> ExitCode {
     let luo = match liveupdate::LiveUpdate::open_path(&device) {
         Ok(l) => l,
         Err(e) => {
-            log(&format!("cannot open {device}: {e}"));
+            error(&format!("cannot open {device}: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let (agent, found) = Agent::start(luo);
     for line in found {
-        log(&line);
+        log_found(&line);
     }
     serve(
         listen,
         Server {
             agent: Mutex::new(agent),
             kexec: Box::new(System),
-            log: Box::new(log),
+            log: Box::new(log_at),
             manifest: Manifest::Session,
             changed: Some(Box::new(|agent| agent.write_record())),
         },
@@ -138,18 +164,18 @@ fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
     let notifier = match Notifier::from_env() {
         Some(Ok(n)) => n,
         Some(Err(e)) => {
-            log(&format!("cannot use NOTIFY_SOCKET: {e}"));
+            error(&format!("cannot use NOTIFY_SOCKET: {e}"));
             return ExitCode::FAILURE;
         }
         None => {
-            log("--systemd needs NOTIFY_SOCKET: run luo-agent.service with Type=notify");
+            error("--systemd needs NOTIFY_SOCKET: run luo-agent.service with Type=notify");
             return ExitCode::FAILURE;
         }
     };
     let mut keeper = match Keeper::new(notifier) {
         Ok(k) => k,
         Err(e) => {
-            log(&format!("cannot read the boot id: {e}"));
+            error(&format!("cannot read the boot id: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -157,13 +183,13 @@ fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
     // fd store kept.
     let (mut agent, found) = Agent::start(OnDemand(device.into()));
     for line in found {
-        log(&line);
+        log_found(&line);
     }
     for line in keeper.adopt(&mut agent, systemd::listen_fds()) {
-        log(&line);
+        log_found(&line);
     }
     if let Err(e) = keeper.sync(&agent) {
-        log(&format!("cannot write to the fd store: {e}"));
+        error(&format!("cannot write to the fd store: {e}"));
         return ExitCode::FAILURE;
     }
     let keeper = Arc::new(Mutex::new(keeper));
@@ -171,7 +197,7 @@ fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
     let server = Server {
         agent: Mutex::new(agent),
         kexec: Box::new(System),
-        log: Box::new(log),
+        log: Box::new(log_at),
         manifest: Manifest::Kept {
             hand_over: Box::new(systemctl_kexec),
         },
@@ -183,7 +209,7 @@ fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
     let ready = |status: &str| {
         if let Ok(k) = keeper.lock() {
             if let Err(e) = k.notifier().ready(status) {
-                log(&format!("cannot tell systemd the agent is ready: {e}"));
+                error(&format!("cannot tell systemd the agent is ready: {e}"));
             }
         }
     };
@@ -199,7 +225,7 @@ where
     let listener = match fdpass::listen(socket.as_ref(), listen.mode) {
         Ok(l) => l,
         Err(e) => {
-            log(&format!("cannot listen on {socket}: {e}"));
+            error(&format!("cannot listen on {socket}: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -208,6 +234,6 @@ where
         ready(&format!("holding sessions on {socket}"));
     }
     let e = Arc::new(server).run(listener);
-    log(&format!("stopped: {e}"));
+    error(&format!("stopped: {e}"));
     ExitCode::FAILURE
 }
