@@ -51,14 +51,16 @@ StandardError=journal+console
 EOF
 done
 
-# luo-agent as packaged (tools/luo-agent/systemd/luo-agent.service), its
-# binary taken from the scenario's disk; the driver starts it.
+# luo-agent as packaged (tools/luo-agent/systemd/luo-agent.service and
+# .socket), its binary taken from the scenario's disk; the driver starts the
+# socket, and the first client the agent.
 cp "$LUO_ROOT/tools/luo-agent/systemd/luo-agent.service" "$sd/luo-agent.service"
+cp "$LUO_ROOT/tools/luo-agent/systemd/luo-agent.socket" "$sd/luo-agent.socket"
 mkdir -p "$sd/luo-agent.service.d"
 cat > "$sd/luo-agent.service.d/luo-test.conf" <<'EOF'
 [Service]
 ExecStart=
-ExecStart=/luo/luo-agent --systemd --socket-mode 0666
+ExecStart=/luo/luo-agent --systemd --unclaimed-grace 86400
 StandardOutput=journal+console
 StandardError=journal+console
 EOF

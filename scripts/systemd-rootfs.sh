@@ -23,8 +23,9 @@ PACKAGES=systemd,systemd-sysv,kexec-tools,libsystemd0,dbus,kmod
 MIN_SYSTEMD=262
 
 customize=$LUO_ROOT/scripts/systemd-rootfs-customize.sh
-unit=$LUO_ROOT/tools/luo-agent/systemd/luo-agent.service
-recipe=$(cat "$0" "$customize" "$unit" | sha256sum | cut -c1-12)
+units=$LUO_ROOT/tools/luo-agent/systemd
+recipe=$(cat "$0" "$customize" "$units/luo-agent.service" "$units/luo-agent.socket" |
+	sha256sum | cut -c1-12)
 dir=$LUO_CACHE/systemd-rootfs
 img=$dir/rootfs-$recipe.ext4
 

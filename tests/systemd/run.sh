@@ -42,8 +42,10 @@ systemctl set-environment LUO_STAGE="$stage" || fail "systemctl set-environment"
 if [ "$stage" = 1 ]; then
 	# luo-agent first: while it runs, a service still opens /dev/liveupdate
 	# to make a session of its own (luo-session), and systemd at the kexec.
-	systemctl start luo-agent.service || fail "luo-agent.service did not start"
+	# The first client starts the agent (socket activation).
+	systemctl start luo-agent.socket || fail "luo-agent.socket did not start"
 	/luo/kv-service start cache-a 16 || fail "kv-service could not hand its data to the agent"
+	echo "LUO-VM: luo-agent.service is $(systemctl is-active luo-agent.service) after the first client"
 	# Another user reaches the agent (its socket is 0666) but nothing of root's.
 	nobody="setpriv --reuid=65534 --regid=65534 --clear-groups"
 	$nobody /luo/luoctl list
@@ -88,6 +90,7 @@ for unit in luo-memfd luo-session luo-agent; do
 done
 systemctl start luo-memfd.service || echo "LUO-VM: luo-memfd.service failed after the update"
 systemctl start luo-session.service || echo "LUO-VM: luo-session.service failed after the update"
+systemctl start luo-agent.socket || echo "LUO-VM: luo-agent.socket failed after the update"
 if systemctl start luo-agent.service; then
 	# A client whose command fails loses nothing, across a restart of the
 	# agent too: the agent keeps the file until a client confirms it.

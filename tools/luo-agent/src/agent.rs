@@ -97,6 +97,8 @@ struct Held<S> {
     direction: Direction,
     /// Outgoing: the tokens preserved. Incoming: the tokens not yet taken from the kernel.
     tokens: Vec<u64>,
+    /// Incoming: a client asked for one of its files (see [`Agent::release_unclaimed`]).
+    claimed: bool,
     /// An incoming session no manifest named (taken from the kernel by name at root's
     /// request): which tokens it holds is not known, so any is asked of the kernel, and it is
     /// finished only when released.
@@ -133,8 +135,26 @@ pub struct HeldView<'a, S> {
     pub handed: Vec<(u64, BorrowedFd<'a>)>,
 }
 
+/// How much the agent holds for one user other than root (0: no limit), so that one user
+/// cannot pin the machine's memory for the next kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Files in the user's outgoing sessions.
+    pub files_per_user: usize,
+    /// The sizes of those files, added up.
+    pub bytes_per_user: u64,
+}
+
+fn file_size(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    Ok(std::fs::File::from(fd.try_clone_to_owned()?)
+        .metadata()?
+        .len())
+}
+
 /// The agent's state.
 pub struct Agent<D: Device> {
+    /// What each user other than root may have held.
+    pub limits: Limits,
     device: D,
     sessions: BTreeMap<String, Held<D::Session>>,
     /// The manifest preserved for the next kernel, and its sequence number.
@@ -342,6 +362,7 @@ impl<D: Device> Agent<D> {
     /// manifest. Returns the agent and what it found, for the log.
     pub fn start(device: D) -> (Self, Vec<String>) {
         let mut agent = Agent {
+            limits: Limits::default(),
             device,
             sessions: BTreeMap::new(),
             record: None,
@@ -419,6 +440,7 @@ impl<D: Device> Agent<D> {
                             direction: Direction::Incoming,
                             tokens,
                             unlisted: false,
+                            claimed: false,
                             copies: BTreeMap::new(),
                         },
                     );
@@ -505,6 +527,9 @@ impl<D: Device> Agent<D> {
                 format!("session name {name:?} is reserved or has a newline"),
             );
         }
+        if let Some(refused) = self.over_quota(uid, file.as_fd()) {
+            return refused;
+        }
         if let Some(held) = self.sessions.get(name) {
             if held.direction == Direction::Incoming {
                 return refuse(
@@ -524,6 +549,7 @@ impl<D: Device> Agent<D> {
                             direction: Direction::Outgoing,
                             tokens: Vec::new(),
                             unlisted: false,
+                            claimed: false,
                             copies: BTreeMap::new(),
                         },
                     );
@@ -549,6 +575,67 @@ impl<D: Device> Agent<D> {
                 r
             }
         }
+    }
+
+    /// A refusal if holding `file` too would take `uid` past its [`Limits`].
+    fn over_quota(&self, uid: u32, file: BorrowedFd<'_>) -> Option<Response> {
+        if uid == ROOT || (self.limits.files_per_user == 0 && self.limits.bytes_per_user == 0) {
+            return None;
+        }
+        let mine = || {
+            self.sessions
+                .values()
+                .filter(move |h| h.owner == uid && h.direction == Direction::Outgoing)
+        };
+        let files: usize = mine().map(|h| h.tokens.len()).sum();
+        if self.limits.files_per_user > 0 && files >= self.limits.files_per_user {
+            return Some(refuse(
+                Refusal::OverQuota,
+                libc::EDQUOT,
+                format!(
+                    "uid {uid} has {files} file(s) held, the most the agent holds for one user"
+                ),
+            ));
+        }
+        if self.limits.bytes_per_user == 0 {
+            return None;
+        }
+        let sizes = std::iter::once(file)
+            .chain(mine().flat_map(|h| h.copies.values().map(|f| f.as_fd())))
+            .map(file_size)
+            .sum::<std::io::Result<u64>>();
+        match sizes {
+            Ok(bytes) if bytes <= self.limits.bytes_per_user => None,
+            Ok(bytes) => Some(refuse(
+                Refusal::OverQuota,
+                libc::EDQUOT,
+                format!(
+                    "uid {uid} would have {bytes} bytes held, more than the {} the agent holds \
+                     for one user",
+                    self.limits.bytes_per_user
+                ),
+            )),
+            Err(e) => Some(refuse(
+                Refusal::Failed,
+                e.raw_os_error().unwrap_or(0),
+                format!("cannot tell the file's size: {e}"),
+            )),
+        }
+    }
+
+    /// Releases the sessions of the previous kernel that no client asked for (their files are
+    /// discarded): the grace time for them is over. Returns their names.
+    pub fn release_unclaimed(&mut self) -> Vec<String> {
+        let names: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, h)| h.direction == Direction::Incoming && !h.claimed)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter(|n| self.release(n) == Response::Ok)
+            .collect()
     }
 
     /// Takes from the kernel an incoming session no manifest named (the manifest is only a
@@ -577,6 +664,7 @@ impl<D: Device> Agent<D> {
                 direction: Direction::Incoming,
                 tokens: Vec::new(),
                 unlisted: true,
+                claimed: false,
                 copies: BTreeMap::new(),
             },
         );
@@ -601,6 +689,7 @@ impl<D: Device> Agent<D> {
                 format!("session {name:?} holds no file {token} for the next kernel"),
             ));
         }
+        held.claimed = true;
         if !held.copies.contains_key(&token) {
             let pos = held.tokens.iter().position(|&t| t == token);
             if pos.is_none() && !held.unlisted {
@@ -698,6 +787,7 @@ impl<D: Device> Agent<D> {
                 direction,
                 tokens,
                 unlisted: false,
+                claimed: false,
                 copies: BTreeMap::new(),
             },
         );
@@ -739,6 +829,7 @@ impl<D: Device> Agent<D> {
         };
         held.tokens.remove(pos);
         held.copies.insert(token, file);
+        held.claimed = true;
         true
     }
 

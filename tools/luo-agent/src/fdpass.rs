@@ -172,6 +172,23 @@ pub fn poll(fds: &mut [Polled<'_>], timeout: std::time::Duration) -> io::Result<
     Ok(n as usize)
 }
 
+/// Whether `fd` is a socket listening for connections (one systemd passed, say).
+pub fn is_listening(fd: BorrowedFd<'_>) -> bool {
+    let mut on: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `on` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut on as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && on != 0
+}
+
 /// Who is at the other end of a connected Unix socket: (pid, uid), as the kernel recorded it
 /// at connect time.
 pub fn peer(sock: BorrowedFd<'_>) -> io::Result<(i32, u32)> {

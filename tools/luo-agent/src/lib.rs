@@ -25,6 +25,7 @@
 //! ```
 
 pub mod agent;
+pub mod cli;
 pub mod client;
 pub mod fdpass;
 pub mod kexec;

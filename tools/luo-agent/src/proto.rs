@@ -60,10 +60,12 @@ pub enum Refusal {
     Failed,
     /// The session belongs to another user, or the request is root's alone.
     NotPermitted,
+    /// The file would take the user past its quota of files or bytes held.
+    OverQuota,
 }
 
 impl Refusal {
-    const ALL: [(Refusal, &'static str); 10] = [
+    const ALL: [(Refusal, &'static str); 11] = [
         (Refusal::BadRequest, "bad-request"),
         (Refusal::UnknownSession, "unknown-session"),
         (Refusal::UnknownToken, "unknown-token"),
@@ -74,6 +76,7 @@ impl Refusal {
         (Refusal::Kernel, "kernel"),
         (Refusal::Failed, "failed"),
         (Refusal::NotPermitted, "not-permitted"),
+        (Refusal::OverQuota, "over-quota"),
     ];
 
     /// The refusal's name on the wire (`unknown-session`, ...), also what `luoctl --json`

@@ -111,6 +111,20 @@ fn client_capacity() -> usize {
     half.clamp(1, MAX_CLIENTS)
 }
 
+/// The time since boot, suspend included (CLOCK_BOOTTIME): the agent's restarts do not move
+/// the grace time for unclaimed sessions.
+fn since_boot() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// What is left to do once a client has its answer.
 enum After {
     Nothing,
@@ -125,6 +139,9 @@ pub struct Server<D: Device> {
     pub log: Box<LogFn>,
     pub manifest: Manifest,
     pub changed: Option<Box<ChangedFn<D>>>,
+    /// How long after boot the sessions of the previous kernel nobody asked for are kept
+    /// ([`Agent::release_unclaimed`]); `None`: for good.
+    pub unclaimed_grace: Option<Duration>,
 }
 
 impl<D> Server<D>
@@ -149,7 +166,14 @@ where
             logged: None,
         };
         let mut starved = false;
+        let mut grace = self.unclaimed_grace;
         loop {
+            if let Some(left) = grace.map(|g| g.saturating_sub(since_boot())) {
+                if left.is_zero() {
+                    self.release_unclaimed();
+                    grace = None;
+                }
+            }
             let now = Instant::now();
             clients.conns.retain(|c| {
                 let idle = now.duration_since(c.last) >= IDLE;
@@ -175,6 +199,7 @@ where
                     .map(|c| IDLE.saturating_sub(now.duration_since(c.last)))
                     .min()
                     .unwrap_or(IDLE)
+                    .min(grace.map_or(IDLE, |g| g.saturating_sub(since_boot())))
             };
             let mut polled = Vec::with_capacity(clients.conns.len() + 1);
             polled.push(fdpass::Polled::new(
@@ -206,6 +231,27 @@ where
                     Ok(s) => starved = s,
                     Err(e) => return e,
                 }
+            }
+        }
+    }
+
+    /// Lets go of the sessions of the previous kernel that nobody claimed in time.
+    fn release_unclaimed(&self) {
+        let Some(mut agent) = self.lock() else {
+            return;
+        };
+        let released = agent.release_unclaimed();
+        for name in &released {
+            (self.log)(
+                Priority::Notice,
+                &format!(
+                    "nobody asked for session {name:?} in time: released, its files discarded"
+                ),
+            );
+        }
+        if let (Some(changed), false) = (&self.changed, released.is_empty()) {
+            if let Err(e) = changed(&mut agent) {
+                (self.log)(Priority::Err, &format!("cannot record the change: {e}"));
             }
         }
     }

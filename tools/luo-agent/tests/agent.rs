@@ -4,7 +4,7 @@
 
 use liveupdate::{Error, Op};
 use luo_agent::agent::{
-    format_manifest, format_record, parse_manifest, parse_record, Agent, Device, Recorded,
+    format_manifest, format_record, parse_manifest, parse_record, Agent, Device, Limits, Recorded,
     SessionOps, MANIFEST_SESSION, MANIFEST_SESSIONS,
 };
 use luo_agent::client::{Client, ClientError};
@@ -451,6 +451,7 @@ fn server(agent: Agent<Machine>, kexec: Box<dyn Kexec>) -> Server<Machine> {
         log: Box::new(|_, _: &str| {}),
         manifest: Manifest::Session,
         changed: None,
+        unclaimed_grace: None,
     }
 }
 
@@ -954,4 +955,81 @@ fn root_may_take_a_session_no_manifest_names() {
         .finished
         .iter()
         .any(|f| f == "orphan"));
+}
+
+fn preserve_as(
+    agent: &mut Agent<Machine>,
+    uid: u32,
+    name: &str,
+    token: u64,
+    data: &[u8],
+) -> Response {
+    let req = Request::Preserve {
+        session: name.into(),
+        token,
+    };
+    agent.handle_as(uid, &req, vec![memfd(data)]).0
+}
+
+#[test]
+fn a_user_cannot_hold_more_than_its_quota() {
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    agent.limits = Limits {
+        files_per_user: 3,
+        bytes_per_user: 10,
+    };
+    assert_eq!(preserve_as(&mut agent, 1000, "a", 1, b"1234"), Response::Ok);
+    assert_eq!(preserve_as(&mut agent, 1000, "b", 1, b"1234"), Response::Ok);
+    let (why, message) = refusal_of(&preserve_as(&mut agent, 1000, "a", 2, b"123"));
+    assert_eq!(why, Refusal::OverQuota);
+    assert!(message.contains("11 bytes"), "{message}");
+    assert_eq!(preserve_as(&mut agent, 1000, "a", 2, b"12"), Response::Ok);
+    let (why, message) = refusal_of(&preserve_as(&mut agent, 1000, "c", 1, b""));
+    assert_eq!(why, Refusal::OverQuota);
+    assert!(message.contains("3 file(s)"), "{message}");
+    // A refused file creates no session; other users and root have their own room.
+    assert!(agent.list().iter().all(|s| s.name != "c"));
+    assert_eq!(
+        preserve_as(&mut agent, 1001, "d", 1, b"1234567890"),
+        Response::Ok
+    );
+    for t in 1..=5 {
+        assert_eq!(
+            preserve_as(&mut agent, 0, "root", t, b"0123456789"),
+            Response::Ok
+        );
+    }
+    // Releasing makes room again.
+    let release = Request::Release {
+        session: "b".into(),
+    };
+    assert_eq!(agent.handle_as(1000, &release, vec![]).0, Response::Ok);
+    assert_eq!(preserve_as(&mut agent, 1000, "c", 1, b"1234"), Response::Ok);
+}
+
+#[test]
+fn sessions_nobody_claims_are_released_when_their_time_is_up() {
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    for name in ["claimed", "forgotten"] {
+        assert_eq!(preserve(&mut agent, name, 1, memfd(b"x")), Response::Ok);
+        assert_eq!(preserve(&mut agent, name, 2, memfd(b"y")), Response::Ok);
+    }
+    let (mut agent, _) = live_update(&machine, agent);
+    assert_eq!(retrieve(&mut agent, "claimed", 1), b"x");
+    assert_eq!(confirm(&mut agent, "claimed", 1), Response::Ok);
+    assert_eq!(preserve(&mut agent, "new", 1, memfd(b"n")), Response::Ok);
+    assert_eq!(agent.release_unclaimed(), ["forgotten"]);
+    let names: Vec<_> = agent.list().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["claimed", "new"]);
+    assert!(machine
+        .0
+        .lock()
+        .unwrap()
+        .finished
+        .iter()
+        .any(|f| f == "forgotten"));
+    // Token 2 of the claimed session is still there for its client.
+    assert_eq!(retrieve(&mut agent, "claimed", 2), b"y");
 }

@@ -1,6 +1,6 @@
 //! luo-agent: holds live update sessions for other programs.
 //!
-//! usage: luo-agent [--socket PATH] [--socket-mode OCTAL] [--device PATH] [--systemd]
+//! `luo-agent --help` (or `man luo-agent`) says how to run it.
 //!
 //! The socket is root's alone (mode 0600) unless `--socket-mode` opens it; every client is
 //! known by its uid (`SO_PEERCRED`), owns the sessions it creates and sees and acts on those
@@ -10,16 +10,20 @@
 //! keeps its sessions in systemd's fd store, which systemd carries across `systemctl kexec`;
 //! see the `systemd` module.
 
+use clap::Parser;
+use luo_agent::agent::Limits;
 use luo_agent::agent::{Agent, Device, OnDemand};
-use luo_agent::client::SOCKET;
+use luo_agent::cli::AgentCli;
 use luo_agent::fdpass;
 use luo_agent::kexec::System;
 use luo_agent::log::Priority;
 use luo_agent::server::{Manifest, Server};
 use luo_agent::systemd::{self, Keeper, Notifier};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Whether standard output goes to the journal, which reads priorities (see `log`).
 static JOURNAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -62,7 +66,8 @@ fn systemctl_kexec() -> io::Result<()> {
     Ok(())
 }
 
-/// Where clients connect: the socket's path and its file mode.
+/// Where clients connect: the socket's path and its file mode, unless systemd passed a
+/// listening socket (`luo-agent.socket`).
 struct Listen {
     path: String,
     mode: u32,
@@ -91,51 +96,25 @@ fn raise_nofile() {
 }
 
 fn main() -> ExitCode {
+    let cli = AgentCli::parse();
     raise_nofile();
-    let mut listen = Listen {
-        path: SOCKET.to_owned(),
-        mode: 0o600,
+    let listen = Listen {
+        path: cli.socket.clone(),
+        mode: cli.socket_mode,
     };
-    let mut device = liveupdate::DEVICE.to_owned();
-    let mut under_systemd = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), a.starts_with("--") && a != "--systemd") {
-            ("--systemd", _) => under_systemd = true,
-            (_, true) => {
-                let Some(v) = args.next() else {
-                    return usage();
-                };
-                match a.as_str() {
-                    "--socket" => listen.path = v,
-                    "--device" => device = v,
-                    "--socket-mode" => match u32::from_str_radix(&v, 8) {
-                        Ok(m) if m <= 0o777 => listen.mode = m,
-                        _ => return usage(),
-                    },
-                    _ => return usage(),
-                }
-            }
-            _ => return usage(),
-        }
-    }
-    if under_systemd {
-        run_under_systemd(listen, device)
+    let limits = Limits {
+        files_per_user: cli.max_files_per_user,
+        bytes_per_user: cli.max_bytes_per_user,
+    };
+    let grace = (cli.unclaimed_grace > 0).then(|| Duration::from_secs(cli.unclaimed_grace));
+    if cli.systemd {
+        run_under_systemd(listen, cli.device, limits, grace)
     } else {
-        run_alone(listen, device)
+        run_alone(listen, cli.device, limits, grace)
     }
 }
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: luo-agent [--socket PATH] [--socket-mode OCTAL] [--device PATH] [--systemd]\n\
-         The socket is root's alone (0600) unless --socket-mode opens it (0666: every user,\n\
-         each seeing and acting on its own sessions only; live update stays root's)."
-    );
-    ExitCode::from(2)
-}
-
-fn run_alone(listen: Listen, device: String) -> ExitCode {
+fn run_alone(listen: Listen, device: String, limits: Limits, grace: Option<Duration>) -> ExitCode {
     let luo = match liveupdate::LiveUpdate::open_path(&device) {
         Ok(l) => l,
         Err(e) => {
@@ -143,24 +122,31 @@ fn run_alone(listen: Listen, device: String) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (agent, found) = Agent::start(luo);
+    let (mut agent, found) = Agent::start(luo);
+    agent.limits = limits;
     for line in found {
         log_found(&line);
     }
     serve(
-        listen,
+        Listener::Path(listen),
         Server {
             agent: Mutex::new(agent),
             kexec: Box::new(System),
             log: Box::new(log_at),
             manifest: Manifest::Session,
             changed: Some(Box::new(|agent| agent.write_record())),
+            unclaimed_grace: grace,
         },
         None,
     )
 }
 
-fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
+fn run_under_systemd(
+    listen: Listen,
+    device: String,
+    limits: Limits,
+    grace: Option<Duration>,
+) -> ExitCode {
     let notifier = match Notifier::from_env() {
         Some(Ok(n)) => n,
         Some(Err(e)) => {
@@ -182,10 +168,15 @@ fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
     // Sessions an agent of an earlier kernel left in a session of its own, then those the
     // fd store kept.
     let (mut agent, found) = Agent::start(OnDemand(device.into()));
+    agent.limits = limits;
     for line in found {
         log_found(&line);
     }
-    for line in keeper.adopt(&mut agent, systemd::listen_fds()) {
+    // What systemd passed: luo-agent.socket's listening socket, and the fd store.
+    let (sockets, stored): (Vec<_>, Vec<_>) = systemd::listen_fds()
+        .into_iter()
+        .partition(|(_, fd)| fdpass::is_listening(fd.as_fd()));
+    for line in keeper.adopt(&mut agent, stored) {
         log_found(&line);
     }
     if let Err(e) = keeper.sync(&agent) {
@@ -205,6 +196,7 @@ fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
             Ok(mut k) => k.sync(agent),
             Err(_) => Err(io::Error::other("the fd store keeper was lost")),
         })),
+        unclaimed_grace: grace,
     };
     let ready = |status: &str| {
         if let Ok(k) = keeper.lock() {
@@ -213,21 +205,33 @@ fn run_under_systemd(listen: Listen, device: String) -> ExitCode {
             }
         }
     };
-    serve(listen, server, Some(&ready))
+    let listener = match sockets.into_iter().next() {
+        Some((name, fd)) => Listener::Passed(name, fd),
+        None => Listener::Path(listen),
+    };
+    serve(listener, server, Some(&ready))
 }
 
-fn serve<D>(listen: Listen, server: Server<D>, ready: Option<&dyn Fn(&str)>) -> ExitCode
+/// Where the agent listens: a socket it makes, or one systemd passed (socket activation).
+enum Listener {
+    Path(Listen),
+    Passed(String, OwnedFd),
+}
+
+fn serve<D>(listener: Listener, server: Server<D>, ready: Option<&dyn Fn(&str)>) -> ExitCode
 where
     D: Device + Send + 'static,
     D::Session: Send,
 {
-    let socket = listen.path;
-    let listener = match fdpass::listen(socket.as_ref(), listen.mode) {
-        Ok(l) => l,
-        Err(e) => {
-            error(&format!("cannot listen on {socket}: {e}"));
-            return ExitCode::FAILURE;
-        }
+    let (socket, listener) = match listener {
+        Listener::Passed(name, fd) => (format!("the socket systemd passed ({name})"), fd),
+        Listener::Path(listen) => match fdpass::listen(listen.path.as_ref(), listen.mode) {
+            Ok(l) => (listen.path, l),
+            Err(e) => {
+                error(&format!("cannot listen on {}: {e}", listen.path));
+                return ExitCode::FAILURE;
+            }
+        },
     };
     log(&format!("ready on {socket}"));
     if let Some(ready) = ready {

@@ -3,71 +3,17 @@
 //!
 //! The exit status says what happened: 0 done, 2 bad usage, 3 the agent cannot be reached,
 //! 4 the conversation with it failed, 5 the command given to `retrieve -- CMD` could not run,
-//! and 10 to 19 a refusal of the agent, one status per kind (see [`refusal_status`]).
+//! and 10 to 20 a refusal of the agent, one status per kind (see [`refusal_status`]).
 
-use clap::{Parser, Subcommand};
-use luo_agent::client::{Client, ClientError, SOCKET};
+use clap::Parser;
+use luo_agent::cli::{LuoctlCli as Cli, LuoctlCmd as Cmd};
+use luo_agent::client::{Client, ClientError};
 use luo_agent::proto::{Direction, Refusal};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
-
-#[derive(Parser)]
-#[command(
-    name = "luoctl",
-    about = "Ask luo-agent to hold files across a live update and give them back after it",
-    after_help = "Exit status: 0 done, 2 bad usage, 3 agent unreachable, 4 conversation \
-                  failed, 5 CMD could not run, 10-19 refused by the agent (10 bad request, \
-                  11 unknown session, 12 unknown token, 13 duplicate token, 14 busy, \
-                  15 unsupported file, 16 invalid name, 17 kernel, 18 failed, 19 not permitted)"
-)]
-struct Cli {
-    /// The agent's socket.
-    #[arg(long, default_value = SOCKET)]
-    socket: String,
-    /// Print results and refusals as JSON on standard output.
-    #[arg(long)]
-    json: bool,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Hand a file to the agent, to be carried across the next live update.
-    Preserve {
-        session: String,
-        token: u64,
-        /// The file to hand over (opened read-write).
-        #[arg(required_unless_present = "fd", conflicts_with = "fd")]
-        path: Option<String>,
-        /// Hand over this open descriptor of luoctl instead.
-        #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
-        fd: Option<i32>,
-    },
-    /// The sessions the agent holds for you (all of them for root).
-    List,
-    /// Get a file back after the live update: copy its contents to standard output, or run
-    /// CMD with it as descriptor 3 (LISTEN_FDS=1, LISTEN_FDNAMES=SESSION, as systemd passes
-    /// descriptors). Once that worked, luoctl confirms it to the agent, which then lets go of
-    /// its copy; if it failed, the file can be retrieved again.
-    Retrieve {
-        session: String,
-        token: u64,
-        #[arg(last = true, value_name = "CMD")]
-        cmd: Vec<String>,
-    },
-    /// Let go of a session now (an incoming one is finished).
-    Release { session: String },
-    /// Live update into KERNEL (root only).
-    Kexec {
-        kernel: String,
-        initrd: String,
-        cmdline: String,
-    },
-}
 
 /// What went wrong, and the exit status it gets.
 enum Failure {
@@ -90,6 +36,7 @@ fn refusal_status(why: Refusal) -> u8 {
         Refusal::Kernel => 17,
         Refusal::Failed => 18,
         Refusal::NotPermitted => 19,
+        Refusal::OverQuota => 20,
     }
 }
 
