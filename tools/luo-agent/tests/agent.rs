@@ -1033,3 +1033,44 @@ fn sessions_nobody_claims_are_released_when_their_time_is_up() {
     // Token 2 of the claimed session is still there for its client.
     assert_eq!(retrieve(&mut agent, "claimed", 2), b"y");
 }
+
+#[test]
+fn the_server_releases_unclaimed_sessions_once_the_grace_time_is_over() {
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    assert_eq!(
+        preserve(&mut agent, "forgotten", 1, memfd(b"x")),
+        Response::Ok
+    );
+    let (agent, _) = live_update(&machine, agent);
+    assert_eq!(agent.list().len(), 1);
+    let dir = std::env::temp_dir().join(format!("luo-agent-grace-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("agent.sock");
+    let listener = luo_agent::fdpass::listen(&socket, 0o600).unwrap();
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&logged);
+    let server = Arc::new(Server {
+        log: Box::new(move |_, line: &str| lines.lock().unwrap().push(line.to_owned())),
+        // The machine has been up longer than this already.
+        unclaimed_grace: Some(std::time::Duration::from_millis(1)),
+        ..server(agent, failing_kexec())
+    });
+    std::thread::spawn(move || server.run(listener));
+    let listed = Client::connect(&socket).unwrap().list().unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    assert!(machine
+        .0
+        .lock()
+        .unwrap()
+        .finished
+        .iter()
+        .any(|f| f == "forgotten"));
+    assert!(logged
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("nobody asked for session \"forgotten\" in time")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
