@@ -210,8 +210,9 @@ def clippy_check(tally, pattern, nice=False):
 CARGO_TEST_LINE = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)", re.M)
 
 
-# The userspace crates under tools/ and the names their results are counted under.
-CRATES = (("liveupdate", "liveupdate-lib"), ("luo-agent", "luo-agent"))
+# The userspace crates under tools/, the names their results are counted under, and how many
+# tests `cargo test` runs in each (pinned, so that a test that stops being built or run fails).
+CRATES = (("liveupdate", "liveupdate-lib", 7), ("luo-agent", "luo-agent", 43))
 
 
 RUSTUP_BIN = os.path.expanduser("~/.cargo/bin")
@@ -222,7 +223,7 @@ def cargo_tests(tally, pattern):
     counted on its own."""
     env = dict(os.environ, CARGO_TARGET_DIR=scenarios.cargo_target_dir(),
                LIVEUPDATE_UAPI_INCLUDE=os.path.join(vm.kernel_tree(), "include", "uapi"))
-    for crate_dir, label in CRATES:
+    for crate_dir, label, expected in CRATES:
         if not fnmatch.fnmatch(f"host/{label}/x", pattern):
             continue
         crate = os.path.join(ROOT, "tools", crate_dir)
@@ -233,8 +234,10 @@ def cargo_tests(tally, pattern):
         for name, status in found:
             status = {"ok": "pass", "ignored": "skip"}.get(status, "fail")
             tally.record(f"host/{label}/{name}", status, "see cargo test output")
-        if proc.returncode != 0 or not found:
-            tally.record(f"host/{label}", "fail", proc.stdout[-3000:])
+        if proc.returncode != 0 or len(found) != expected:
+            tally.record(f"host/{label}", "fail",
+                         f"{len(found)} tests ran, {expected} expected (CRATES in tests/run.py)\n"
+                         + proc.stdout[-3000:])
         for name, cmd in (("fmt", ["cargo", "fmt", "--check"]),
                           ("clippy", ["cargo", "clippy", "--quiet", "--all-targets", "--",
                                       "-D", "warnings"]),

@@ -853,7 +853,7 @@ def agent_test(name, first, second):
         stages=[
             vm.Stage(first, AGENT_START
                      + "kv-service start cache-a 64\nkv-service start cache-b 16\n"
-                     + "kv-service start vm-ram 8\n"
+                     + "kv-service start vm-ram 8\nkv-service start-own guest 8\n"
                      + "if kv-service start cache-a 1; then exit 1; fi\n"
                      + "if luo-agent --socket /run/second.sock; then exit 1; fi\n"
                      + "if luoctl preserve other 1 /dev/null; then exit 1; fi\n"
@@ -865,6 +865,11 @@ def agent_test(name, first, second):
                 (r"luo-agent: no sessions from a previous kernel", "agent started clean"),
                 (r"kv-service cache-a: 64 MiB data set .* handed to the agent", "first service"),
                 (r"kv-service vm-ram: 8 MiB data set .* handed to the agent", "third service"),
+                (r"kv-service guest: 4 MiB data set .* preserved as token 2 into its own session",
+                 "a service preserves into its own session"),
+                (r"luoctl: session \"guest\" \(to carry across the next live update, delegated "
+                 r"to its client, who keeps its own files in it\): tokens \[\]",
+                 "the delegated session listed"),
                 (r"kv-service: refused \(DuplicateToken\): preserving token 1 in session "
                  r"\"cache-a\": PreserveFd failed: this token is already used in the session",
                  "duplicate token explained"),
@@ -883,7 +888,8 @@ def agent_test(name, first, second):
             vm.Stage(second, AGENT_START
                      + "luoctl list\n"
                      + "kv-service resume cache-b\nkv-service resume cache-a\n"
-                     + "kv-service resume vm-ram\nluoctl list\n", [
+                     + "kv-service resume vm-ram\nkv-service resume-own guest\n"
+                     + "luoctl list\n", [
                 (r"luo-agent: adopted session \"cache-a\" with 1 file", "agent adopted sessions"),
                 (r"luoctl: session \"vm-ram\" \(from the previous kernel, waiting to be handed "
                  r"back\): tokens \[1\]", "incoming listed"),
@@ -891,6 +897,12 @@ def agent_test(name, first, second):
                  "64 MiB intact"),
                 (r"kv-service cache-b: 16 MiB data set back, all \d+ values intact", "16 MiB intact"),
                 (r"kv-service vm-ram: 8 MiB data set back, all \d+ values intact", "8 MiB intact"),
+                (r"kv-service guest: token 1: 8 MiB data set back, all \d+ values intact",
+                 "the delegated session's first file"),
+                (r"kv-service guest: token 2: 4 MiB data set back, all \d+ values intact",
+                 "and its second"),
+                (r"kv-service guest: its own session finished and released",
+                 "the client finished its own session"),
                 (r"luoctl: the agent holds no sessions", "every session finished"),
             ]),
         ],
@@ -1363,6 +1375,8 @@ def agent_failures_test(name, first, second):
             vm.Stage(first, AGENT_START_SHARED
                      + "kv-service start cache-a 8\nkv-service start cache-b 4\n"
                      + f"{NOBODY} kv-service start own 1\n"
+                     + "luoctl delegate vm2 -- sh -c 'echo \"LUO-VM: delegated session as fd 3: "
+                       "$(readlink /proc/$$/fd/3) ($LISTEN_FDNAMES)\"'\n"
                      + f"{NOBODY} luoctl list > /tmp/seen; cat /tmp/seen\n"
                      + "if grep -q cache- /tmp/seen; then exit 1; fi\n"
                      + f"if {NOBODY} luoctl retrieve cache-a 1 > /tmp/stolen; then exit 1; fi\n"
@@ -1387,6 +1401,8 @@ def agent_failures_test(name, first, second):
                      + "luoctl list\n" + AGENT_KEXEC, [
                 (r"kv-service own: 1 MiB data set .* handed to the agent",
                  "another user preserves its own"),
+                (r"LUO-VM: delegated session as fd 3: anon_inode:\[luo_session\] vm2 \(vm2\)",
+                 "luoctl delegate passes the session itself"),
                 (r"luoctl: session \"own\" \(to carry across", "it sees its own session"),
                 (r"luoctl: refused \(NotPermitted\): session \"cache-a\" belongs to another user",
                  "it cannot take root's file"),
@@ -1419,6 +1435,8 @@ def agent_failures_test(name, first, second):
                      + f"if {NOBODY} luoctl retrieve cache-a 1 > /tmp/stolen; then exit 1; fi\n"
                      + "[ -s /tmp/stolen ] && exit 1\n"
                      + f"{NOBODY} kv-service resume own\n"
+                     + "luoctl delegate vm2 -- sh -c 'echo \"LUO-VM: delegated session as fd 3: "
+                       "$(readlink /proc/$$/fd/3) ($LISTEN_FDNAMES)\"'\n"
                      # The client dies after RETRIEVE, before its confirmation.
                      + "luoctl retrieve cache-a 1 -- sh -c "
                        "'echo LUO-VM: client has the file, killing it; kill -9 $PPID; sleep 1' "
@@ -1431,6 +1449,8 @@ def agent_failures_test(name, first, second):
                  "it cannot take root's file after the update"),
                 (r"kv-service own: 1 MiB data set back, all \d+ values intact",
                  "its own data back"),
+                (r"LUO-VM: delegated session as fd 3: anon_inode:\[luo_session\] vm2 \(vm2\)",
+                 "the incoming session passed too, then released"),
                 (r"LUO-VM: client has the file, killing it", "client killed before confirming"),
                 (r"LUO-VM: luoctl ended with status 137", "it died of SIGKILL"),
                 (r"luoctl: session \"cache-a\" \(from the previous kernel, waiting to be handed "

@@ -43,6 +43,8 @@ pub trait SessionOps {
     fn preserve_fd(&self, file: BorrowedFd<'_>, token: u64) -> liveupdate::Result<()>;
     fn retrieve_fd(&self, token: u64) -> liveupdate::Result<OwnedFd>;
     fn finish(&self) -> liveupdate::Result<()>;
+    /// A new descriptor of the session, for a client it is delegated to.
+    fn share(&self) -> std::io::Result<OwnedFd>;
 }
 
 impl Device for liveupdate::LiveUpdate {
@@ -64,6 +66,9 @@ impl SessionOps for liveupdate::Session {
     }
     fn finish(&self) -> liveupdate::Result<()> {
         liveupdate::Session::finish(self)
+    }
+    fn share(&self) -> std::io::Result<OwnedFd> {
+        self.as_fd().try_clone_to_owned()
     }
 }
 
@@ -99,10 +104,11 @@ struct Held<S> {
     tokens: Vec<u64>,
     /// Incoming: a client asked for one of its files (see [`Agent::release_unclaimed`]).
     claimed: bool,
-    /// An incoming session no manifest named (taken from the kernel by name at root's
-    /// request): which tokens it holds is not known, so any is asked of the kernel, and it is
-    /// finished only when released.
-    unlisted: bool,
+    /// The agent does not know every file of the session: it was delegated to its client
+    /// ([`Request::Delegate`]), who preserves or retrieves files itself, or it is an incoming
+    /// session no manifest named (taken from the kernel by name at root's request). Any token
+    /// is asked of the kernel, and the session is finished only when released.
+    delegated: bool,
     /// The files the agent keeps a descriptor of. Outgoing: every file preserved, so that its
     /// client can take it back before the update (after an aborted one, say). Incoming: the
     /// files taken from the kernel and handed to a client that has not confirmed it has them
@@ -213,6 +219,36 @@ pub struct Recorded {
     /// The uid that owns the session.
     pub owner: u32,
     pub tokens: Vec<u64>,
+    /// Delegated to its client: it may hold files the agent does not know of.
+    pub delegated: bool,
+}
+
+/// A manifest's token list: `-` for none, `1,2,3`, and a leading `?` for a delegated session
+/// (`?`, `?1,2`), which may hold other files too.
+pub fn format_tokens(tokens: &[u64], delegated: bool) -> String {
+    let list: Vec<String> = tokens.iter().map(u64::to_string).collect();
+    match (delegated, list.is_empty()) {
+        (false, true) => "-".to_owned(),
+        (false, false) => list.join(","),
+        (true, _) => format!("?{}", list.join(",")),
+    }
+}
+
+/// Reads a token list of [`format_tokens`]: the tokens, and whether the session is delegated.
+pub fn parse_tokens(field: &str) -> Option<(Vec<u64>, bool)> {
+    let (list, delegated) = match field.strip_prefix('?') {
+        Some(rest) => (rest, true),
+        None if field == "-" => return Some((Vec::new(), false)),
+        None => (field, false),
+    };
+    if list.is_empty() {
+        return delegated.then_some((Vec::new(), true));
+    }
+    let tokens = list
+        .split(',')
+        .map(|t| t.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    Some((tokens, delegated))
 }
 
 /// Reads one line of a manifest. A line without an owner (written by an agent before owners
@@ -226,18 +262,12 @@ fn parse_manifest_line(line: &str) -> Option<Recorded> {
         None => (ROOT, line),
     };
     let (tokens, name) = line.split_once(' ')?;
-    let tokens = if tokens == "-" {
-        Vec::new()
-    } else {
-        tokens
-            .split(',')
-            .map(|t| t.parse().ok())
-            .collect::<Option<Vec<u64>>>()?
-    };
+    let (tokens, delegated) = parse_tokens(tokens)?;
     Some(Recorded {
         name: name.to_owned(),
         owner,
         tokens,
+        delegated,
     })
 }
 
@@ -261,18 +291,12 @@ pub fn parse_manifest_lines(text: &str) -> (Vec<Recorded>, Vec<usize>) {
     (good, bad)
 }
 
-/// Writes a manifest: one line per session, `uid=OWNER TOKENS NAME` (tokens comma-separated,
-/// `-` for none); names cannot contain a newline (the agent refuses such names).
+/// Writes a manifest: one line per session, `uid=OWNER TOKENS NAME` (see [`format_tokens`]); names cannot contain a newline (the agent refuses such names).
 pub fn format_manifest(sessions: &[Recorded]) -> String {
     let mut s = String::new();
     for r in sessions {
         s.push_str(&format!("uid={} ", r.owner));
-        if r.tokens.is_empty() {
-            s.push('-');
-        } else {
-            let t: Vec<String> = r.tokens.iter().map(u64::to_string).collect();
-            s.push_str(&t.join(","));
-        }
+        s.push_str(&format_tokens(&r.tokens, r.delegated));
         s.push(' ');
         s.push_str(&r.name);
         s.push('\n');
@@ -424,6 +448,7 @@ impl<D: Device> Agent<D> {
             name,
             owner,
             tokens,
+            delegated,
         } in record.sessions
         {
             match self.device.retrieve_session(&name) {
@@ -439,7 +464,7 @@ impl<D: Device> Agent<D> {
                             owner,
                             direction: Direction::Incoming,
                             tokens,
-                            unlisted: false,
+                            delegated,
                             claimed: false,
                             copies: BTreeMap::new(),
                         },
@@ -480,7 +505,8 @@ impl<D: Device> Agent<D> {
             Request::Preserve { session, .. }
             | Request::Retrieve { session, .. }
             | Request::Confirm { session, .. }
-            | Request::Release { session } => Some(session),
+            | Request::Release { session }
+            | Request::Delegate { session } => Some(session),
             Request::List { .. } | Request::Kexec { .. } => None,
         };
         if let Some(name) = session {
@@ -499,6 +525,10 @@ impl<D: Device> Agent<D> {
             },
             Request::Confirm { session, token } => (self.confirm(session, *token), None),
             Request::Release { session } => (self.release(session), None),
+            Request::Delegate { session } => match self.delegate(uid, session) {
+                Ok(fd) => (Response::Ok, Some(fd)),
+                Err(r) => (r, None),
+            },
             Request::Kexec { .. } => (
                 refuse(Refusal::Failed, 0, "kexec is done by the server loop"),
                 None,
@@ -527,7 +557,7 @@ impl<D: Device> Agent<D> {
                 format!("session name {name:?} is reserved or has a newline"),
             );
         }
-        if let Some(refused) = self.over_quota(uid, file.as_fd()) {
+        if let Some(refused) = self.over_quota(uid, Some(file.as_fd())) {
             return refused;
         }
         if let Some(held) = self.sessions.get(name) {
@@ -548,7 +578,7 @@ impl<D: Device> Agent<D> {
                             owner: uid,
                             direction: Direction::Outgoing,
                             tokens: Vec::new(),
-                            unlisted: false,
+                            delegated: false,
                             claimed: false,
                             copies: BTreeMap::new(),
                         },
@@ -578,7 +608,7 @@ impl<D: Device> Agent<D> {
     }
 
     /// A refusal if holding `file` too would take `uid` past its [`Limits`].
-    fn over_quota(&self, uid: u32, file: BorrowedFd<'_>) -> Option<Response> {
+    fn over_quota(&self, uid: u32, file: Option<BorrowedFd<'_>>) -> Option<Response> {
         if uid == ROOT || (self.limits.files_per_user == 0 && self.limits.bytes_per_user == 0) {
             return None;
         }
@@ -587,7 +617,10 @@ impl<D: Device> Agent<D> {
                 .values()
                 .filter(move |h| h.owner == uid && h.direction == Direction::Outgoing)
         };
-        let files: usize = mine().map(|h| h.tokens.len()).sum();
+        // A delegated session counts as one file (its client's own files are not known).
+        let files: usize = mine()
+            .map(|h| h.tokens.len() + usize::from(h.delegated))
+            .sum();
         if self.limits.files_per_user > 0 && files >= self.limits.files_per_user {
             return Some(refuse(
                 Refusal::OverQuota,
@@ -600,7 +633,8 @@ impl<D: Device> Agent<D> {
         if self.limits.bytes_per_user == 0 {
             return None;
         }
-        let sizes = std::iter::once(file)
+        let sizes = file
+            .into_iter()
             .chain(mine().flat_map(|h| h.copies.values().map(|f| f.as_fd())))
             .map(file_size)
             .sum::<std::io::Result<u64>>();
@@ -638,6 +672,56 @@ impl<D: Device> Agent<D> {
             .collect()
     }
 
+    /// DELEGATE: the session's own descriptor for its client, who then preserves files into
+    /// it (outgoing: a new session is created for it) or retrieves and finishes them itself
+    /// (incoming). The agent keeps its reference: an outgoing session lives on until the kexec
+    /// even if the client exits, and an incoming one until it is released.
+    fn delegate(&mut self, uid: u32, name: &str) -> Result<OwnedFd, Response> {
+        if name.starts_with(MANIFEST_SESSION) || name.contains('\n') {
+            return Err(refuse(
+                Refusal::InvalidName,
+                libc::EINVAL,
+                format!("session name {name:?} is reserved or has a newline"),
+            ));
+        }
+        if !self.sessions.contains_key(name) {
+            let found = uid == ROOT && self.retrieve_unlisted(uid, name).is_ok();
+            if !found {
+                if let Some(refused) = self.over_quota(uid, None) {
+                    return Err(refused);
+                }
+                let session = self
+                    .device
+                    .create_session(name)
+                    .map_err(|e| refusal(&e, &format!("creating session {name:?}")))?;
+                self.sessions.insert(
+                    name.to_owned(),
+                    Held {
+                        session,
+                        owner: uid,
+                        direction: Direction::Outgoing,
+                        tokens: Vec::new(),
+                        claimed: false,
+                        delegated: true,
+                        copies: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        let Some(held) = self.sessions.get_mut(name) else {
+            return Err(refuse(Refusal::Failed, 0, "session vanished"));
+        };
+        held.delegated = true;
+        held.claimed = true;
+        held.session.share().map_err(|e| {
+            refuse(
+                Refusal::Failed,
+                e.raw_os_error().unwrap_or(0),
+                format!("duplicating session {name:?}: {e}"),
+            )
+        })
+    }
+
     /// Takes from the kernel an incoming session no manifest named (the manifest is only a
     /// hint): root's, since nothing says whose it was.
     fn retrieve_unlisted(&mut self, uid: u32, name: &str) -> Result<(), Response> {
@@ -663,7 +747,7 @@ impl<D: Device> Agent<D> {
                 owner: ROOT,
                 direction: Direction::Incoming,
                 tokens: Vec::new(),
-                unlisted: true,
+                delegated: true,
                 claimed: false,
                 copies: BTreeMap::new(),
             },
@@ -692,7 +776,7 @@ impl<D: Device> Agent<D> {
         held.claimed = true;
         if !held.copies.contains_key(&token) {
             let pos = held.tokens.iter().position(|&t| t == token);
-            if pos.is_none() && !held.unlisted {
+            if pos.is_none() && !held.delegated {
                 return Err(refuse(
                     Refusal::UnknownToken,
                     libc::ENOENT,
@@ -743,7 +827,7 @@ impl<D: Device> Agent<D> {
                 format!("session {name:?} handed out no file {token} to confirm"),
             );
         }
-        if held.tokens.is_empty() && held.copies.is_empty() && !held.unlisted {
+        if held.tokens.is_empty() && held.copies.is_empty() && !held.delegated {
             // Every file is safe with its owner: the session is done.
             if held.session.finish().is_ok() {
                 self.sessions.remove(name);
@@ -761,7 +845,8 @@ impl<D: Device> Agent<D> {
             );
         };
         if held.direction == Direction::Incoming {
-            if let Err(e) = held.session.finish() {
+            // The client a session was delegated to may have finished it already.
+            if let (Err(e), false) = (held.session.finish(), held.delegated) {
                 return refusal(&e, &format!("finishing session {name:?}"));
             }
         }
@@ -778,6 +863,7 @@ impl<D: Device> Agent<D> {
         owner: u32,
         direction: Direction,
         tokens: Vec<u64>,
+        delegated: bool,
     ) {
         self.sessions.insert(
             name,
@@ -786,7 +872,7 @@ impl<D: Device> Agent<D> {
                 owner,
                 direction,
                 tokens,
-                unlisted: false,
+                delegated,
                 claimed: false,
                 copies: BTreeMap::new(),
             },
@@ -805,6 +891,7 @@ impl<D: Device> Agent<D> {
                     name: name.clone(),
                     direction: h.direction,
                     tokens: h.unconfirmed(),
+                    delegated: h.delegated,
                 },
                 handed: match h.direction {
                     Direction::Incoming => {
@@ -858,6 +945,7 @@ impl<D: Device> Agent<D> {
                 name: name.clone(),
                 direction: h.direction,
                 tokens: h.unconfirmed(),
+                delegated: h.delegated,
             });
         }
         Response::Sessions(page)
@@ -872,6 +960,7 @@ impl<D: Device> Agent<D> {
                 name: name.clone(),
                 direction: h.direction,
                 tokens: h.unconfirmed(),
+                delegated: h.delegated,
             })
             .collect()
     }
@@ -889,6 +978,7 @@ impl<D: Device> Agent<D> {
                 name: n.clone(),
                 owner: h.owner,
                 tokens: h.tokens.clone(),
+                delegated: h.delegated,
             })
             .collect();
         let seq = self.record.as_ref().map_or(self.record_base, |r| r.1) + 1;

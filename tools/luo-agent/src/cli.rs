@@ -102,6 +102,16 @@ pub enum LuoctlCmd {
     },
     /// Let go of a session now (an incoming one is finished).
     Release { session: String },
+    /// Run CMD with the session itself as descriptor 3 (LISTEN_FDS=1,
+    /// LISTEN_FDNAMES=SESSION), for a program that preserves its files into it directly
+    /// (before the update: a VMM with its guest memory) or retrieves and finishes them (after
+    /// it). The agent keeps the session meanwhile and after an outgoing one until the update;
+    /// once CMD succeeded with an incoming one, luoctl releases it.
+    Delegate {
+        session: String,
+        #[arg(last = true, value_name = "CMD", required = true)]
+        cmd: Vec<String>,
+    },
     /// Live update into KERNEL (root only). The agent checks that CMDLINE keeps live update
     /// on (liveupdate=on) and that KERNEL and INITRD are regular files, loads them, and has
     /// the machine kexec (through systemd when it runs under systemd).

@@ -149,6 +149,22 @@ impl Client {
         }
     }
 
+    /// The session itself, delegated to this client: before the update, preserve files into
+    /// it directly (several at once, with any tokens); after it, retrieve them and finish it,
+    /// then [`Client::release`] it. The agent keeps a reference, so an outgoing session lives
+    /// on until the kexec even if this client exits.
+    pub fn delegate(&self, session: &str) -> Result<liveupdate::Session, ClientError> {
+        match self.call(
+            &Request::Delegate {
+                session: session.into(),
+            },
+            None,
+        )? {
+            (Response::Ok, Some(fd)) => Ok(liveupdate::Session::from_fd(fd)),
+            _ => Err(ClientError::Protocol("no session with the answer".into())),
+        }
+    }
+
     /// The sessions the agent holds.
     pub fn list(&self) -> Result<Vec<SessionInfo>, ClientError> {
         let mut all = Vec::new();

@@ -29,6 +29,10 @@ pub enum Request {
     /// Let go of a session now: an outgoing one is closed (its files are no longer preserved),
     /// an incoming one is finished (files not handed back are discarded).
     Release { session: String },
+    /// The session's own descriptor, for the client to preserve files into (outgoing) or
+    /// retrieve and finish them (incoming) itself; the agent keeps a reference, so the session
+    /// outlives the client until the kexec or a [`Request::Release`].
+    Delegate { session: String },
     /// Load `kernel` and `initrd` with `cmdline` and live update into them.
     Kexec {
         kernel: String,
@@ -109,6 +113,9 @@ pub struct SessionInfo {
     pub direction: Direction,
     /// The tokens held (outgoing) or not yet confirmed by their client (incoming).
     pub tokens: Vec<u64>,
+    /// Delegated to its client ([`Request::Delegate`]): it may hold files the agent does not
+    /// know of.
+    pub delegated: bool,
 }
 
 /// The agent's answer.
@@ -269,6 +276,10 @@ impl Request {
                 out.extend_from_slice(b"RELEASE");
                 push_str(&mut out, session);
             }
+            Request::Delegate { session } => {
+                out.extend_from_slice(b"DELEGATE");
+                push_str(&mut out, session);
+            }
             Request::Kexec {
                 kernel,
                 initrd,
@@ -309,6 +320,9 @@ impl Request {
             "RELEASE" => Request::Release {
                 session: r.string()?,
             },
+            "DELEGATE" => Request::Delegate {
+                session: r.string()?,
+            },
             "KEXEC" => Request::Kexec {
                 kernel: r.string()?,
                 initrd: r.string()?,
@@ -328,6 +342,7 @@ impl Request {
             Request::Retrieve { .. } => "RETRIEVE",
             Request::Confirm { .. } => "CONFIRM",
             Request::Release { .. } => "RELEASE",
+            Request::Delegate { .. } => "DELEGATE",
             Request::Kexec { .. } => "KEXEC",
         }
     }
@@ -354,9 +369,11 @@ impl Response {
                     push_str(&mut out, &s.name);
                     push_word(
                         &mut out,
-                        match s.direction {
-                            Direction::Outgoing => "out",
-                            Direction::Incoming => "in",
+                        match (s.direction, s.delegated) {
+                            (Direction::Outgoing, false) => "out",
+                            (Direction::Incoming, false) => "in",
+                            (Direction::Outgoing, true) => "out-delegated",
+                            (Direction::Incoming, true) => "in-delegated",
                         },
                     );
                     push_word(&mut out, s.tokens.len());
@@ -389,9 +406,11 @@ impl Response {
                 let mut list = Vec::new();
                 for _ in 0..n {
                     let name = r.string()?;
-                    let direction = match r.next_word()? {
-                        "out" => Direction::Outgoing,
-                        "in" => Direction::Incoming,
+                    let (direction, delegated) = match r.next_word()? {
+                        "out" => (Direction::Outgoing, false),
+                        "in" => (Direction::Incoming, false),
+                        "out-delegated" => (Direction::Outgoing, true),
+                        "in-delegated" => (Direction::Incoming, true),
                         _ => return Err(ParseError("bad direction".into())),
                     };
                     let count: usize = r.number()?;
@@ -403,6 +422,7 @@ impl Response {
                         name,
                         direction,
                         tokens,
+                        delegated,
                     });
                 }
                 if word == "PAGE" {
@@ -456,6 +476,9 @@ mod tests {
                 session: "c".into(),
                 token: 3,
             },
+            Request::Delegate {
+                session: "vm ram".into(),
+            },
             Request::Kexec {
                 kernel: "/boot/vmlinuz".into(),
                 initrd: String::new(),
@@ -477,11 +500,13 @@ mod tests {
                     name: "one two".into(),
                     direction: Direction::Outgoing,
                     tokens: vec![1, 2],
+                    delegated: false,
                 },
                 SessionInfo {
                     name: "3".into(),
                     direction: Direction::Incoming,
                     tokens: vec![],
+                    delegated: true,
                 },
             ]),
             Response::Refused {

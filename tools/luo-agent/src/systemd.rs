@@ -23,7 +23,7 @@
 //! `systemctl restart`), so a restart loses nothing either. A live update is `systemctl kexec`
 //! (the agent's KEXEC request loads the kernel and asks systemd to do it).
 
-use crate::agent::{Agent, Device};
+use crate::agent::{format_tokens, parse_tokens, Agent, Device};
 use crate::proto::Direction;
 use std::collections::BTreeSet;
 use std::io::{self, Read, Seek, Write};
@@ -83,6 +83,8 @@ pub struct Entry {
     pub owner: u32,
     pub direction: Direction,
     pub tokens: Vec<u64>,
+    /// Delegated to its client (see `agent::format_tokens`).
+    pub delegated: bool,
 }
 
 /// A manifest: when and in which boot it was written, and the sessions.
@@ -102,12 +104,7 @@ impl Manifest {
                 Direction::Outgoing => "out",
                 Direction::Incoming => "in",
             };
-            let tokens: Vec<String> = e.tokens.iter().map(u64::to_string).collect();
-            let tokens = if tokens.is_empty() {
-                "-".to_owned()
-            } else {
-                tokens.join(",")
-            };
+            let tokens = format_tokens(&e.tokens, e.delegated);
             s.push_str(&format!(
                 "{dir} {tokens} {} {}\n",
                 fd_name(&e.name),
@@ -135,13 +132,7 @@ impl Manifest {
                 "in" => Direction::Incoming,
                 _ => return None,
             };
-            let tokens = match f.next()? {
-                "-" => Vec::new(),
-                t => t
-                    .split(',')
-                    .map(|t| t.parse().ok())
-                    .collect::<Option<Vec<u64>>>()?,
-            };
+            let (tokens, delegated) = parse_tokens(f.next()?)?;
             let name = session_name(f.next()?)?;
             let owner = f.next()?.parse().ok()?;
             if f.next().is_some() {
@@ -152,6 +143,7 @@ impl Manifest {
                 owner,
                 direction,
                 tokens,
+                delegated,
             });
         }
         Some(Manifest {
@@ -371,6 +363,7 @@ impl Keeper {
                 entry.owner,
                 direction,
                 entry.tokens.clone(),
+                entry.delegated,
             );
         }
         for (session, token, fd) in handed {
@@ -422,6 +415,7 @@ impl Keeper {
                     owner: view.owner,
                     direction: view.info.direction,
                     tokens: view.info.tokens.clone(),
+                    delegated: view.info.delegated,
                 })
                 .collect(),
         };

@@ -144,6 +144,11 @@ impl SessionOps for ModelSession {
         s.finished.push(self.name.clone());
         Ok(())
     }
+    fn share(&self) -> std::io::Result<OwnedFd> {
+        // The model has no session files: the client gets a stand-in, and the test acts on
+        // the model as the client would through it.
+        Ok(std::fs::File::open("/dev/null")?.into())
+    }
 }
 
 impl Drop for ModelSession {
@@ -422,11 +427,13 @@ fn manifests_round_trip() {
             name: "a b".to_owned(),
             owner: 0,
             tokens: vec![1, u64::MAX],
+            delegated: false,
         },
         Recorded {
             name: "empty".to_owned(),
             owner: 1000,
             tokens: vec![],
+            delegated: false,
         },
     ];
     assert_eq!(parse_manifest(&format_manifest(&entries)), Some(entries));
@@ -439,6 +446,7 @@ fn manifests_round_trip() {
             name: "old session".to_owned(),
             owner: 0,
             tokens: vec![1, 2],
+            delegated: false,
         }])
     );
 }
@@ -736,6 +744,7 @@ fn ten_thousand_sessions_are_listed_over_several_messages() {
             0,
             Direction::Incoming,
             vec![1, u64::MAX],
+            false,
         );
     }
     let (a, b) = socketpair();
@@ -876,6 +885,7 @@ fn the_newest_whole_manifest_wins_and_a_bad_checksum_is_only_reported() {
         name: name.to_owned(),
         owner: 0,
         tokens: vec![1],
+        delegated: false,
     };
     let text = format_record(7, &[entry("x")]);
     let read = parse_record(&text);
@@ -1073,4 +1083,88 @@ fn the_server_releases_unclaimed_sessions_once_the_grace_time_is_over() {
         .iter()
         .any(|l| l.contains("nobody asked for session \"forgotten\" in time")));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn delegate_as(agent: &mut Agent<Machine>, uid: u32, name: &str) -> Response {
+    let req = Request::Delegate {
+        session: name.into(),
+    };
+    match agent.handle_as(uid, &req, vec![]) {
+        (Response::Ok, Some(_fd)) => Response::Ok,
+        (Response::Ok, None) => panic!("DELEGATE answered without the session"),
+        (r, _) => r,
+    }
+}
+
+#[test]
+fn a_delegated_session_is_its_clients_to_fill_and_the_agent_keeps_it() {
+    const VMM: u32 = 1000;
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    agent.limits = Limits {
+        files_per_user: 2,
+        bytes_per_user: 0,
+    };
+    assert_eq!(delegate_as(&mut agent, VMM, "guest ram"), Response::Ok);
+    // The client preserves two files through its descriptor, with tokens of its choosing.
+    for (token, data) in [(10, b"bank 0"), (11, b"bank 1")] {
+        let s = machine.0.lock().unwrap();
+        drop(s);
+        let session = ModelSession {
+            machine: machine.clone(),
+            name: "guest ram".into(),
+            generation: 0,
+            incoming: false,
+        };
+        session.preserve_fd(memfd(data).as_fd(), token).unwrap();
+        std::mem::forget(session);
+    }
+    let (why, _) = refusal_of(&delegate_as(&mut agent, 2000, "guest ram"));
+    assert_eq!(why, Refusal::NotPermitted);
+    // A delegated session counts as one file against its user's quota.
+    assert_eq!(preserve_as(&mut agent, VMM, "other", 1, b"x"), Response::Ok);
+    let (why, _) = refusal_of(&delegate_as(&mut agent, VMM, "more"));
+    assert_eq!(why, Refusal::OverQuota);
+    let listed = agent.list();
+    let ram = listed.iter().find(|s| s.name == "guest ram").unwrap();
+    assert!(ram.delegated && ram.direction == Direction::Outgoing);
+    // Across the update it stays delegated and its owner's.
+    let (mut agent, log) = live_update(&machine, agent);
+    assert!(
+        log.contains(&"adopted session \"guest ram\" with 0 file(s)".to_owned()),
+        "{log:?}"
+    );
+    let ram = agent
+        .list()
+        .into_iter()
+        .find(|s| s.name == "guest ram")
+        .unwrap();
+    assert!(ram.delegated && ram.direction == Direction::Incoming);
+    let (why, _) = refusal_of(&delegate_as(&mut agent, 2000, "guest ram"));
+    assert_eq!(why, Refusal::NotPermitted);
+    // Files the agent never saw can still be taken by token, and the session delegated back.
+    let req = Request::Retrieve {
+        session: "guest ram".into(),
+        token: 11,
+    };
+    match agent.handle_as(VMM, &req, vec![]) {
+        (Response::Ok, Some(fd)) => assert_eq!(contents(fd), b"bank 1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(delegate_as(&mut agent, VMM, "guest ram"), Response::Ok);
+    // The client finishes it itself; releasing it then is no error.
+    {
+        let s = ModelSession {
+            machine: machine.clone(),
+            name: "guest ram".into(),
+            generation: 1,
+            incoming: true,
+        };
+        s.finish().unwrap();
+    }
+    let release = Request::Release {
+        session: "guest ram".into(),
+    };
+    assert_eq!(agent.handle_as(VMM, &release, vec![]).0, Response::Ok);
+    assert!(agent.list().iter().all(|s| s.name != "guest ram"));
 }

@@ -53,6 +53,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 name: "one two".into(),
                 direction: Direction::Incoming,
                 tokens: vec![1, u64::MAX],
+                delegated: true,
             }]),
             Response::Refused {
                 why: Refusal::Busy,

@@ -47,12 +47,21 @@ fn manifest() -> Manifest {
                 owner: 0,
                 direction: Direction::Outgoing,
                 tokens: vec![1, 2],
+                delegated: false,
             },
             Entry {
                 name: "in".into(),
                 owner: 1000,
                 direction: Direction::Incoming,
                 tokens: vec![],
+                delegated: false,
+            },
+            Entry {
+                name: "guest ram".into(),
+                owner: 1000,
+                direction: Direction::Outgoing,
+                tokens: vec![3],
+                delegated: true,
             },
         ],
     }

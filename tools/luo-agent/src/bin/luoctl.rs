@@ -171,6 +171,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                                 Direction::Incoming => "incoming",
                             },
                             "tokens": s.tokens,
+                            "delegated": s.delegated,
                         })
                     })
                     .collect();
@@ -189,8 +190,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     Direction::Incoming => "from the previous kernel, waiting to be handed back",
                 };
                 let tokens: Vec<String> = s.tokens.iter().map(u64::to_string).collect();
+                let own = if s.delegated {
+                    ", delegated to its client, who keeps its own files in it"
+                } else {
+                    ""
+                };
                 println!(
-                    "luoctl: session {:?} ({dir}): tokens [{}]",
+                    "luoctl: session {:?} ({dir}{own}): tokens [{}]",
                     s.name,
                     tokens.join(", ")
                 );
@@ -212,6 +218,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             // Only now is the file safe: the agent may let go of its copy.
             client.confirm(&session, token).map_err(Failure::Client)?;
+        }
+        Cmd::Delegate { session, cmd } => {
+            let incoming = client
+                .list()
+                .map_err(Failure::Client)?
+                .iter()
+                .any(|s| s.name == session && s.direction == Direction::Incoming);
+            let fd = client.delegate(&session).map_err(Failure::Client)?;
+            run_with(fd.into_fd(), &session, &cmd)?;
+            if incoming {
+                // CMD took its files back: the session is done.
+                client.release(&session).map_err(Failure::Client)?;
+            }
         }
         Cmd::Release { session } => {
             client.release(&session).map_err(Failure::Client)?;
