@@ -27,6 +27,10 @@ pub enum Op {
 pub enum Error {
     /// A session name that the kernel would refuse: empty, longer than 63 bytes, or with a NUL.
     InvalidName(String),
+    /// The operation is not one a session of this direction allows (preserving into an
+    /// incoming session, retrieving from or finishing an outgoing one); the kernel would
+    /// refuse it with `EINVAL`.
+    WrongDirection(Op),
     /// The kernel refused the operation.
     Kernel {
         /// What was attempted.
@@ -51,6 +55,7 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Kernel { errno, .. } => Some(*errno),
+            Error::WrongDirection(_) => Some(libc::EINVAL),
             Error::InvalidName(_) => None,
         }
     }
@@ -62,6 +67,7 @@ impl Error {
                 return "session names are 1 to 63 bytes without NUL";
             }
             Error::Kernel { op, errno } => (*op, *errno),
+            Error::WrongDirection(op) => (*op, libc::EINVAL),
         };
         match (op, errno) {
             (Op::Open, libc::ENOENT) => {
@@ -120,6 +126,7 @@ impl fmt::Display for Error {
                 self.meaning(),
                 io::Error::from_raw_os_error(*errno)
             ),
+            Error::WrongDirection(op) => write!(f, "{op:?} refused: {}", self.meaning()),
         }
     }
 }

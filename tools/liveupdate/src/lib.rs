@@ -65,10 +65,26 @@ pub struct LiveUpdate {
     fd: OwnedFd,
 }
 
-/// A session: a named set of preserved files, alive as long as this descriptor.
+/// A session created in this boot: the files preserved in it are handed to the next kernel.
+/// It lives as long as its descriptor.
 #[derive(Debug)]
-pub struct Session {
+pub struct OutgoingSession {
     fd: OwnedFd,
+}
+
+/// A session the previous kernel handed over: its files are retrieved, then it is finished.
+#[derive(Debug)]
+pub struct IncomingSession {
+    fd: OwnedFd,
+}
+
+/// A session of either kind, for a program that holds both (an agent). The kernel decides
+/// what may be done with a session by how it came to be; this type says it too, so that a
+/// call the kernel would refuse is refused here first ([`Error::WrongDirection`]).
+#[derive(Debug)]
+pub enum Session {
+    Outgoing(OutgoingSession),
+    Incoming(IncomingSession),
 }
 
 /// Encodes a session name for the kernel, refusing names it would refuse.
@@ -100,29 +116,48 @@ impl LiveUpdate {
         Ok(Self { fd: file.into() })
     }
 
-    fn session_ioctl(&self, cmd: u32, op: Op, name: &str) -> Result<Session> {
+    fn session_ioctl(&self, cmd: u32, op: Op, name: &str) -> Result<OwnedFd> {
         let mut arg = sys::SessionArg {
             size: std::mem::size_of::<sys::SessionArg>() as u32,
             fd: -1,
             name: encode_name(name)?,
         };
         sys::ioctl(self.fd.as_fd(), cmd, &mut arg).map_err(|e| Error::from_io(op, e))?;
-        Ok(Session { fd: owned(arg.fd) })
+        owned(arg.fd).map_err(|e| Error::from_io(op, e))
     }
 
     /// Creates a session that will be handed to the next kernel.
-    pub fn create_session(&self, name: &str) -> Result<Session> {
-        self.session_ioctl(sys::IOCTL_CREATE_SESSION, Op::CreateSession, name)
+    pub fn create_session(&self, name: &str) -> Result<OutgoingSession> {
+        let fd = self.session_ioctl(sys::IOCTL_CREATE_SESSION, Op::CreateSession, name)?;
+        Ok(OutgoingSession { fd })
     }
 
     /// Retrieves a session the previous kernel handed over; possible once per boot.
-    pub fn retrieve_session(&self, name: &str) -> Result<Session> {
-        self.session_ioctl(sys::IOCTL_RETRIEVE_SESSION, Op::RetrieveSession, name)
+    pub fn retrieve_session(&self, name: &str) -> Result<IncomingSession> {
+        let fd = self.session_ioctl(sys::IOCTL_RETRIEVE_SESSION, Op::RetrieveSession, name)?;
+        Ok(IncomingSession { fd })
     }
 }
 
-impl Session {
-    /// Wraps a session descriptor received from elsewhere (for example over a Unix socket).
+/// The session's name (`LIVEUPDATE_SESSION_GET_NAME`), for either kind.
+fn session_name(fd: BorrowedFd<'_>) -> Result<String> {
+    let mut arg = sys::GetNameArg {
+        size: std::mem::size_of::<sys::GetNameArg>() as u32,
+        reserved: 0,
+        name: [0; sys::SESSION_NAME_LENGTH],
+    };
+    sys::ioctl(fd, sys::SESSION_GET_NAME, &mut arg).map_err(|e| Error::from_io(Op::GetName, e))?;
+    let len = arg
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(arg.name.len());
+    Ok(String::from_utf8_lossy(&arg.name[..len]).into_owned())
+}
+
+impl OutgoingSession {
+    /// Wraps the descriptor of an outgoing session received from elsewhere (over a Unix
+    /// socket, say).
     pub fn from_fd(fd: OwnedFd) -> Self {
         Self { fd }
     }
@@ -143,6 +178,23 @@ impl Session {
             .map_err(|e| Error::from_io(Op::PreserveFd, e))
     }
 
+    /// The session's name.
+    pub fn name(&self) -> Result<String> {
+        session_name(self.fd.as_fd())
+    }
+}
+
+impl IncomingSession {
+    /// Wraps the descriptor of an incoming session received from elsewhere.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    /// Gives up the wrapper and returns the descriptor (to pass it to another process).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// Retrieves the file preserved under `token` by the previous kernel.
     ///
     /// Retrieving the same token again gives another descriptor for the same open file.
@@ -154,10 +206,10 @@ impl Session {
         };
         sys::ioctl(self.fd.as_fd(), sys::SESSION_RETRIEVE_FD, &mut arg)
             .map_err(|e| Error::from_io(Op::RetrieveFd, e))?;
-        Ok(owned(arg.fd))
+        owned(arg.fd).map_err(|e| Error::from_io(Op::RetrieveFd, e))
     }
 
-    /// Finishes a retrieved session: files not retrieved by now are discarded.
+    /// Finishes the session: files not retrieved by now are discarded.
     pub fn finish(&self) -> Result<()> {
         let mut arg = sys::FinishArg {
             size: std::mem::size_of::<sys::FinishArg>() as u32,
@@ -169,25 +221,95 @@ impl Session {
 
     /// The session's name.
     pub fn name(&self) -> Result<String> {
-        let mut arg = sys::GetNameArg {
-            size: std::mem::size_of::<sys::GetNameArg>() as u32,
-            reserved: 0,
-            name: [0; sys::SESSION_NAME_LENGTH],
-        };
-        sys::ioctl(self.fd.as_fd(), sys::SESSION_GET_NAME, &mut arg)
-            .map_err(|e| Error::from_io(Op::GetName, e))?;
-        let len = arg
-            .name
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(arg.name.len());
-        Ok(String::from_utf8_lossy(&arg.name[..len]).into_owned())
+        session_name(self.fd.as_fd())
+    }
+}
+
+impl Session {
+    /// [`OutgoingSession::preserve_fd`]; an incoming session refuses.
+    pub fn preserve_fd(&self, file: BorrowedFd<'_>, token: u64) -> Result<()> {
+        match self {
+            Session::Outgoing(s) => s.preserve_fd(file, token),
+            Session::Incoming(_) => Err(Error::WrongDirection(Op::PreserveFd)),
+        }
+    }
+
+    /// [`IncomingSession::retrieve_fd`]; an outgoing session refuses.
+    pub fn retrieve_fd(&self, token: u64) -> Result<OwnedFd> {
+        match self {
+            Session::Incoming(s) => s.retrieve_fd(token),
+            Session::Outgoing(_) => Err(Error::WrongDirection(Op::RetrieveFd)),
+        }
+    }
+
+    /// [`IncomingSession::finish`]; an outgoing session refuses.
+    pub fn finish(&self) -> Result<()> {
+        match self {
+            Session::Incoming(s) => s.finish(),
+            Session::Outgoing(_) => Err(Error::WrongDirection(Op::Finish)),
+        }
+    }
+
+    /// The session's name.
+    pub fn name(&self) -> Result<String> {
+        session_name(self.as_fd())
+    }
+
+    /// The outgoing session, or this session back if it is incoming.
+    pub fn outgoing(self) -> std::result::Result<OutgoingSession, Session> {
+        match self {
+            Session::Outgoing(s) => Ok(s),
+            other => Err(other),
+        }
+    }
+
+    /// The incoming session, or this session back if it is outgoing.
+    pub fn incoming(self) -> std::result::Result<IncomingSession, Session> {
+        match self {
+            Session::Incoming(s) => Ok(s),
+            other => Err(other),
+        }
+    }
+
+    /// Gives up the wrapper and returns the descriptor.
+    pub fn into_fd(self) -> OwnedFd {
+        match self {
+            Session::Outgoing(s) => s.into_fd(),
+            Session::Incoming(s) => s.into_fd(),
+        }
+    }
+}
+
+impl AsFd for OutgoingSession {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsFd for IncomingSession {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
 impl AsFd for Session {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        match self {
+            Session::Outgoing(s) => s.as_fd(),
+            Session::Incoming(s) => s.as_fd(),
+        }
+    }
+}
+
+impl From<OutgoingSession> for Session {
+    fn from(s: OutgoingSession) -> Self {
+        Session::Outgoing(s)
+    }
+}
+
+impl From<IncomingSession> for Session {
+    fn from(s: IncomingSession) -> Self {
+        Session::Incoming(s)
     }
 }
 
@@ -258,8 +380,39 @@ mod tests {
 
     #[test]
     fn session_ioctls_on_a_non_luo_fd_are_refused() {
-        let s = Session::from_fd(std::fs::File::open("/dev/null").unwrap().into());
+        let s = IncomingSession::from_fd(std::fs::File::open("/dev/null").unwrap().into());
         let e = s.name().unwrap_err();
         assert_eq!(e.errno(), Some(libc::ENOTTY));
+    }
+
+    #[test]
+    fn a_session_refuses_what_its_direction_does_not_allow() {
+        let null = || -> OwnedFd { std::fs::File::open("/dev/null").unwrap().into() };
+        let out = Session::from(OutgoingSession::from_fd(null()));
+        assert!(matches!(
+            out.retrieve_fd(1),
+            Err(Error::WrongDirection(Op::RetrieveFd))
+        ));
+        assert!(matches!(
+            out.finish(),
+            Err(Error::WrongDirection(Op::Finish))
+        ));
+        let e = out.finish().unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EINVAL));
+        assert!(
+            e.to_string().contains("handed over by the previous kernel"),
+            "{e}"
+        );
+        let inc = Session::from(IncomingSession::from_fd(null()));
+        assert!(matches!(
+            inc.preserve_fd(null().as_fd(), 1),
+            Err(Error::WrongDirection(Op::PreserveFd))
+        ));
+        assert!(inc.outgoing().is_err());
+    }
+
+    #[test]
+    fn a_descriptor_the_kernel_did_not_give_is_an_error() {
+        assert!(sys::owned(-1).is_err());
     }
 }

@@ -4,10 +4,14 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// Takes ownership of a descriptor the kernel just installed for us.
-pub fn owned(fd: i32) -> OwnedFd {
+/// Takes ownership of a descriptor the kernel just installed for us; a negative number (a
+/// kernel that reported success without one) is an error, not a descriptor.
+pub fn owned(fd: i32) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
     // SAFETY: The kernel installed `fd` in our table for this call's result; nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Longest session name, including its terminating NUL (`LIVEUPDATE_SESSION_NAME_LENGTH`).

@@ -125,7 +125,10 @@ fn own_sets(mib: u64) -> [(u64, u64); 2] {
 /// preserves its data sets into it itself, in one go; the agent keeps the session.
 fn start_own(name: &str, mib: u64) -> Result<(), Box<dyn std::error::Error>> {
     let agent = Client::connect(SOCKET)?;
-    let session = agent.delegate(name)?;
+    let session = agent
+        .delegate(name)?
+        .outgoing()
+        .map_err(|_| "the agent holds this session from the previous kernel")?;
     for (token, size) in own_sets(mib) {
         let (f, n, sum) = build(size)?;
         session.preserve_fd(f.as_fd(), token)?;
@@ -138,7 +141,10 @@ fn start_own(name: &str, mib: u64) -> Result<(), Box<dyn std::error::Error>> {
 /// the session finished, and the agent told it may let go.
 fn resume_own(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     let agent = Client::connect(SOCKET)?;
-    let session = agent.delegate(name)?;
+    let session = agent
+        .delegate(name)?
+        .incoming()
+        .map_err(|_| "the agent holds no session of this name from the previous kernel")?;
     for (token, _) in own_sets(0) {
         let line = check(File::from(session.retrieve_fd(token)?))?;
         println!("kv-service {name}: token {token}: {line}");

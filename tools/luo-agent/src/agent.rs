@@ -50,10 +50,10 @@ pub trait SessionOps {
 impl Device for liveupdate::LiveUpdate {
     type Session = liveupdate::Session;
     fn create_session(&self, name: &str) -> liveupdate::Result<Self::Session> {
-        liveupdate::LiveUpdate::create_session(self, name)
+        liveupdate::LiveUpdate::create_session(self, name).map(Into::into)
     }
     fn retrieve_session(&self, name: &str) -> liveupdate::Result<Self::Session> {
-        liveupdate::LiveUpdate::retrieve_session(self, name)
+        liveupdate::LiveUpdate::retrieve_session(self, name).map(Into::into)
     }
 }
 
@@ -80,10 +80,14 @@ pub struct OnDemand(pub std::path::PathBuf);
 impl Device for OnDemand {
     type Session = liveupdate::Session;
     fn create_session(&self, name: &str) -> liveupdate::Result<Self::Session> {
-        liveupdate::LiveUpdate::open_path(&self.0)?.create_session(name)
+        liveupdate::LiveUpdate::open_path(&self.0)?
+            .create_session(name)
+            .map(Into::into)
     }
     fn retrieve_session(&self, name: &str) -> liveupdate::Result<Self::Session> {
-        liveupdate::LiveUpdate::open_path(&self.0)?.retrieve_session(name)
+        liveupdate::LiveUpdate::open_path(&self.0)?
+            .retrieve_session(name)
+            .map(Into::into)
     }
 }
 
@@ -526,7 +530,7 @@ impl<D: Device> Agent<D> {
             Request::Confirm { session, token } => (self.confirm(session, *token), None),
             Request::Release { session } => (self.release(session), None),
             Request::Delegate { session } => match self.delegate(uid, session) {
-                Ok(fd) => (Response::Ok, Some(fd)),
+                Ok((direction, fd)) => (Response::Delegated(direction), Some(fd)),
                 Err(r) => (r, None),
             },
             Request::Kexec { .. } => (
@@ -676,7 +680,7 @@ impl<D: Device> Agent<D> {
     /// it (outgoing: a new session is created for it) or retrieves and finishes them itself
     /// (incoming). The agent keeps its reference: an outgoing session lives on until the kexec
     /// even if the client exits, and an incoming one until it is released.
-    fn delegate(&mut self, uid: u32, name: &str) -> Result<OwnedFd, Response> {
+    fn delegate(&mut self, uid: u32, name: &str) -> Result<(Direction, OwnedFd), Response> {
         if name.starts_with(MANIFEST_SESSION) || name.contains('\n') {
             return Err(refuse(
                 Refusal::InvalidName,
@@ -713,13 +717,14 @@ impl<D: Device> Agent<D> {
         };
         held.delegated = true;
         held.claimed = true;
-        held.session.share().map_err(|e| {
+        let fd = held.session.share().map_err(|e| {
             refuse(
                 Refusal::Failed,
                 e.raw_os_error().unwrap_or(0),
                 format!("duplicating session {name:?}: {e}"),
             )
-        })
+        })?;
+        Ok((held.direction, fd))
     }
 
     /// Takes from the kernel an incoming session no manifest named (the manifest is only a

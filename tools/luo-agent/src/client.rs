@@ -1,7 +1,7 @@
 //! The client side: what a service calls to hand its files to the agent and get them back.
 
 use crate::fdpass;
-use crate::proto::{ParseError, Refusal, Request, Response, SessionInfo};
+use crate::proto::{Direction, ParseError, Refusal, Request, Response, SessionInfo};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -149,9 +149,9 @@ impl Client {
         }
     }
 
-    /// The session itself, delegated to this client: before the update, preserve files into
-    /// it directly (several at once, with any tokens); after it, retrieve them and finish it,
-    /// then [`Client::release`] it. The agent keeps a reference, so an outgoing session lives
+    /// The session itself, delegated to this client: before the update an outgoing one, to
+    /// preserve files into directly (several at once, with any tokens); after it an incoming
+    /// one, to retrieve them from and finish, then [`Client::release`] it. The agent keeps a reference, so an outgoing session lives
     /// on until the kexec even if this client exits.
     pub fn delegate(&self, session: &str) -> Result<liveupdate::Session, ClientError> {
         match self.call(
@@ -160,7 +160,12 @@ impl Client {
             },
             None,
         )? {
-            (Response::Ok, Some(fd)) => Ok(liveupdate::Session::from_fd(fd)),
+            (Response::Delegated(Direction::Outgoing), Some(fd)) => {
+                Ok(liveupdate::OutgoingSession::from_fd(fd).into())
+            }
+            (Response::Delegated(Direction::Incoming), Some(fd)) => {
+                Ok(liveupdate::IncomingSession::from_fd(fd).into())
+            }
             _ => Err(ClientError::Protocol("no session with the answer".into())),
         }
     }

@@ -127,6 +127,8 @@ pub enum Response {
     Sessions(Vec<SessionInfo>),
     /// Some of the sessions held, in name order; more follow after the last one.
     Page(Vec<SessionInfo>),
+    /// The session asked for with [`Request::Delegate`] is attached; it goes this way.
+    Delegated(Direction),
     /// Refused: why, the kernel's errno if it gave one, and a sentence for people.
     Refused {
         why: Refusal,
@@ -359,6 +361,16 @@ impl Response {
         let mut out = Vec::new();
         match self {
             Response::Ok => out.extend_from_slice(b"OK"),
+            Response::Delegated(direction) => {
+                out.extend_from_slice(b"DELEGATED");
+                push_word(
+                    &mut out,
+                    match direction {
+                        Direction::Outgoing => "out",
+                        Direction::Incoming => "in",
+                    },
+                );
+            }
             Response::Sessions(list) | Response::Page(list) => {
                 out.extend_from_slice(match self {
                     Response::Page(_) => b"PAGE".as_slice(),
@@ -401,6 +413,11 @@ impl Response {
         let mut r = Reader::new(msg);
         let resp = match r.word()? {
             "OK" => Response::Ok,
+            "DELEGATED" => Response::Delegated(match r.next_word()? {
+                "out" => Direction::Outgoing,
+                "in" => Direction::Incoming,
+                _ => return Err(ParseError("bad direction".into())),
+            }),
             word @ ("SESSIONS" | "PAGE") => {
                 let n: usize = r.number()?;
                 let mut list = Vec::new();
@@ -494,6 +511,8 @@ mod tests {
     fn responses_round_trip() {
         let all = [
             Response::Ok,
+            Response::Delegated(Direction::Outgoing),
+            Response::Delegated(Direction::Incoming),
             Response::Sessions(vec![]),
             Response::Sessions(vec![
                 SessionInfo {

@@ -357,9 +357,13 @@ impl Keeper {
                 "adopted session {name:?} with {} file(s) {what}",
                 entry.tokens.len()
             ));
+            let session = match direction {
+                Direction::Incoming => liveupdate::IncomingSession::from_fd(fd).into(),
+                Direction::Outgoing => liveupdate::OutgoingSession::from_fd(fd).into(),
+            };
             agent.adopt(
                 name,
-                liveupdate::Session::from_fd(fd),
+                session,
                 entry.owner,
                 direction,
                 entry.tokens.clone(),

@@ -1090,8 +1090,8 @@ fn delegate_as(agent: &mut Agent<Machine>, uid: u32, name: &str) -> Response {
         session: name.into(),
     };
     match agent.handle_as(uid, &req, vec![]) {
-        (Response::Ok, Some(_fd)) => Response::Ok,
-        (Response::Ok, None) => panic!("DELEGATE answered without the session"),
+        (r @ Response::Delegated(_), Some(_fd)) => r,
+        (Response::Delegated(_), None) => panic!("DELEGATE answered without the session"),
         (r, _) => r,
     }
 }
@@ -1105,7 +1105,10 @@ fn a_delegated_session_is_its_clients_to_fill_and_the_agent_keeps_it() {
         files_per_user: 2,
         bytes_per_user: 0,
     };
-    assert_eq!(delegate_as(&mut agent, VMM, "guest ram"), Response::Ok);
+    assert_eq!(
+        delegate_as(&mut agent, VMM, "guest ram"),
+        Response::Delegated(Direction::Outgoing)
+    );
     // The client preserves two files through its descriptor, with tokens of its choosing.
     for (token, data) in [(10, b"bank 0"), (11, b"bank 1")] {
         let s = machine.0.lock().unwrap();
@@ -1151,7 +1154,10 @@ fn a_delegated_session_is_its_clients_to_fill_and_the_agent_keeps_it() {
         (Response::Ok, Some(fd)) => assert_eq!(contents(fd), b"bank 1"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(delegate_as(&mut agent, VMM, "guest ram"), Response::Ok);
+    assert_eq!(
+        delegate_as(&mut agent, VMM, "guest ram"),
+        Response::Delegated(Direction::Incoming)
+    );
     // The client finishes it itself; releasing it then is no error.
     {
         let s = ModelSession {
