@@ -175,7 +175,9 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kv-service: {e}");
+            // One write for the whole line, so that a shared console does not split it.
+            let line = format!("kv-service: {e}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
             ExitCode::FAILURE
         }
     }

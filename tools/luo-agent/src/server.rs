@@ -99,30 +99,21 @@ impl Clients {
 /// How many clients may be connected at once: [`MAX_CLIENTS`], or half the descriptors the
 /// agent may open (the rest are for the sessions and files it holds).
 fn client_capacity() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit to write to.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 16;
-    }
-    let half = usize::try_from(lim.rlim_cur / 2).unwrap_or(usize::MAX);
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let half = lim
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
     half.clamp(1, MAX_CLIENTS)
 }
 
 /// The time since boot, suspend included (CLOCK_BOOTTIME): the agent's restarts do not move
 /// the grace time for unclaimed sessions.
 fn since_boot() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to.
-    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// What is left to do once a client has its answer.

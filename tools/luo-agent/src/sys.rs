@@ -1,4 +1,5 @@
-//! The system calls of a live update that the C library does not wrap, and memfd_create.
+//! The system calls of a live update: `kexec_file_load(2)`, which neither the C library nor
+//! `rustix` wraps, and reboot and memfd_create through `rustix`.
 
 use std::ffi::CString;
 use std::io;
@@ -58,24 +59,19 @@ pub fn kexec_file_unload() -> io::Result<()> {
     Ok(())
 }
 
-/// Reboots into the loaded kernel; returns only on failure.
+/// Reboots into the loaded kernel (after syncing filesystems); returns only on failure.
 pub fn reboot_kexec() -> io::Error {
-    // SAFETY: sync(2) and reboot(2) take no pointers.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::LINUX_REBOOT_CMD_KEXEC);
+    rustix::fs::sync();
+    match rustix::system::reboot(rustix::system::RebootCommand::Kexec) {
+        Ok(()) => io::Error::other("reboot returned"),
+        Err(e) => e.into(),
     }
-    io::Error::last_os_error()
 }
 
-/// A new memfd.
+/// A new memfd (close-on-exec).
 pub fn memfd(name: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: A valid NUL-terminated name and flags.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: memfd_create returned a new descriptor that we own.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::fs::memfd_create(
+        name,
+        rustix::fs::MemfdFlags::CLOEXEC,
+    )?)
 }

@@ -189,8 +189,7 @@ pub fn listen_fds() -> Vec<(String, OwnedFd)> {
             // SAFETY: systemd passed fds LISTEN_FDS_START.. (LISTEN_FDS of them) to this
             // process, which has not used them; each is taken here once.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: F_SETFD with FD_CLOEXEC on an open descriptor takes no pointer.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            let _ = rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC);
             (names.next().unwrap_or("unknown").to_owned(), owned)
         })
         .collect()
@@ -198,8 +197,7 @@ pub fn listen_fds() -> Vec<(String, OwnedFd)> {
 
 /// systemd's notification socket (`NOTIFY_SOCKET`).
 pub struct Notifier {
-    addr: libc::sockaddr_un,
-    len: libc::socklen_t,
+    addr: rustix::net::SocketAddrUnix,
     sock: OwnedFd,
 }
 
@@ -212,37 +210,24 @@ impl Notifier {
     }
 
     fn new(path: &[u8]) -> io::Result<Self> {
-        // SAFETY: An all-zero sockaddr_un is valid.
-        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        if path.is_empty() || path.len() >= addr.sun_path.len() {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in addr.sun_path.iter_mut().zip(path) {
-            *d = *s as libc::c_char;
-        }
-        if path[0] == b'@' {
-            addr.sun_path[0] = 0;
-        }
-        let len = (std::mem::size_of::<libc::sa_family_t>() + path.len()) as libc::socklen_t;
-        // SAFETY: socket(2) takes no pointers.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: socket returned a new descriptor that we own.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Notifier { addr, len, sock })
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        let addr = match path {
+            [] => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            [b'@', name @ ..] => SocketAddrUnix::new_abstract_name(name)?,
+            _ => SocketAddrUnix::new(std::ffi::OsStr::from_bytes(path))?,
+        };
+        let sock = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok(Notifier { addr, sock })
     }
 
     /// Sends `msg`, with `fd` attached if given.
     pub fn send(&self, msg: &str, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
-        crate::fdpass::send_to(
-            self.sock.as_fd(),
-            Some((&self.addr, self.len)),
-            msg.as_bytes(),
-            fd,
-        )
+        crate::fdpass::send_to(self.sock.as_fd(), Some(&self.addr), msg.as_bytes(), fd)
     }
 
     /// `READY=1` with a status line.

@@ -76,22 +76,11 @@ struct Listen {
 /// Raises the soft limit on open descriptors to the hard one: every session, every file kept
 /// and every client is a descriptor.
 fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit to read into and then pass.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
-        }
-    };
-    if !raised {
-        error(&format!(
-            "cannot raise the descriptor limit: {}",
-            io::Error::last_os_error()
-        ));
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    lim.current = lim.maximum;
+    if let Err(e) = setrlimit(Resource::Nofile, lim) {
+        log(&format!("cannot raise the descriptor limit: {e}"));
     }
 }
 

@@ -56,7 +56,10 @@ impl Failure {
             Failure::Client(e) => e.to_string(),
         };
         if !json {
-            eprintln!("luoctl: {message}");
+            // One write for the whole line (stderr is unbuffered and eprintln! writes it in
+            // pieces), so that a console shared with other programs does not split it.
+            let line = format!("luoctl: {message}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
             return;
         }
         let error = match self {
