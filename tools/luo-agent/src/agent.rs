@@ -95,6 +95,11 @@ impl Device for OnDemand {
 /// up to 64 KiB; the rest is headroom).
 pub const LIST_PAGE_BYTES: usize = 48 * 1024;
 
+/// At most this many files of one session are held through the agent, so that a session's
+/// listing fits in one message (21 bytes a token at most); a service with more delegates its
+/// session ([`Request::Delegate`]) and preserves them itself.
+pub const MAX_TOKENS_PER_SESSION: usize = 2048;
+
 /// The uid of root, who may act on every session.
 pub const ROOT: u32 = 0;
 
@@ -594,6 +599,16 @@ impl<D: Device> Agent<D> {
         let Some(held) = self.sessions.get_mut(name) else {
             return refuse(Refusal::Failed, 0, "session vanished");
         };
+        if held.tokens.len() >= MAX_TOKENS_PER_SESSION {
+            return refuse(
+                Refusal::OverQuota,
+                libc::EDQUOT,
+                format!(
+                    "session {name:?} holds {MAX_TOKENS_PER_SESSION} files, the most the agent \
+                     holds in one session; delegate the session to preserve more"
+                ),
+            );
+        }
         match held.session.preserve_fd(file.as_fd(), token) {
             Ok(()) => {
                 held.tokens.push(token);

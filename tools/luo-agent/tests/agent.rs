@@ -1174,3 +1174,28 @@ fn a_delegated_session_is_its_clients_to_fill_and_the_agent_keeps_it() {
     assert_eq!(agent.handle_as(VMM, &release, vec![]).0, Response::Ok);
     assert!(agent.list().iter().all(|s| s.name != "guest ram"));
 }
+
+#[test]
+fn a_session_holds_as_many_files_as_one_listing_shows() {
+    use luo_agent::agent::MAX_TOKENS_PER_SESSION;
+    let machine = Machine::default();
+    let (mut agent, _) = Agent::start(machine.clone());
+    for token in 0..MAX_TOKENS_PER_SESSION as u64 {
+        // The longest tokens there are, for the longest listing.
+        let req = Request::Preserve {
+            session: "many".into(),
+            token: u64::MAX - token,
+        };
+        assert_eq!(agent.handle(&req, vec![memfd(b"x")]).0, Response::Ok);
+    }
+    let (why, message) = refusal_of(&preserve(&mut agent, "many", 1, memfd(b"y")));
+    assert_eq!(why, Refusal::OverQuota);
+    assert!(message.contains("delegate the session"), "{message}");
+    // The full session's listing fits in one message, largest tokens and all.
+    let (a, b) = socketpair();
+    let server = Arc::new(server(agent, failing_kexec()));
+    std::thread::spawn(move || server.client(b));
+    let listed = Client::from_fd(a).list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tokens.len(), MAX_TOKENS_PER_SESSION);
+}
