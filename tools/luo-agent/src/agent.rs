@@ -126,6 +126,25 @@ struct Held<S> {
 }
 
 impl<S> Held<S> {
+    /// A session of `owner`'s the agent holds no file of yet.
+    fn new(
+        session: S,
+        owner: u32,
+        direction: Direction,
+        tokens: Vec<u64>,
+        delegated: bool,
+    ) -> Self {
+        Held {
+            session,
+            owner,
+            direction,
+            tokens,
+            delegated,
+            claimed: false,
+            copies: BTreeMap::new(),
+        }
+    }
+
     /// The tokens whose files are not yet safe with their owner: still in the kernel, or
     /// handed out and not confirmed.
     fn unconfirmed(&self) -> Vec<u64> {
@@ -219,6 +238,19 @@ fn refusal(e: &Error, what: &str) -> Response {
         _ => Refusal::Kernel,
     };
     refuse(why, errno, format!("{what}: {e}"))
+}
+
+/// A refusal if clients may not name a session `name`: the agent's own record sessions, and
+/// names with a newline (the record is one line per session).
+fn check_new_name(name: &str) -> Result<(), Response> {
+    if name.starts_with(MANIFEST_SESSION) || name.contains('\n') {
+        return Err(refuse(
+            Refusal::InvalidName,
+            libc::EINVAL,
+            format!("session name {name:?} is reserved or has a newline"),
+        ));
+    }
+    Ok(())
 }
 
 /// One session of a manifest.
@@ -468,15 +500,7 @@ impl<D: Device> Agent<D> {
                     ));
                     self.sessions.insert(
                         name,
-                        Held {
-                            session,
-                            owner,
-                            direction: Direction::Incoming,
-                            tokens,
-                            delegated,
-                            claimed: false,
-                            copies: BTreeMap::new(),
-                        },
+                        Held::new(session, owner, Direction::Incoming, tokens, delegated),
                     );
                 }
                 Err(e) => log.push(format!("cannot retrieve session {name:?}: {e}")),
@@ -559,12 +583,8 @@ impl<D: Device> Agent<D> {
     }
 
     fn preserve(&mut self, uid: u32, name: &str, token: u64, file: OwnedFd) -> Response {
-        if name.starts_with(MANIFEST_SESSION) || name.contains('\n') {
-            return refuse(
-                Refusal::InvalidName,
-                libc::EINVAL,
-                format!("session name {name:?} is reserved or has a newline"),
-            );
+        if let Err(refused) = check_new_name(name) {
+            return refused;
         }
         if let Some(refused) = self.over_quota(uid, Some(file.as_fd())) {
             return refused;
@@ -577,24 +597,8 @@ impl<D: Device> Agent<D> {
                     format!("session {name:?} came from the previous kernel; take its files back or release it first"),
                 );
             }
-        } else {
-            match self.device.create_session(name) {
-                Ok(session) => {
-                    self.sessions.insert(
-                        name.to_owned(),
-                        Held {
-                            session,
-                            owner: uid,
-                            direction: Direction::Outgoing,
-                            tokens: Vec::new(),
-                            delegated: false,
-                            claimed: false,
-                            copies: BTreeMap::new(),
-                        },
-                    );
-                }
-                Err(e) => return refusal(&e, &format!("creating session {name:?}")),
-            }
+        } else if let Err(refused) = self.create_outgoing(uid, name, false) {
+            return refused;
         }
         let Some(held) = self.sessions.get_mut(name) else {
             return refuse(Refusal::Failed, 0, "session vanished");
@@ -691,40 +695,30 @@ impl<D: Device> Agent<D> {
             .collect()
     }
 
+    /// Creates the outgoing session `name` of `uid`'s.
+    fn create_outgoing(&mut self, uid: u32, name: &str, delegated: bool) -> Result<(), Response> {
+        let session = self
+            .device
+            .create_session(name)
+            .map_err(|e| refusal(&e, &format!("creating session {name:?}")))?;
+        let held = Held::new(session, uid, Direction::Outgoing, Vec::new(), delegated);
+        self.sessions.insert(name.to_owned(), held);
+        Ok(())
+    }
+
     /// DELEGATE: the session's own descriptor for its client, who then preserves files into
     /// it (outgoing: a new session is created for it) or retrieves and finishes them itself
     /// (incoming). The agent keeps its reference: an outgoing session lives on until the kexec
     /// even if the client exits, and an incoming one until it is released.
     fn delegate(&mut self, uid: u32, name: &str) -> Result<(Direction, OwnedFd), Response> {
-        if name.starts_with(MANIFEST_SESSION) || name.contains('\n') {
-            return Err(refuse(
-                Refusal::InvalidName,
-                libc::EINVAL,
-                format!("session name {name:?} is reserved or has a newline"),
-            ));
-        }
+        check_new_name(name)?;
         if !self.sessions.contains_key(name) {
             let found = uid == ROOT && self.retrieve_unlisted(uid, name).is_ok();
             if !found {
                 if let Some(refused) = self.over_quota(uid, None) {
                     return Err(refused);
                 }
-                let session = self
-                    .device
-                    .create_session(name)
-                    .map_err(|e| refusal(&e, &format!("creating session {name:?}")))?;
-                self.sessions.insert(
-                    name.to_owned(),
-                    Held {
-                        session,
-                        owner: uid,
-                        direction: Direction::Outgoing,
-                        tokens: Vec::new(),
-                        claimed: false,
-                        delegated: true,
-                        copies: BTreeMap::new(),
-                    },
-                );
+                self.create_outgoing(uid, name, true)?;
             }
         }
         let Some(held) = self.sessions.get_mut(name) else {
@@ -762,15 +756,7 @@ impl<D: Device> Agent<D> {
         };
         self.sessions.insert(
             name.to_owned(),
-            Held {
-                session,
-                owner: ROOT,
-                direction: Direction::Incoming,
-                tokens: Vec::new(),
-                delegated: true,
-                claimed: false,
-                copies: BTreeMap::new(),
-            },
+            Held::new(session, ROOT, Direction::Incoming, Vec::new(), true),
         );
         Ok(())
     }
@@ -887,15 +873,7 @@ impl<D: Device> Agent<D> {
     ) {
         self.sessions.insert(
             name,
-            Held {
-                session,
-                owner,
-                direction,
-                tokens,
-                delegated,
-                claimed: false,
-                copies: BTreeMap::new(),
-            },
+            Held::new(session, owner, direction, tokens, delegated),
         );
     }
 

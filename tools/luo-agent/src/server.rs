@@ -7,8 +7,7 @@ use crate::log::Priority;
 use crate::proto::{Refusal, Request, Response};
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::BorrowedFd;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -193,10 +192,9 @@ where
                     .min(grace.map_or(IDLE, |g| g.saturating_sub(since_boot())))
             };
             let mut polled = Vec::with_capacity(clients.conns.len() + 1);
-            polled.push(fdpass::Polled::new(
-                listener.as_fd(),
-                !starved && clients.conns.len() < clients.max.max(1) + 1,
-            ));
+            // New clients are always taken (at the limit one makes room), unless descriptors
+            // ran out with nobody to disconnect: then the listener waits a little.
+            polled.push(fdpass::Polled::new(listener.as_fd(), !starved));
             polled.extend(
                 clients
                     .conns

@@ -56,6 +56,11 @@ fn is_memfd(fd: BorrowedFd<'_>) -> bool {
 }
 
 impl Machine {
+    /// Whether session `name` was finished.
+    fn finished(&self, name: &str) -> bool {
+        self.0.lock().unwrap().finished.iter().any(|f| f == name)
+    }
+
     /// The kexec: every open session is carried over; the old agent must be dropped next.
     fn kexec(&self) {
         let mut s = self.0.lock().unwrap();
@@ -214,6 +219,14 @@ fn confirm(agent: &mut Agent<Machine>, session: &str, token: u64) -> Response {
     agent.handle(&req, vec![]).0
 }
 
+/// A machine that never live updated, and an agent on it.
+fn started() -> (Machine, Agent<Machine>) {
+    let machine = Machine::default();
+    let (agent, log) = Agent::start(machine.clone());
+    assert_eq!(log, ["no sessions from a previous kernel"]);
+    (machine, agent)
+}
+
 /// Runs the kexec as the server does: manifest preserved, machine kexecs, old agent gone.
 fn live_update(machine: &Machine, mut agent: Agent<Machine>) -> (Agent<Machine>, Vec<String>) {
     agent.write_record().unwrap();
@@ -264,8 +277,7 @@ fn files_of_several_sessions_come_back_after_a_live_update() {
 
 #[test]
 fn refusals_say_why_and_lose_nothing() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     let file = memfd(b"x");
     assert_eq!(
         preserve(&mut agent, "s", 1, file.try_clone().unwrap()),
@@ -374,8 +386,7 @@ fn refusals_say_why_and_lose_nothing() {
 
 #[test]
 fn released_outgoing_sessions_are_not_carried() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     assert_eq!(preserve(&mut agent, "keep", 1, memfd(b"k")), Response::Ok);
     assert_eq!(preserve(&mut agent, "drop", 1, memfd(b"d")), Response::Ok);
     assert_eq!(
@@ -396,8 +407,7 @@ fn released_outgoing_sessions_are_not_carried() {
 
 #[test]
 fn a_damaged_manifest_line_costs_its_own_session_only() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     assert_eq!(preserve(&mut agent, "good", 1, memfd(b"g")), Response::Ok);
     // The manifest as an agent would write it, with a damaged line between two good ones.
     let s = machine.create_session(MANIFEST_SESSION).unwrap();
@@ -523,8 +533,7 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
 
 #[test]
 fn clients_over_the_socket_and_a_client_that_disconnects() {
-    let machine = Machine::default();
-    let (agent, _) = Agent::start(machine.clone());
+    let (machine, agent) = started();
     let server = Arc::new(server(agent, failing_kexec()));
     let connect = || {
         let (a, b) = socketpair();
@@ -573,8 +582,7 @@ fn clients_over_the_socket_and_a_client_that_disconnects() {
 
 #[test]
 fn threads_sharing_a_client_each_get_their_own_answers() {
-    let machine = Machine::default();
-    let (agent, _) = Agent::start(machine.clone());
+    let (_machine, agent) = started();
     let server = Arc::new(server(agent, failing_kexec()));
     let (a, b) = socketpair();
     std::thread::spawn(move || server.client(b));
@@ -605,8 +613,7 @@ fn threads_sharing_a_client_each_get_their_own_answers() {
 fn users_see_and_act_on_their_own_sessions_only() {
     const ALICE: u32 = 1000;
     const MALLORY: u32 = 1001;
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     let preserve_as = |agent: &mut Agent<Machine>, uid, s: &str, t| {
         agent
             .handle_as(
@@ -663,8 +670,7 @@ fn users_see_and_act_on_their_own_sessions_only() {
 
 #[test]
 fn only_root_may_live_update_the_machine() {
-    let machine = Machine::default();
-    let (agent, _) = Agent::start(machine.clone());
+    let (_machine, agent) = started();
     let model = Arc::new(ModelKexec::default());
     let server = server(agent, Box::new(Kx(Arc::clone(&model))));
     // The server learns the uid from the socket (SO_PEERCRED) and gates KEXEC on it.
@@ -692,8 +698,7 @@ fn only_root_may_live_update_the_machine() {
 
 #[test]
 fn a_file_handed_out_stays_with_the_agent_until_confirmed() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     assert_eq!(
         preserve(&mut agent, "svc", 1, memfd(b"state")),
         Response::Ok
@@ -725,8 +730,7 @@ fn a_file_handed_out_stays_with_the_agent_until_confirmed() {
 
 #[test]
 fn ten_thousand_sessions_are_listed_over_several_messages() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     // Names of 63 bytes: 10,000 of them are about ten times what one message holds.
     let names: Vec<String> = (0..10_000)
         .map(|i| format!("{i:05}{}", "n".repeat(58)))
@@ -775,8 +779,7 @@ fn refusal_of(resp: &Response) -> (Refusal, String) {
 
 #[test]
 fn a_live_update_is_checked_before_anything_is_loaded() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (_machine, mut agent) = started();
     assert_eq!(
         preserve(&mut agent, "svc", 1, memfd(b"state")),
         Response::Ok
@@ -835,8 +838,7 @@ fn recording_server(agent: Agent<Machine>) -> Server<Machine> {
 
 #[test]
 fn a_kexec_the_agent_did_not_ask_for_still_carries_every_session() {
-    let machine = Machine::default();
-    let (agent, _) = Agent::start(machine.clone());
+    let (machine, agent) = started();
     let server = recording_server(agent);
     let hand = |name: &str, token, data: &[u8]| {
         let req = Request::Preserve {
@@ -958,13 +960,7 @@ fn root_may_take_a_session_no_manifest_names() {
         session: "orphan".into(),
     };
     assert_eq!(agent.handle(&release, vec![]).0, Response::Ok);
-    assert!(machine
-        .0
-        .lock()
-        .unwrap()
-        .finished
-        .iter()
-        .any(|f| f == "orphan"));
+    assert!(machine.finished("orphan"));
 }
 
 fn preserve_as(
@@ -983,8 +979,7 @@ fn preserve_as(
 
 #[test]
 fn a_user_cannot_hold_more_than_its_quota() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (_machine, mut agent) = started();
     agent.limits = Limits {
         files_per_user: 3,
         bytes_per_user: 10,
@@ -1020,8 +1015,7 @@ fn a_user_cannot_hold_more_than_its_quota() {
 
 #[test]
 fn sessions_nobody_claims_are_released_when_their_time_is_up() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     for name in ["claimed", "forgotten"] {
         assert_eq!(preserve(&mut agent, name, 1, memfd(b"x")), Response::Ok);
         assert_eq!(preserve(&mut agent, name, 2, memfd(b"y")), Response::Ok);
@@ -1033,21 +1027,14 @@ fn sessions_nobody_claims_are_released_when_their_time_is_up() {
     assert_eq!(agent.release_unclaimed(), ["forgotten"]);
     let names: Vec<_> = agent.list().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["claimed", "new"]);
-    assert!(machine
-        .0
-        .lock()
-        .unwrap()
-        .finished
-        .iter()
-        .any(|f| f == "forgotten"));
+    assert!(machine.finished("forgotten"));
     // Token 2 of the claimed session is still there for its client.
     assert_eq!(retrieve(&mut agent, "claimed", 2), b"y");
 }
 
 #[test]
 fn the_server_releases_unclaimed_sessions_once_the_grace_time_is_over() {
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     assert_eq!(
         preserve(&mut agent, "forgotten", 1, memfd(b"x")),
         Response::Ok
@@ -1070,13 +1057,7 @@ fn the_server_releases_unclaimed_sessions_once_the_grace_time_is_over() {
     std::thread::spawn(move || server.run(listener));
     let listed = Client::connect(&socket).unwrap().list().unwrap();
     assert!(listed.is_empty(), "{listed:?}");
-    assert!(machine
-        .0
-        .lock()
-        .unwrap()
-        .finished
-        .iter()
-        .any(|f| f == "forgotten"));
+    assert!(machine.finished("forgotten"));
     assert!(logged
         .lock()
         .unwrap()
@@ -1099,8 +1080,7 @@ fn delegate_as(agent: &mut Agent<Machine>, uid: u32, name: &str) -> Response {
 #[test]
 fn a_delegated_session_is_its_clients_to_fill_and_the_agent_keeps_it() {
     const VMM: u32 = 1000;
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (machine, mut agent) = started();
     agent.limits = Limits {
         files_per_user: 2,
         bytes_per_user: 0,
@@ -1178,8 +1158,7 @@ fn a_delegated_session_is_its_clients_to_fill_and_the_agent_keeps_it() {
 #[test]
 fn a_session_holds_as_many_files_as_one_listing_shows() {
     use luo_agent::agent::MAX_TOKENS_PER_SESSION;
-    let machine = Machine::default();
-    let (mut agent, _) = Agent::start(machine.clone());
+    let (_machine, mut agent) = started();
     for token in 0..MAX_TOKENS_PER_SESSION as u64 {
         // The longest tokens there are, for the longest listing.
         let req = Request::Preserve {
