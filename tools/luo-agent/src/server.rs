@@ -427,6 +427,10 @@ where
             return (lost(), None);
         };
         let (resp, fd) = agent.handle_as(uid, req, fds);
+        if matches!(resp, Response::Refused { .. }) {
+            // Logged by the caller, with the reason; nothing changed.
+            return (resp, fd);
+        }
         if let (Some(changed), false) = (&self.changed, matches!(req, Request::List { .. })) {
             if let Err(e) = changed(&mut agent) {
                 (self.log)(
@@ -435,20 +439,8 @@ where
                 );
             }
         }
-        if let (
-            Request::Preserve { session, token } | Request::Retrieve { session, token },
-            Response::Ok,
-        ) = (req, &resp)
-        {
-            let verb = if matches!(req, Request::Preserve { .. }) {
-                "holding"
-            } else {
-                "handed back"
-            };
-            (self.log)(
-                Priority::Info,
-                &format!("uid {uid} pid {pid}: {verb} token {token} of session {session:?}"),
-            );
+        if let Some(what) = granted(req) {
+            (self.log)(Priority::Info, &format!("uid {uid} pid {pid}: {what}"));
         }
         (resp, fd)
     }
@@ -547,6 +539,26 @@ where
             );
         }
     }
+}
+
+/// What a request the agent granted did, for the log (KEXEC logs itself).
+fn granted(req: &Request) -> Option<String> {
+    Some(match req {
+        Request::Preserve { session, token } => {
+            format!("holding token {token} of session {session:?}")
+        }
+        Request::Retrieve { session, token } => {
+            format!("handed back token {token} of session {session:?}")
+        }
+        Request::Confirm { session, token } => {
+            format!("confirmed token {token} of session {session:?}")
+        }
+        Request::Release { session } => format!("released session {session:?}"),
+        Request::Delegate { session } => format!("delegated session {session:?}"),
+        Request::List { after } if after.is_empty() => "listed its sessions".to_owned(),
+        Request::List { after } => format!("listed its sessions after {after:?}"),
+        Request::Kexec { .. } => return None,
+    })
 }
 
 fn lost() -> Response {

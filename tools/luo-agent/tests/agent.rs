@@ -1178,3 +1178,69 @@ fn a_session_holds_as_many_files_as_one_listing_shows() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].tokens.len(), MAX_TOKENS_PER_SESSION);
 }
+
+#[test]
+fn every_request_is_logged_with_its_caller_and_only_changes_are_recorded() {
+    let (_machine, agent) = started();
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&logged);
+    let changes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&changes);
+    let server = Server {
+        log: Box::new(move |_, line: &str| lines.lock().unwrap().push(line.to_owned())),
+        changed: Some(Box::new(move |_: &mut Agent<Machine>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })),
+        ..server(agent, failing_kexec())
+    };
+    let session = || "s".to_owned();
+    let requests = [
+        (
+            Request::Preserve {
+                session: session(),
+                token: 1,
+            },
+            vec![memfd(b"x")],
+        ),
+        (
+            Request::List {
+                after: String::new(),
+            },
+            vec![],
+        ),
+        (
+            Request::Retrieve {
+                session: session(),
+                token: 1,
+            },
+            vec![],
+        ),
+        (
+            Request::Confirm {
+                session: session(),
+                token: 1,
+            },
+            vec![],
+        ),
+        (Request::Delegate { session: session() }, vec![]),
+        (Request::Release { session: session() }, vec![]),
+        (Request::Release { session: session() }, vec![]),
+    ];
+    for (req, fds) in requests {
+        server.handle_from(1000, 42, &req, fds);
+    }
+    let lines = logged.lock().unwrap().clone();
+    for want in [
+        "uid 1000 pid 42: holding token 1 of session \"s\"",
+        "uid 1000 pid 42: listed its sessions",
+        "uid 1000 pid 42: handed back token 1 of session \"s\"",
+        "uid 1000 pid 42: confirmed token 1 of session \"s\"",
+        "uid 1000 pid 42: delegated session \"s\"",
+        "uid 1000 pid 42: released session \"s\"",
+    ] {
+        assert!(lines.iter().any(|l| l == want), "{want:?} not in {lines:?}");
+    }
+    // Five changes; neither the listing nor the refused second release is recorded.
+    assert_eq!(changes.load(std::sync::atomic::Ordering::Relaxed), 5);
+}
