@@ -135,40 +135,51 @@ fn retrieve_folios(file: &File, m: &Memfd, array: &RestoredVmalloc) -> Result {
     let pages = m.size.div_ceil(PAGE_SIZE as u64);
     let mut added = 0u64;
     let mut result = Ok(());
+    // Entries before `next` were restored (or were empty), or failed.
     let mut next = 0;
-    for (i, e) in array.entries(entry::SIZE).take(count).enumerate() {
-        next = i + 1;
-        let e = FolioEntry::decode(e);
-        if e.pfn == 0 {
-            continue;
+    for page in array.pages() {
+        let take = (PAGE_SIZE / entry::SIZE).min(count.saturating_sub(next));
+        if take == 0 {
+            break;
         }
-        let n = match mm::restore_folio(file, &e, pages) {
-            Ok(n) => n,
-            Err(RestoreError::NotPreserved) => {
-                pr_err!("cannot restore the folio at pfn {:#x}\n", e.pfn);
-                result = Err(EIO);
-                break;
+        let entries = page.get(..take * entry::SIZE).unwrap_or(&[]);
+        let (n, restored) = mm::restore_folios(file, entries, pages);
+        added += n;
+        let Err((at, why)) = restored else {
+            next += take;
+            continue;
+        };
+        let i = next + at;
+        next = i + 1;
+        let failed = FolioEntry::decode(entries.get(at * entry::SIZE..).unwrap_or(&[]));
+        result = Err(match why {
+            RestoreError::NotPreserved => {
+                pr_err!("cannot restore the folio at pfn {:#x}\n", failed.pfn);
+                EIO
             }
             // A large folio may reach past the end of the file (shmem allocates such folios),
             // but it starts inside it.
-            Err(RestoreError::Misplaced(n)) => {
+            RestoreError::Misplaced(n) => {
                 pr_err!(
                     "folio {} ({} pages) at page {} of a {}-page file\n",
                     i,
                     n,
-                    e.index,
+                    failed.index,
                     pages
                 );
-                result = Err(EINVAL);
-                break;
+                EINVAL
             }
-            Err(RestoreError::Add(err)) => {
-                pr_err!("cannot add folio {} at page {}: {:?}\n", i, e.index, err);
-                result = Err(err);
-                break;
+            RestoreError::Add(err) => {
+                pr_err!(
+                    "cannot add folio {} at page {}: {:?}\n",
+                    i,
+                    failed.index,
+                    err
+                );
+                err
             }
-        };
-        added += n;
+        });
+        break;
     }
     mm::account(file, added);
     if result.is_err() {

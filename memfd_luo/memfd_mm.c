@@ -15,6 +15,7 @@
 #include <linux/highmem.h>
 #include <linux/init.h>
 #include <linux/kexec_handover.h>
+#include <linux/kho/abi/memfd.h>
 #include <linux/memcontrol.h>
 #include <linux/memfd.h>
 #include <linux/mm.h>
@@ -253,6 +254,41 @@ unlock:
 	folio_unlock(folio);
 	folio_put(folio);
 	return err;
+}
+
+/*
+ * Restores the folios of @nr entries of the previous kernel's folio array
+ * (@entries, one page of it at most) into @file, a file of @pages pages,
+ * with luo_memfd_restore_folio() each, skipping empty entries. The loop is
+ * here, not in the Rust handler, so that the per-folio work is C's own
+ * loop, without a call across the languages per folio. Stops at the first
+ * failure: returns 0 when every entry was restored, else that entry's error,
+ * with its position in *@failed and its folio's size (0 if not preserved) in
+ * *@nr_pages. *@added counts the pages added either way.
+ */
+int luo_memfd_restore_folios(struct file *file, const void *entries, u64 nr,
+			     u64 pages, u64 *failed, u64 *added, u64 *nr_pages)
+{
+	const struct memfd_luo_folio_ser *e = entries;
+	u64 i;
+
+	for (i = 0; i < nr; i++, e++) {
+		u64 n = 0;
+		int err;
+
+		if (!e->pfn)
+			continue;
+		err = luo_memfd_restore_folio(file, e->pfn, e->index, pages,
+					      e->flags & MEMFD_LUO_FOLIO_DIRTY,
+					      e->flags & MEMFD_LUO_FOLIO_UPTODATE, &n);
+		if (err) {
+			*failed = i;
+			*nr_pages = n;
+			return err;
+		}
+		*added += n;
+	}
+	return 0;
 }
 
 void luo_memfd_account(struct file *file, long pages)

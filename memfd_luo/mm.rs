@@ -7,8 +7,8 @@
 //! received from the previous kernel and not used ([`RestoredFolio`]). Each owns what it holds
 //! (the lock, the pins and KHO preservations, a folio reference) and gives it back on drop, so
 //! every error path of the handler unwinds by dropping. A folio that is used goes from KHO into
-//! the new file in one step ([`restore_folio`]), once per folio of a file that may have
-//! millions.
+//! the new file in one step, a page of the folio array per call ([`restore_folios`]): a file
+//! may have millions of folios.
 
 use crate::abi::{
     folio as entry,
@@ -403,37 +403,52 @@ pub(crate) enum RestoreError {
     Add(Error),
 }
 
-/// Restores the folio `e` lists and puts it into `file`, a new memfd of `pages` pages; returns
-/// the folio's number of pages. The pages are accounted to the file with [`account`] once all
-/// folios are in.
-pub(crate) fn restore_folio(
+/// Restores the folios that `entries` (whole entries of the handover's folio array) list and
+/// puts them into `file`, a new memfd of `pages` pages, until one fails. Returns the pages
+/// added (to be accounted with [`account`] once all folios are in) and, on failure, which
+/// entry failed and why.
+///
+/// One call into C per page of entries: the per-folio steps are C's loop, as in
+/// `mm/memfd_luo.c`, with no call across the languages per folio.
+pub(crate) fn restore_folios(
     file: &File,
-    e: &FolioEntry,
+    entries: &[u8],
     pages: u64,
-) -> core::result::Result<u64, RestoreError> {
-    let mut n = 0;
-    // SAFETY: `file` is a shmem file and `n` is valid for writing; the helper accepts any page
-    // frame number and restores a folio only where the previous kernel preserved one.
+) -> (u64, core::result::Result<(), (usize, RestoreError)>) {
+    let nr = entries.len() / entry::SIZE;
+    let (mut failed, mut added, mut n) = (0u64, 0u64, 0u64);
+    // SAFETY: `file` is a shmem file; `entries` holds `nr` whole entries laid out as
+    // `struct memfd_luo_folio_ser` (packed, so any address will do; the layout is checked in
+    // `abi`), readable for the call; the out pointers are valid for writes. The helper
+    // accepts any contents and restores a folio only where the previous kernel preserved one.
     let ret = unsafe {
-        bindings::luo_memfd_restore_folio(
+        bindings::luo_memfd_restore_folios(
             file.as_ptr(),
-            e.pfn,
-            e.index,
+            entries.as_ptr().cast(),
+            nr as u64,
             pages,
-            e.flags & FOLIO_DIRTY != 0,
-            e.flags & FOLIO_UPTODATE != 0,
+            &mut failed,
+            &mut added,
             &mut n,
         )
     };
     if ret == 0 {
-        Ok(n)
-    } else if n == 0 {
-        Err(RestoreError::NotPreserved)
-    } else if e.index & (n - 1) != 0 || e.index >= pages {
-        Err(RestoreError::Misplaced(n))
-    } else {
-        Err(RestoreError::Add(Error::from_errno(ret)))
+        return (added, Ok(()));
     }
+    let i = usize::try_from(failed).unwrap_or(nr);
+    let e = FolioEntry::decode(
+        entries
+            .get(i * entry::SIZE..(i + 1) * entry::SIZE)
+            .unwrap_or(&[]),
+    );
+    let why = if n == 0 {
+        RestoreError::NotPreserved
+    } else if e.index & (n - 1) != 0 || e.index >= pages {
+        RestoreError::Misplaced(n)
+    } else {
+        RestoreError::Add(Error::from_errno(ret))
+    };
+    (added, Err((i, why)))
 }
 
 /// A folio received from the previous kernel and not used, with our one reference.

@@ -453,6 +453,12 @@ impl RestoredVmalloc {
             .filter(move |_| fits)
             .flat_map(move |page| page.bytes().chunks_exact(size.max(1)))
     }
+
+    /// The area's pages in order, as the contents of each: for a caller that hands a page of
+    /// entries at a time to C.
+    pub fn pages(&self) -> impl Iterator<Item = &[u8; PAGE_SIZE]> + '_ {
+        self.pages.iter().map(|page| page.bytes())
+    }
 }
 
 /// Fields of handover records: C structures in the machine's byte order, read and written at
