@@ -197,14 +197,6 @@ pub struct Agent<D: Device> {
     record_base: u64,
 }
 
-fn refuse(why: Refusal, errno: i32, message: impl Into<String>) -> Response {
-    Response::Refused {
-        why,
-        errno,
-        message: message.into(),
-    }
-}
-
 /// A refusal for an error of the library, classified for clients.
 fn refusal(e: &Error, what: &str) -> Response {
     let errno = e.errno().unwrap_or(0);
@@ -237,14 +229,14 @@ fn refusal(e: &Error, what: &str) -> Response {
         (Error::Kernel { op: Op::Finish, .. }, libc::EBUSY) => Refusal::Busy,
         _ => Refusal::Kernel,
     };
-    refuse(why, errno, format!("{what}: {e}"))
+    Response::refused(why, errno, format!("{what}: {e}"))
 }
 
 /// A refusal if clients may not name a session `name`: the agent's own record sessions, and
 /// names with a newline (the record is one line per session).
 fn check_new_name(name: &str) -> Result<(), Response> {
     if name.starts_with(MANIFEST_SESSION) || name.contains('\n') {
-        return Err(refuse(
+        return Err(Response::refused(
             Refusal::InvalidName,
             libc::EINVAL,
             format!("session name {name:?} is reserved or has a newline"),
@@ -526,7 +518,7 @@ impl<D: Device> Agent<D> {
         let want = usize::from(req.carries_fd());
         if fds.len() != want {
             return (
-                refuse(
+                Response::refused(
                     Refusal::BadRequest,
                     0,
                     format!("expected {want} file descriptor(s), got {}", fds.len()),
@@ -563,7 +555,7 @@ impl<D: Device> Agent<D> {
                 Err(r) => (r, None),
             },
             Request::Kexec { .. } => (
-                refuse(Refusal::Failed, 0, "kexec is done by the server loop"),
+                Response::refused(Refusal::Failed, 0, "kexec is done by the server loop"),
                 None,
             ),
         }
@@ -575,7 +567,7 @@ impl<D: Device> Agent<D> {
         if uid == ROOT || held.owner == uid {
             return None;
         }
-        Some(refuse(
+        Some(Response::refused(
             Refusal::NotPermitted,
             libc::EPERM,
             format!("session {name:?} belongs to another user"),
@@ -591,7 +583,7 @@ impl<D: Device> Agent<D> {
         }
         if let Some(held) = self.sessions.get(name) {
             if held.direction == Direction::Incoming {
-                return refuse(
+                return Response::refused(
                     Refusal::Busy,
                     libc::EINVAL,
                     format!("session {name:?} came from the previous kernel; take its files back or release it first"),
@@ -601,10 +593,10 @@ impl<D: Device> Agent<D> {
             return refused;
         }
         let Some(held) = self.sessions.get_mut(name) else {
-            return refuse(Refusal::Failed, 0, "session vanished");
+            return Response::refused(Refusal::Failed, 0, "session vanished");
         };
         if held.tokens.len() >= MAX_TOKENS_PER_SESSION {
-            return refuse(
+            return Response::refused(
                 Refusal::OverQuota,
                 libc::EDQUOT,
                 format!(
@@ -645,7 +637,7 @@ impl<D: Device> Agent<D> {
             .map(|h| h.tokens.len() + usize::from(h.delegated))
             .sum();
         if self.limits.files_per_user > 0 && files >= self.limits.files_per_user {
-            return Some(refuse(
+            return Some(Response::refused(
                 Refusal::OverQuota,
                 libc::EDQUOT,
                 format!(
@@ -663,7 +655,7 @@ impl<D: Device> Agent<D> {
             .sum::<std::io::Result<u64>>();
         match sizes {
             Ok(bytes) if bytes <= self.limits.bytes_per_user => None,
-            Ok(bytes) => Some(refuse(
+            Ok(bytes) => Some(Response::refused(
                 Refusal::OverQuota,
                 libc::EDQUOT,
                 format!(
@@ -672,7 +664,7 @@ impl<D: Device> Agent<D> {
                     self.limits.bytes_per_user
                 ),
             )),
-            Err(e) => Some(refuse(
+            Err(e) => Some(Response::refused(
                 Refusal::Failed,
                 e.raw_os_error().unwrap_or(0),
                 format!("cannot tell the file's size: {e}"),
@@ -722,12 +714,12 @@ impl<D: Device> Agent<D> {
             }
         }
         let Some(held) = self.sessions.get_mut(name) else {
-            return Err(refuse(Refusal::Failed, 0, "session vanished"));
+            return Err(Response::refused(Refusal::Failed, 0, "session vanished"));
         };
         held.delegated = true;
         held.claimed = true;
         let fd = held.session.share().map_err(|e| {
-            refuse(
+            Response::refused(
                 Refusal::Failed,
                 e.raw_os_error().unwrap_or(0),
                 format!("duplicating session {name:?}: {e}"),
@@ -740,7 +732,7 @@ impl<D: Device> Agent<D> {
     /// hint): root's, since nothing says whose it was.
     fn retrieve_unlisted(&mut self, uid: u32, name: &str) -> Result<(), Response> {
         let unknown = || {
-            refuse(
+            Response::refused(
                 Refusal::UnknownSession,
                 libc::ENOENT,
                 format!("no session {name:?}"),
@@ -766,14 +758,14 @@ impl<D: Device> Agent<D> {
             self.retrieve_unlisted(uid, name)?;
         }
         let Some(held) = self.sessions.get_mut(name) else {
-            return Err(refuse(
+            return Err(Response::refused(
                 Refusal::UnknownSession,
                 libc::ENOENT,
                 format!("no session {name:?}"),
             ));
         };
         if held.direction == Direction::Outgoing && !held.copies.contains_key(&token) {
-            return Err(refuse(
+            return Err(Response::refused(
                 Refusal::UnknownToken,
                 libc::ENOENT,
                 format!("session {name:?} holds no file {token} for the next kernel"),
@@ -783,7 +775,7 @@ impl<D: Device> Agent<D> {
         if !held.copies.contains_key(&token) {
             let pos = held.tokens.iter().position(|&t| t == token);
             if pos.is_none() && !held.delegated {
-                return Err(refuse(
+                return Err(Response::refused(
                     Refusal::UnknownToken,
                     libc::ENOENT,
                     format!("session {name:?} has no file {token} to hand back"),
@@ -805,18 +797,18 @@ impl<D: Device> Agent<D> {
             .map(|fd| fd.try_clone())
             .transpose()
             .map_err(|e| {
-                refuse(
+                Response::refused(
                     Refusal::Failed,
                     e.raw_os_error().unwrap_or(0),
                     format!("duplicating token {token} of {name:?}: {e}"),
                 )
             })?
-            .ok_or_else(|| refuse(Refusal::Failed, 0, "handed file vanished"))
+            .ok_or_else(|| Response::refused(Refusal::Failed, 0, "handed file vanished"))
     }
 
     fn confirm(&mut self, name: &str, token: u64) -> Response {
         let Some(held) = self.sessions.get_mut(name) else {
-            return refuse(
+            return Response::refused(
                 Refusal::UnknownSession,
                 libc::ENOENT,
                 format!("no session {name:?}"),
@@ -827,7 +819,7 @@ impl<D: Device> Agent<D> {
             return Response::Ok;
         }
         if held.direction == Direction::Outgoing || held.copies.remove(&token).is_none() {
-            return refuse(
+            return Response::refused(
                 Refusal::UnknownToken,
                 libc::ENOENT,
                 format!("session {name:?} handed out no file {token} to confirm"),
@@ -844,7 +836,7 @@ impl<D: Device> Agent<D> {
 
     fn release(&mut self, name: &str) -> Response {
         let Some(held) = self.sessions.get(name) else {
-            return refuse(
+            return Response::refused(
                 Refusal::UnknownSession,
                 libc::ENOENT,
                 format!("no session {name:?}"),

@@ -19,16 +19,10 @@ pub struct Image {
     /// `None` to boot without an initramfs.
     pub initrd: Option<File>,
     pub cmdline: String,
-    /// The kernel's path, for the log.
-    pub kernel_path: String,
 }
 
 fn refuse(message: String) -> Response {
-    Response::Refused {
-        why: Refusal::BadRequest,
-        errno: libc::EINVAL,
-        message,
-    }
+    Response::refused(Refusal::BadRequest, libc::EINVAL, message)
 }
 
 /// The value of a kernel boolean parameter as the kernel's `kstrtobool` reads it.
@@ -98,7 +92,6 @@ impl Image {
                 path => Some(open_regular(path)?),
             },
             cmdline: cmdline.to_owned(),
-            kernel_path: kernel.to_owned(),
         })
     }
 }

@@ -356,6 +356,15 @@ impl Request {
 }
 
 impl Response {
+    /// A refusal: why, the kernel's errno (0 if none) and a sentence for people.
+    pub fn refused(why: Refusal, errno: i32, message: impl Into<String>) -> Self {
+        Response::Refused {
+            why,
+            errno,
+            message: message.into(),
+        }
+    }
+
     /// The message for this response.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();

@@ -358,11 +358,7 @@ where
         let req = match Request::decode(msg) {
             Ok(req) => req,
             Err(e) => {
-                let resp = Response::Refused {
-                    why: Refusal::BadRequest,
-                    errno: 0,
-                    message: e.to_string(),
-                };
+                let resp = Response::refused(Refusal::BadRequest, 0, e.to_string());
                 return (resp, None, After::Nothing);
             }
         };
@@ -461,24 +457,15 @@ where
         fds: Vec<OwnedFd>,
     ) -> (Response, Option<OwnedFd>) {
         if uid != ROOT {
+            let why = "only root may live update the machine";
             return (
-                Response::Refused {
-                    why: Refusal::NotPermitted,
-                    errno: libc::EPERM,
-                    message: "only root may live update the machine".into(),
-                },
+                Response::refused(Refusal::NotPermitted, libc::EPERM, why),
                 None,
             );
         }
         if !fds.is_empty() {
-            return (
-                Response::Refused {
-                    why: Refusal::BadRequest,
-                    errno: 0,
-                    message: "KEXEC takes no descriptor".into(),
-                },
-                None,
-            );
+            let why = "KEXEC takes no descriptor";
+            return (Response::refused(Refusal::BadRequest, 0, why), None);
         }
         // Opened outside the lock: a slow file system stalls this client alone.
         let image = match Image::open(kernel, initrd, cmdline) {
@@ -486,14 +473,9 @@ where
             Err(r) => return (r, None),
         };
         let failed = |what: &str, e: io::Error| {
-            (
-                Response::Refused {
-                    why: Refusal::Failed,
-                    errno: e.raw_os_error().unwrap_or(0),
-                    message: format!("{what}: {e}"),
-                },
-                None,
-            )
+            let errno = e.raw_os_error().unwrap_or(0);
+            let resp = Response::refused(Refusal::Failed, errno, format!("{what}: {e}"));
+            (resp, None)
         };
         // The lock stays held to the end: nothing may change once the record is written.
         let Some(mut agent) = self.lock() else {
@@ -562,9 +544,5 @@ fn granted(req: &Request) -> Option<String> {
 }
 
 fn lost() -> Response {
-    Response::Refused {
-        why: Refusal::Failed,
-        errno: 0,
-        message: "agent state lost".into(),
-    }
+    Response::refused(Refusal::Failed, 0, "agent state lost")
 }
