@@ -203,11 +203,11 @@ struct file *luo_memfd_new_file(unsigned int seals, u64 pos, u64 size)
  * -ENOENT if no folio is preserved at @pfn (KHO refuses it without a
  * warning), -EINVAL if the folio does not fit at @index, or the error of
  * adding it. Pages added are accounted to the inode with luo_memfd_account()
- * once all are in. One call per folio: the loop runs once per folio of a
- * file that may have millions.
+ * once all are in. Called by luo_memfd_restore_folios() for each folio.
  */
-int luo_memfd_restore_folio(struct file *file, u64 pfn, u64 index, u64 pages,
-			    bool dirty, bool uptodate, u64 *nr_pages)
+static int luo_memfd_restore_folio(struct file *file, u64 pfn, u64 index,
+				   u64 pages, bool dirty, bool uptodate,
+				   u64 *nr_pages)
 {
 	struct inode *inode = file_inode(file);
 	struct address_space *mapping = inode->i_mapping;

@@ -30,8 +30,6 @@ struct folio *luo_memfd_pfn_folio(u64 pfn);
 void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index,
 			     u64 *pages);
 struct file *luo_memfd_new_file(unsigned int seals, u64 pos, u64 size);
-int luo_memfd_restore_folio(struct file *file, u64 pfn, u64 index, u64 pages,
-			    bool dirty, bool uptodate, u64 *nr_pages);
 int luo_memfd_restore_folios(struct file *file, const void *entries, u64 nr,
 			     u64 pages, u64 *failed, u64 *added, u64 *nr_pages);
 void luo_memfd_account(struct file *file, long pages);
