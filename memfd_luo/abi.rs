@@ -52,9 +52,13 @@ pub(crate) fn check_seals(seals: u32) -> Result<u32> {
     Ok(seals)
 }
 
+// The flags of a folio entry are written and read by the C helpers (`memfd_mm.c`); the tests
+// build entries with them.
 /// `MEMFD_LUO_FOLIO_DIRTY`.
+#[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
 pub(crate) const FOLIO_DIRTY: u16 = 1 << 0;
 /// `MEMFD_LUO_FOLIO_UPTODATE`.
+#[cfg(CONFIG_LIVEUPDATE_RUST_KUNIT_TEST)]
 pub(crate) const FOLIO_UPTODATE: u16 = 1 << 1;
 
 /// Width of the page frame number in a folio entry's first word.

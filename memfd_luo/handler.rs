@@ -150,7 +150,8 @@ fn retrieve_folios(file: &File, m: &Memfd, array: &RestoredVmalloc) -> Result {
             continue;
         };
         let i = next + at;
-        next = i + 1;
+        // A charge that failed came after every folio of the page was added.
+        next = if at == take { i } else { i + 1 };
         let failed = FolioEntry::decode(entries.get(at * entry::SIZE..).unwrap_or(&[]));
         result = Err(match why {
             RestoreError::NotPreserved => {
@@ -168,6 +169,15 @@ fn retrieve_folios(file: &File, m: &Memfd, array: &RestoredVmalloc) -> Result {
                     pages
                 );
                 EINVAL
+            }
+            RestoreError::Account(err) => {
+                pr_err!(
+                    "cannot charge the folios of entries {}..{}: {:?}\n",
+                    i - take,
+                    i,
+                    err
+                );
+                err
             }
             RestoreError::Add(err) => {
                 pr_err!(

@@ -150,10 +150,9 @@ struct folio *luo_memfd_pfn_folio(u64 pfn)
 /*
  * A pinned folio about to be handed over: dirty (so the next kernel never
  * reclaims it as clean) and uptodate (a never-written fallocated folio is
- * zeroed first). Returns where the next kernel finds it, and its size.
+ * zeroed first).
  */
-void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index,
-			     u64 *pages)
+static void luo_memfd_prepare_folio(struct folio *folio)
 {
 	folio_lock(folio);
 	folio_mark_dirty(folio);
@@ -163,9 +162,38 @@ void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index,
 		folio_mark_uptodate(folio);
 	}
 	folio_unlock(folio);
-	*pfn = folio_pfn(folio);
-	*index = folio->index;
-	*pages = folio_nr_pages(folio);
+}
+
+/*
+ * Preserves the @nr pinned folios @folios for the next kernel, each made
+ * dirty and uptodate, and writes their entries of the folio array into
+ * @entries (room for @nr), in order. The loop is here, like the restore
+ * loop, so that the per-folio work is C's own loop. Stops at the first
+ * failure of KHO: returns 0 or that error; either way *@done folios were
+ * preserved (the caller withdraws them on failure), holding *@pages pages.
+ */
+int luo_memfd_preserve_folios(struct folio *const *folios, u64 nr,
+			      void *entries, u64 *done, u64 *pages)
+{
+	struct memfd_luo_folio_ser *e = entries;
+	u64 i, n = 0;
+	int err = 0;
+
+	for (i = 0; i < nr; i++, e++) {
+		struct folio *folio = folios[i];
+
+		err = kho_preserve_folio(folio);
+		if (err)
+			break;
+		luo_memfd_prepare_folio(folio);
+		e->pfn = folio_pfn(folio);
+		e->flags = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
+		e->index = folio->index;
+		n += folio_nr_pages(folio);
+	}
+	*done = i;
+	*pages = n;
+	return err;
 }
 
 /*
@@ -202,15 +230,14 @@ struct file *luo_memfd_new_file(unsigned int seals, u64 pos, u64 size)
  * Everything here comes from the previous kernel's data. Returns 0,
  * -ENOENT if no folio is preserved at @pfn (KHO refuses it without a
  * warning), -EINVAL if the folio does not fit at @index, or the error of
- * adding it. Pages added are accounted to the inode with luo_memfd_account()
- * once all are in. Called by luo_memfd_restore_folios() for each folio.
+ * adding it. The pages added are charged to the inode's blocks by the
+ * caller, luo_memfd_restore_folios(), for a page of entries at a time.
  */
 static int luo_memfd_restore_folio(struct file *file, u64 pfn, u64 index,
 				   u64 pages, bool dirty, bool uptodate,
 				   u64 *nr_pages)
 {
-	struct inode *inode = file_inode(file);
-	struct address_space *mapping = inode->i_mapping;
+	struct address_space *mapping = file_inode(file)->i_mapping;
 	phys_addr_t phys = PFN_PHYS(pfn);
 	struct folio *folio;
 	int err;
@@ -242,13 +269,6 @@ static int luo_memfd_restore_folio(struct file *file, u64 pfn, u64 index,
 		folio_mark_uptodate(folio);
 	if (dirty)
 		folio_mark_dirty(folio);
-
-	err = shmem_inode_acct_blocks(inode, *nr_pages);
-	if (err) {
-		filemap_remove_folio(folio);
-		goto unlock;
-	}
-
 	folio_add_lru(folio);
 unlock:
 	folio_unlock(folio);
@@ -261,20 +281,26 @@ unlock:
  * (@entries, one page of it at most) into @file, a file of @pages pages,
  * with luo_memfd_restore_folio() each, skipping empty entries. The loop is
  * here, not in the Rust handler, so that the per-folio work is C's own
- * loop, without a call across the languages per folio. Stops at the first
- * failure: returns 0 when every entry was restored, else that entry's error,
- * with its position in *@failed and its folio's size (0 if not preserved) in
- * *@nr_pages. *@added counts the pages added either way.
+ * loop, without a call across the languages per folio; and the blocks the
+ * folios take are charged to the inode once for all of them, where
+ * mm/memfd_luo.c charges each folio on its own.
+ *
+ * Stops at the first failure: returns 0 when every entry was restored,
+ * else that entry's error, with its position in *@failed and its folio's
+ * size (0 if not preserved) in *@nr_pages; or, if the blocks cannot be
+ * charged, that error with *@failed set to @nr. *@added counts the pages
+ * added and charged, for luo_memfd_account(): folios added but not charged
+ * stay in the page cache uncounted, to be freed with the file.
  */
 int luo_memfd_restore_folios(struct file *file, const void *entries, u64 nr,
 			     u64 pages, u64 *failed, u64 *added, u64 *nr_pages)
 {
 	const struct memfd_luo_folio_ser *e = entries;
-	u64 i;
+	u64 i, in = 0;
+	int err = 0;
 
 	for (i = 0; i < nr; i++, e++) {
 		u64 n = 0;
-		int err;
 
 		if (!e->pfn)
 			continue;
@@ -284,11 +310,51 @@ int luo_memfd_restore_folios(struct file *file, const void *entries, u64 nr,
 		if (err) {
 			*failed = i;
 			*nr_pages = n;
-			return err;
+			break;
 		}
-		*added += n;
+		in += n;
 	}
-	return 0;
+	if (in) {
+		int acct = shmem_inode_acct_blocks(file_inode(file), in);
+
+		if (acct) {
+			*failed = nr;
+			*nr_pages = 0;
+			return acct;
+		}
+		*added += in;
+	}
+	return err;
+}
+
+/*
+ * Frees the folios that @nr entries of the previous kernel's folio array
+ * (@entries, one page of it at most) name, for a memfd that will not be
+ * retrieved. Returns how many were freed; *@missing counts the entries
+ * whose folio KHO did not have, and *@first_missing is the first of them.
+ */
+u64 luo_memfd_discard_folios(const void *entries, u64 nr, u64 *missing,
+			     u64 *first_missing)
+{
+	const struct memfd_luo_folio_ser *e = entries;
+	u64 i, freed = 0;
+
+	for (i = 0; i < nr; i++, e++) {
+		phys_addr_t phys = PFN_PHYS(e->pfn);
+		struct folio *folio;
+
+		if (!e->pfn)
+			continue;
+		folio = PHYS_PFN(phys) == e->pfn ? kho_try_restore_folio(phys) : NULL;
+		if (!folio) {
+			if (!(*missing)++)
+				*first_missing = e->pfn;
+			continue;
+		}
+		folio_put(folio);
+		freed++;
+	}
+	return freed;
 }
 
 void luo_memfd_account(struct file *file, long pages)

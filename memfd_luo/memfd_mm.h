@@ -27,11 +27,13 @@ long luo_memfd_pin_folios(struct file *file, u64 start, u64 end,
 			  struct folio **folios, unsigned int max_folios);
 void luo_memfd_folio_place(struct folio *folio, u64 *pfn, u64 *index);
 struct folio *luo_memfd_pfn_folio(u64 pfn);
-void luo_memfd_prepare_folio(struct folio *folio, u64 *pfn, u64 *index,
-			     u64 *pages);
+int luo_memfd_preserve_folios(struct folio *const *folios, u64 nr,
+			      void *entries, u64 *done, u64 *pages);
 struct file *luo_memfd_new_file(unsigned int seals, u64 pos, u64 size);
 int luo_memfd_restore_folios(struct file *file, const void *entries, u64 nr,
 			     u64 pages, u64 *failed, u64 *added, u64 *nr_pages);
+u64 luo_memfd_discard_folios(const void *entries, u64 nr, u64 *missing,
+			     u64 *first_missing);
 void luo_memfd_account(struct file *file, long pages);
 
 int luo_memfd_init(void);

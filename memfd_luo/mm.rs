@@ -2,19 +2,17 @@
 
 //! Safe wrappers around the shmem and page cache steps in `memfd_mm.c`.
 //!
-//! The handler's logic works on three things that only C can touch: a memfd under its inode
-//! lock ([`Locked`]), the folios of a memfd pinned for preservation ([`Pinned`]), and folios
-//! received from the previous kernel and not used ([`RestoredFolio`]). Each owns what it holds
-//! (the lock, the pins and KHO preservations, a folio reference) and gives it back on drop, so
-//! every error path of the handler unwinds by dropping. A folio that is used goes from KHO into
-//! the new file in one step, a page of the folio array per call ([`restore_folios`]): a file
-//! may have millions of folios.
+//! The handler's logic works on two things that only C can touch: a memfd under its inode
+//! lock ([`Locked`]) and the folios of a memfd pinned for preservation ([`Pinned`]). Each owns
+//! what it holds (the lock, the pins and KHO preservations) and gives it back on drop, so
+//! every error path of the handler unwinds by dropping. Folios received from the previous
+//! kernel go from KHO into the new file ([`restore_folios`]) or back to the page allocator
+//! ([`discard`]) in one step each. A file may have millions of folios, so the per-folio loops,
+//! preserving included, are C's: one call per page of the folio array, not per folio.
 
 use crate::abi::{
     folio as entry,
-    FolioEntry,
-    FOLIO_DIRTY,
-    FOLIO_UPTODATE, //
+    FolioEntry, //
 };
 use core::ptr::NonNull;
 use kernel::{
@@ -26,7 +24,7 @@ use kernel::{
     },
     fs::File,
     kho,
-    page::PAGE_SHIFT,
+    page::PAGE_SIZE,
     prelude::*,
     sync::aref::ARef, //
 };
@@ -187,7 +185,7 @@ impl Pinned {
     /// Pins every folio of a run of populated pages `[first, end)` (from [`Runs`]) of the
     /// memfd `file` of `size` bytes. Swapped-out folios are read back in.
     pub(crate) fn pin_run(&mut self, file: &File, size: u64, (first, end): (u64, u64)) -> Result {
-        const PAGE: u64 = 1 << PAGE_SHIFT;
+        const PAGE: u64 = PAGE_SIZE as u64;
         let start = first.checked_mul(PAGE).ok_or(EINVAL)?;
         let stop = end
             .checked_mul(PAGE)
@@ -261,31 +259,27 @@ impl Pinned {
     /// `EINVAL` if `entries` has not exactly one chunk per folio, or KHO's error; every folio
     /// is unpreserved and unpinned then.
     pub(crate) fn preserve(mut self, entries: &mut [u8]) -> Result<PreservedFolios> {
-        if entries.len() != self.folios.len().saturating_mul(entry::SIZE) {
+        let nr = self.folios.len();
+        if entries.len() != nr.saturating_mul(entry::SIZE) {
             return Err(EINVAL);
         }
-        let mut pages = 0u64;
-        for e in entries.chunks_exact_mut(entry::SIZE) {
-            let Some(&folio) = self.folios.get(self.preserved) else {
-                break;
-            };
-            // SAFETY: The folio is pinned by us (type invariant).
-            to_result(unsafe { bindings::kho_preserve_folio(folio.as_ptr()) })?;
-            // INVARIANT: Folios are preserved in order; this one is now.
-            self.preserved += 1;
-            let (mut pfn, mut index, mut n) = (0u64, 0u64, 0u64);
-            // SAFETY: The folio is pinned by us; the out pointers are valid for writes.
-            unsafe {
-                bindings::luo_memfd_prepare_folio(folio.as_ptr(), &mut pfn, &mut index, &mut n)
-            };
-            pages = pages.saturating_add(n);
-            FolioEntry {
-                pfn,
-                flags: FOLIO_DIRTY | FOLIO_UPTODATE,
-                index,
-            }
-            .encode(e)?;
-        }
+        let (mut done, mut pages) = (0u64, 0u64);
+        // SAFETY: The `nr` folios are pinned by us (type invariant), none preserved yet; a
+        // `NonNull<folio>` has the layout of a `struct folio *`. `entries` has room for `nr`
+        // entries laid out as `struct memfd_luo_folio_ser` (packed, so any address will do; the
+        // layout is checked in `abi`); the out pointers are valid for writes.
+        let ret = unsafe {
+            bindings::luo_memfd_preserve_folios(
+                self.folios.as_ptr().cast(),
+                nr as u64,
+                entries.as_mut_ptr().cast(),
+                &mut done,
+                &mut pages,
+            )
+        };
+        // INVARIANT: The helper preserved the first `done` folios, in order.
+        self.preserved = usize::try_from(done).map_or(nr, |d| d.min(nr));
+        to_result(ret)?;
         let folios = core::mem::take(&mut self.folios);
         // INVARIANT: Nothing left here; the pins and preservations moved on.
         self.preserved = 0;
@@ -401,12 +395,16 @@ pub(crate) enum RestoreError {
     Misplaced(u64),
     /// Adding the folio to the file failed; it was freed.
     Add(Error),
+    /// The blocks of the folios just added could not be charged to the file; they stay in it
+    /// uncounted, to be freed with it.
+    Account(Error),
 }
 
 /// Restores the folios that `entries` (whole entries of the handover's folio array) list and
 /// puts them into `file`, a new memfd of `pages` pages, until one fails. Returns the pages
-/// added (to be accounted with [`account`] once all folios are in) and, on failure, which
-/// entry failed and why.
+/// added and charged (to be counted with [`account`] once all folios are in) and, on failure,
+/// which entry failed and why: for [`RestoreError::Account`], the number of entries, as every
+/// folio listed before the failure was added.
 ///
 /// One call into C per page of entries: the per-folio steps are C's loop, as in
 /// `mm/memfd_luo.c`, with no call across the languages per folio.
@@ -436,6 +434,12 @@ pub(crate) fn restore_folios(
         return (added, Ok(()));
     }
     let i = usize::try_from(failed).unwrap_or(nr);
+    if i >= nr {
+        return (
+            added,
+            Err((nr, RestoreError::Account(Error::from_errno(ret)))),
+        );
+    }
     let e = FolioEntry::decode(
         entries
             .get(i * entry::SIZE..(i + 1) * entry::SIZE)
@@ -451,56 +455,42 @@ pub(crate) fn restore_folios(
     (added, Err((i, why)))
 }
 
-/// A folio received from the previous kernel and not used, with our one reference.
-///
-/// # Invariants
-///
-/// `folio` was restored from KHO and we own a reference to it.
-struct RestoredFolio {
-    folio: NonNull<bindings::folio>,
-}
-
-impl RestoredFolio {
-    /// Takes the folio at page frame `pfn`, if the previous kernel preserved one there.
-    fn restore(pfn: u64) -> Option<Self> {
-        if pfn >> (64 - PAGE_SHIFT) != 0 {
-            return None;
-        }
-        // SAFETY: `kho_try_restore_folio()` accepts any address and restores a folio only where
-        // the previous kernel preserved one.
-        let folio = unsafe { bindings::kho_try_restore_folio(pfn << PAGE_SHIFT) };
-        // INVARIANT: A restored folio; KHO hands it over with one reference.
-        NonNull::new(folio).map(|folio| Self { folio })
-    }
-}
-
-impl Drop for RestoredFolio {
-    fn drop(&mut self) {
-        // SAFETY: We own a reference (type invariant); dropping it frees an unused folio.
-        unsafe { bindings::folio_put(self.folio.as_ptr()) };
-    }
-}
-
 /// Frees every folio of a folio array that was not used (a memfd that is never retrieved, or
 /// the rest of one whose retrieval failed). Returns the number of folios freed.
+///
+/// One call into C per page of entries, as for [`restore_folios`].
 pub(crate) fn discard(array: &kho::RestoredVmalloc, entries: core::ops::Range<usize>) -> usize {
-    let mut freed = 0;
-    let listed = array
-        .entries(entry::SIZE)
-        .take(entries.end)
-        .skip(entries.start);
-    for e in listed {
-        let e = FolioEntry::decode(e);
-        if e.pfn == 0 {
+    const PER_PAGE: usize = PAGE_SIZE / entry::SIZE;
+    let (mut freed, mut missing, mut first_missing) = (0u64, 0u64, 0u64);
+    for (p, page) in array.pages().enumerate() {
+        let base = p * PER_PAGE;
+        let from = entries.start.saturating_sub(base).min(PER_PAGE);
+        let to = entries.end.saturating_sub(base).min(PER_PAGE);
+        let Some(listed) = page.get(from * entry::SIZE..to * entry::SIZE) else {
+            continue;
+        };
+        if listed.is_empty() {
             continue;
         }
-        match RestoredFolio::restore(e.pfn) {
-            Some(folio) => {
-                drop(folio);
-                freed += 1;
-            }
-            None => pr_warn!("cannot restore the folio at pfn {:#x}\n", e.pfn),
-        }
+        // SAFETY: `listed` holds whole entries laid out as `struct memfd_luo_folio_ser`
+        // (packed; the layout is checked in `abi`), readable for the call; the out pointers
+        // are valid for writes. The helper frees a folio only where the previous kernel
+        // preserved one.
+        freed += unsafe {
+            bindings::luo_memfd_discard_folios(
+                listed.as_ptr().cast(),
+                (listed.len() / entry::SIZE) as u64,
+                &mut missing,
+                &mut first_missing,
+            )
+        };
     }
-    freed
+    if missing != 0 {
+        pr_warn!(
+            "cannot restore {} folios, the first at pfn {:#x}\n",
+            missing,
+            first_missing
+        );
+    }
+    usize::try_from(freed).unwrap_or(usize::MAX)
 }

@@ -444,16 +444,6 @@ impl RestoredVmalloc {
         self.pages.is_empty()
     }
 
-    /// The entries of an array of `size`-byte entries the area holds, in order; none if
-    /// entries of that size would straddle pages (`size` must divide the page size).
-    pub fn entries(&self, size: usize) -> impl Iterator<Item = &[u8]> + '_ {
-        let fits = size != 0 && PAGE_SIZE % size == 0;
-        self.pages
-            .iter()
-            .filter(move |_| fits)
-            .flat_map(move |page| page.bytes().chunks_exact(size.max(1)))
-    }
-
     /// The area's pages in order, as the contents of each: for a caller that hands a page of
     /// entries at a time to C.
     pub fn pages(&self) -> impl Iterator<Item = &[u8; PAGE_SIZE]> + '_ {
