@@ -87,6 +87,8 @@ class Scenario:
     # their results need them: elsewhere they cost up to a second a boot (on the debug build)
     # and register handlers of their own.
     kunit: bool = False
+    # More QEMU options (the benchmark's instruction clock).
+    qemu_args: tuple = ()
 
 
 @dataclasses.dataclass
@@ -246,10 +248,11 @@ def run(scenario, workdir, gen_init_cpio, busybox="/bin/busybox"):
     return out
 
 
-def qemu_command(timeout, memory, serial, kernel, initrd, cmdline, drives=()):
+def qemu_command(timeout, memory, serial, kernel, initrd, cmdline, drives=(), extra=()):
     """The QEMU command line of a test VM (TCG, 2 vCPUs, no reboot, serial console to the
     file `serial`), killed after `timeout` seconds. It boots `kernel` with the initramfs
-    `initrd` (None for none) and the virtio disks `drives` (QEMU -drive values)."""
+    `initrd` (None for none) and the virtio disks `drives` (QEMU -drive values), with the
+    QEMU options `extra` added."""
     media = ["-initrd", initrd] if initrd else []
     for d in drives:
         media += ["-drive", d]
@@ -258,7 +261,7 @@ def qemu_command(timeout, memory, serial, kernel, initrd, cmdline, drives=()):
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
         "-m", memory, "-smp", "2", "-no-reboot", "-nographic", "-nodefaults",
         "-serial", f"file:{serial}", "-kernel", kernel, *media,
-        "-append", f"console=ttyS0 panic=-1 {cmdline}",
+        "-append", f"console=ttyS0 panic=-1 {cmdline}", *extra,
     ]
 
 
@@ -289,7 +292,7 @@ def _run_once(scenario, workdir, gen_init_cpio, busybox):
     serial = os.path.join(workdir, "serial.log")
     cmd = qemu_command(scenario.timeout, scenario.memory, serial, scenario.stages[0].kernel,
                        initrd, f"{scenario.cmdline}{'' if scenario.kunit else ' kunit.enable=0'}"
-                               " luo_stage=1")
+                               " luo_stage=1", extra=scenario.qemu_args)
     return boot(scenario, cmd, serial)
 
 
