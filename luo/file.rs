@@ -47,7 +47,8 @@ use crate::{
         Handler,
         ModuleRef,
         Private, //
-    }, //
+    },
+    tokens::Tokens, //
 };
 
 /// Ids of the files preserved (or retrieved and not yet finished) in any session.
@@ -136,7 +137,7 @@ pub(crate) struct FileSet {
     /// Each file's token and its index in `files`: with hundreds of thousands of files, a
     /// linear search at each preserve and retrieve would grow with the square of their number
     /// (the C core searches its list).
-    tokens: RBTree<u64, usize>,
+    tokens: Tokens,
     /// Outgoing sets: room for every file in the handover data, grown on preserve.
     chain: OutChain,
 }
@@ -146,20 +147,20 @@ impl FileSet {
     pub(crate) fn new() -> Self {
         Self {
             files: KVVec::new(),
-            tokens: RBTree::new(),
+            tokens: Tokens::new(),
             chain: OutChain::new(abi::file::SIZE),
         }
     }
 
     /// The file preserved under `token`.
     fn find_mut(&mut self, token: u64) -> Option<&mut LuoFile> {
-        let i = *self.tokens.get(&token)?;
+        let i = self.tokens.get(token)?;
         self.files.get_mut(i)
     }
 
     /// Forgets every file's token (the files are gone).
     fn forget_tokens(&mut self) {
-        self.tokens = RBTree::new();
+        self.tokens.clear();
     }
 
     /// Number of files.
@@ -183,7 +184,7 @@ impl FileSet {
     /// `EBUSY` if it is preserved already; an FLB's or the handler's error. Nothing is kept
     /// on error.
     pub(crate) fn preserve(&mut self, token: u64, fd: u32) -> Result {
-        if self.tokens.get(&token).is_some() {
+        if self.tokens.get(token).is_some() {
             return Err(EEXIST);
         }
         let count = self.files.len();
@@ -250,7 +251,7 @@ impl FileSet {
             f.release();
             return Err(ENOMEM);
         }
-        self.tokens.insert(node.into_node(token, index));
+        self.tokens.insert(node, token, index);
         Ok(())
     }
 
@@ -418,10 +419,9 @@ impl FileSet {
             pr_warn!("{}\n", m);
             return Err(m.into());
         }
-        check_entries(chain, found)?;
+        self.tokens = check_entries(chain, found)?;
         self.files.reserve(found, GFP_KERNEL)?;
         let files = &mut self.files;
-        let tokens = &mut self.tokens;
         let registry = handler::registry()?.read();
         chain.for_each(|e| {
             let record = abi::decode_file(e)?;
@@ -436,7 +436,6 @@ impl FileSet {
                     );
                     ENOENT
                 })?;
-            tokens.try_create_and_insert(record.token, files.len(), GFP_KERNEL)?;
             files.push(
                 LuoFile {
                     handler,
@@ -456,30 +455,25 @@ impl FileSet {
     }
 }
 
-/// Checks every file entry of a chain of `count` entries, and that no token appears twice.
+/// Checks every file entry of a chain of `count` entries, and that no token appears twice;
+/// returns the tokens, each with its entry's position in the chain.
 ///
 /// Sorting the tokens keeps this O(n log n): a session may carry hundreds of thousands of
 /// files, and comparing each with all before it grows with the square of their number.
-fn check_entries(chain: &InChain, count: usize) -> Result {
+fn check_entries(chain: &InChain, count: usize) -> Result<Tokens> {
     let mut tokens = KVVec::with_capacity(count, GFP_KERNEL)?;
     chain.for_each(|e| {
         let record = abi::decode_file(e).inspect_err(|m| {
             pr_warn!("Malformed file entry in the handover data: {}\n", m);
         })?;
-        tokens.push(record.token, GFP_KERNEL)?;
+        tokens.push(Tokens::entry(record.token, tokens.len()), GFP_KERNEL)?;
         Ok(())
     })?;
-    tokens.sort_unstable();
-    let duplicate = tokens.windows(2).find_map(|w| match w {
-        [a, b] if a == b => Some(*a),
-        _ => None,
-    });
-    if let Some(token) = duplicate {
+    Tokens::received(tokens).map_err(|token| {
         let m = Malformed::DuplicateToken(token);
         pr_warn!("{}\n", m);
-        return Err(m.into());
-    }
-    Ok(())
+        m.into()
+    })
 }
 
 /// Preserves, for a new file, every FLB its handler depends on, in order.

@@ -296,6 +296,49 @@ mod session_tests {
         assert!(Name::new(&raw(b"ab"))? < Name::new(&raw(b"b"))?);
         Ok(())
     }
+
+    #[test]
+    fn tokens_find_received_and_added_files() -> Result {
+        use crate::tokens::Tokens;
+        use kernel::{
+            alloc::KVVec,
+            rbtree::RBTreeNodeReservation, //
+        };
+
+        let mut received = KVVec::new();
+        for (token, index) in [(30, 0), (10, 1), (20, 2)] {
+            received.push(Tokens::entry(token, index), GFP_KERNEL)?;
+        }
+        let mut tokens = Tokens::received(received).map_err(|_| EINVAL)?;
+        assert_eq!(tokens.get(10), Some(1));
+        assert_eq!(tokens.get(20), Some(2));
+        assert_eq!(tokens.get(30), Some(0));
+        assert_eq!(tokens.get(15), None);
+        tokens.insert(RBTreeNodeReservation::new(GFP_KERNEL)?, 15, 3);
+        assert_eq!(tokens.get(15), Some(3));
+        assert_eq!(tokens.get(30), Some(0));
+        tokens.clear();
+        assert_eq!(tokens.get(10), None);
+        assert_eq!(tokens.get(15), None);
+
+        let mut twice = KVVec::new();
+        for (token, index) in [(7, 0), (8, 1), (7, 2)] {
+            twice.push(Tokens::entry(token, index), GFP_KERNEL)?;
+        }
+        assert_eq!(Tokens::received(twice).err(), Some(7));
+
+        // Enough tokens, in a scrambled order, to sort through every level of the heap.
+        let mut many = KVVec::new();
+        for index in 0..101usize {
+            many.push(Tokens::entry((index as u64 * 37) % 101, index), GFP_KERNEL)?;
+        }
+        let many = Tokens::received(many).map_err(|_| EINVAL)?;
+        for index in 0..101usize {
+            assert_eq!(many.get((index as u64 * 37) % 101), Some(index));
+        }
+        assert_eq!(many.get(101), None);
+        Ok(())
+    }
 }
 
 #[kunit_tests(luo_rs_chain)]

@@ -26,6 +26,7 @@ mod handover;
 mod kunit;
 mod session;
 pub mod state;
+mod tokens;
 mod uapi;
 
 /// Prefix of every message this crate prints; `module!` would define it for a module.
