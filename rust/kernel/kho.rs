@@ -358,6 +358,45 @@ pub struct RestoredVmalloc {
 /// Page addresses in one `struct kho_vmalloc_chunk`, after its link to the next chunk.
 const CHUNK_ENTRIES: usize = PAGE_SIZE / 8 - 1;
 
+/// The chunk pages of a vmalloc area read so far: freed once the whole list checked out, kept
+/// from the allocator if it did not.
+///
+/// One chunk lists 511 pages, so most areas have one, held without an allocation: a memfd's
+/// folio array is restored for every file a session hands over or discards.
+struct ChunkPages {
+    first: Option<RestoredPage>,
+    more: KVVec<RestoredPage>,
+}
+
+impl ChunkPages {
+    /// Room for `max` chunks, allocated now, so that no allocation fails once pages are taken.
+    fn with_capacity(max: usize) -> Result<Self> {
+        Ok(Self {
+            first: None,
+            more: KVVec::with_capacity(max.saturating_sub(1), GFP_KERNEL)?,
+        })
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// Keeps `chunk`; `EINVAL` past the room reserved.
+    fn push(&mut self, chunk: RestoredPage) -> Result {
+        if self.first.is_none() {
+            self.first = Some(chunk);
+            return Ok(());
+        }
+        self.more.push_within_capacity(chunk).map_err(|_| EINVAL)
+    }
+
+    /// Keeps every chunk page from the allocator for good.
+    fn leak(self) {
+        self.first.into_iter().for_each(RestoredPage::leak);
+        self.more.into_iter().for_each(RestoredPage::leak);
+    }
+}
+
 impl RestoredVmalloc {
     /// Takes ownership of the area `desc` describes, which the previous kernel preserved with
     /// `kho_preserve_vmalloc()` in single pages (order 0, as every plain `vmalloc()` area).
@@ -384,12 +423,12 @@ impl RestoredVmalloc {
         let total = desc.total_pages as usize;
         let max_chunks = total.div_ceil(CHUNK_ENTRIES);
         let mut pages = KVVec::with_capacity(total, GFP_KERNEL)?;
-        let mut chunks = KVVec::with_capacity(max_chunks, GFP_KERNEL)?;
+        let mut chunks = ChunkPages::with_capacity(max_chunks)?;
         let result = Self::take_pages(desc.first, total, max_chunks, &mut pages, &mut chunks);
         if result.is_err() {
             // Malformed: nothing of it may reach another user.
             pages.into_iter().for_each(RestoredPage::leak);
-            chunks.into_iter().for_each(RestoredPage::leak);
+            chunks.leak();
             return Err(EINVAL);
         }
         // The chunks were only the list; the pages are the area.
@@ -404,7 +443,7 @@ impl RestoredVmalloc {
         total: usize,
         max_chunks: usize,
         pages: &mut KVVec<RestoredPage>,
-        chunks: &mut KVVec<RestoredPage>,
+        chunks: &mut ChunkPages,
     ) -> Result {
         let mut next = first;
         while next != 0 {
@@ -426,7 +465,7 @@ impl RestoredVmalloc {
                     .push_within_capacity(RestoredPage::restore(phys)?)
                     .map_err(|_| EINVAL)?;
             }
-            chunks.push_within_capacity(chunk).map_err(|_| EINVAL)?;
+            chunks.push(chunk)?;
         }
         if pages.len() != total {
             return Err(EINVAL);
