@@ -23,6 +23,7 @@ use crate::{
     mm::{
         self,
         Pinned,
+        PreservedFolios,
         Runs, //
     },
 };
@@ -139,18 +140,15 @@ impl FolioSet {
         }
         let count = self.count.checked_add(new.len()).ok_or(ENOMEM)?;
         let bytes = count.checked_mul(entry::SIZE).ok_or(ENOMEM)?;
-        let mut array = VVec::<u8>::with_capacity(bytes, GFP_KERNEL)?;
-        array.resize(bytes, 0, GFP_KERNEL)?;
-        let new = if self.count == 0 {
-            new.preserve(&mut array)?
+        let (array, new) = if self.count == 0 {
+            preserve_into_array(new)?
         } else {
             // Runs are pinned in order, so both the set and the new entries are sorted.
-            let len = new.len() * entry::SIZE;
-            let mut added = VVec::<u8>::with_capacity(len, GFP_KERNEL)?;
-            added.resize(len, 0, GFP_KERNEL)?;
-            let new = new.preserve(&mut added)?;
+            let (added, new) = preserve_into_array(new)?;
+            let mut array = VVec::<u8>::with_capacity(bytes, GFP_KERNEL)?;
+            array.resize(bytes, 0, GFP_KERNEL)?;
             self.merge_into(&added, &mut array)?;
-            new
+            (array, new)
         };
         let array = PreservedVmalloc::new(array)?;
         let pages = new.pages();
@@ -182,6 +180,21 @@ impl FolioSet {
         }
         Ok(())
     }
+}
+
+/// Preserves the folios of `new` and returns them with their entries of the folio array.
+///
+/// The array is not zeroed first, as `vcalloc()` zeroes the C handler's: every byte of it is an
+/// entry the preserve writes.
+fn preserve_into_array(new: Pinned) -> Result<(VVec<u8>, PreservedFolios)> {
+    let bytes = new.len().checked_mul(entry::SIZE).ok_or(ENOMEM)?;
+    let mut array = VVec::<u8>::with_capacity(bytes, GFP_KERNEL)?;
+    let room = array.spare_capacity_mut().get_mut(..bytes).ok_or(ENOMEM)?;
+    let preserved = new.preserve(room)?;
+    // SAFETY: The preserve succeeded, so it wrote each of the first `bytes` bytes of the spare
+    // capacity of `array`, which is empty and has room for them.
+    unsafe { array.inc_len(bytes) };
+    Ok((array, preserved))
 }
 
 impl Drop for FolioSet {

@@ -14,7 +14,10 @@ use crate::abi::{
     folio as entry,
     FolioEntry, //
 };
-use core::ptr::NonNull;
+use core::{
+    mem::MaybeUninit,
+    ptr::NonNull, //
+};
 use kernel::{
     alloc::KVVec,
     bindings,
@@ -252,13 +255,13 @@ impl Pinned {
 
     /// Preserves every folio for the next kernel, marked dirty and uptodate, and writes its
     /// entry of the handover's folio array into `entries`, one [`entry::SIZE`] chunk per folio
-    /// in order.
+    /// in order: on success every byte of `entries` is written.
     ///
     /// # Errors
     ///
     /// `EINVAL` if `entries` has not exactly one chunk per folio, or KHO's error; every folio
     /// is unpreserved and unpinned then.
-    pub(crate) fn preserve(mut self, entries: &mut [u8]) -> Result<PreservedFolios> {
+    pub(crate) fn preserve(mut self, entries: &mut [MaybeUninit<u8>]) -> Result<PreservedFolios> {
         let nr = self.folios.len();
         if entries.len() != nr.saturating_mul(entry::SIZE) {
             return Err(EINVAL);
