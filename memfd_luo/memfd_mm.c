@@ -288,9 +288,10 @@ unlock:
  * Stops at the first failure: returns 0 when every entry was restored,
  * else that entry's error, with its position in *@failed and its folio's
  * size (0 if not preserved) in *@nr_pages; or, if the blocks cannot be
- * charged, that error with *@failed set to @nr. *@added counts the pages
- * added and charged, for luo_memfd_account(): folios added but not charged
- * stay in the page cache uncounted, to be freed with the file.
+ * charged and no entry failed, that error with *@failed set to @nr.
+ * *@added counts the pages added and charged, for luo_memfd_account():
+ * folios added but not charged stay in the page cache uncounted, to be
+ * freed with the file.
  */
 int luo_memfd_restore_folios(struct file *file, const void *entries, u64 nr,
 			     u64 pages, u64 *failed, u64 *added, u64 *nr_pages)
@@ -317,10 +318,14 @@ int luo_memfd_restore_folios(struct file *file, const void *entries, u64 nr,
 	if (in) {
 		int acct = shmem_inode_acct_blocks(file_inode(file), in);
 
+		/* An entry's own failure is reported first: the rest follows it. */
 		if (acct) {
-			*failed = nr;
-			*nr_pages = 0;
-			return acct;
+			if (!err) {
+				*failed = nr;
+				*nr_pages = 0;
+				err = acct;
+			}
+			return err;
 		}
 		*added += in;
 	}
